@@ -1,0 +1,33 @@
+# Set-up and entry points. `make demo` and `make test` work on a fresh machine:
+# they create .venv when it is missing and install into it.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+# The CPU build of torch; on a GPU box install your CUDA torch into .venv first and this is a no-op.
+TORCH  ?= torch==2.13.0
+
+.PHONY: demo test test-all bench clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[dev,sweep]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/weightsim-run experiment=demo
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q
+
+test-all: $(VENV)/.installed
+	$(PY) -m pytest -q -m "slow or not slow"
+
+bench: $(VENV)/.installed
+	$(PY) -m weightsim.zoo.bench
+
+clean:
+	rm -rf outputs multirun wandb

@@ -1,0 +1,156 @@
+"""Thin Hydra entry points: weightsim-zoo, weightsim-htt, weightsim-run (zoo then HTT, one run dir)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from weightsim.errors import WeightsimError
+
+CONF = Path(__file__).parent / "conf"  # installed wheel
+if not CONF.is_dir():
+    CONF = Path(__file__).parent.parent / "conf"  # source checkout / editable install
+GROUPS = ("dataset", "arch", "zoo", "classifier", "protocol", "logger", "launcher", "experiment")
+
+
+def choices(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def check_choices(argv: list[str]) -> None:
+    """Unknown config-group choices end in one line that lists the choices (before Hydra starts)."""
+    for arg in argv:
+        key, _, value = arg.lstrip("+~").partition("=")
+        if key in GROUPS and value and value != "null":
+            for v in value.split(","):
+                if v not in choices(key):
+                    raise WeightsimError(f"unknown {key} '{v}': choose from {', '.join(choices(key))}")
+
+
+def quiet() -> None:
+    for name in list(logging.root.manager.loggerDict) + ["lightning.pytorch", "lightning.fabric"]:
+        if name.startswith(("lightning", "pytorch_lightning")):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*isinstance.treespec, LeafSpec.*")
+    warnings.filterwarnings("ignore", ".*GPU available but not used.*")
+
+
+def container(cfg) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def make_logger(cfg: DictConfig):
+    return instantiate(cfg.logger) if cfg.get("logger") and "_target_" in cfg.logger else None
+
+
+# -- the stages ------------------------------------------------------------------------------------
+def zoo_stage(cfg: DictConfig, logger=None) -> Path:
+    from weightsim.zoo.generate import ZooConfig, builder, generate_zoo
+
+    taskset = instantiate(cfg.dataset)
+    arch = instantiate(cfg.arch)
+    choice = HydraConfig.get().runtime.choices
+    dataset_cfg, arch_cfg = container(cfg.dataset), container(cfg.arch)
+    zc = ZooConfig(**container(cfg.zoo))
+    identity = {"dataset": {"name": choice.get("dataset"), "config": dataset_cfg},
+                "arch": {"name": choice.get("arch"), "config": arch_cfg},
+                "input_shape": list(taskset.input_shape), "num_classes": taskset.classes_per_task,
+                "data_info": taskset.info, "tasks": [t.meta() for t in taskset.tasks]}
+    identity["config_hash"] = hashlib.sha256(json.dumps(
+        [dataset_cfg, arch_cfg, zc.training()], sort_keys=True).encode()).hexdigest()[:16]
+    return generate_zoo(builder(arch, taskset.input_shape, taskset.classes_per_task), taskset, zc,
+                        cfg.zoo_dir, identity, logger, cfg.progress)
+
+
+def htt_stage(cfg: DictConfig, logger=None) -> dict:
+    from weightsim.htt.features import ChainOptions
+    from weightsim.htt.run import ClassifierConfig, ProtocolConfig, run_htt
+    from weightsim.report import markdown_table, plot_accuracy, plot_cmc, write_report
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    result = run_htt(cfg.zoo_dir, ProtocolConfig(**container(cfg.protocol)),
+                     ClassifierConfig(**container(cfg.classifier)), ChainOptions(**container(cfg.chains)),
+                     cfg.eval_zoo_dir, cfg.seed, logger, cfg.progress)
+    result["meta"]["config"] = container(cfg)
+    paths = write_report(run_dir, result)
+    plots = [plot_accuracy(result["rows"], run_dir / "accuracy.png", result["meta"]["chance_classification"])]
+    if result["cmc"]:
+        plots.append(plot_cmc(result["cmc"], run_dir / "cmc.png"))
+    print("\n" + markdown_table(result["rows"]))
+    print(f"\nreport: {paths['md']}  (json, csv, png beside it)")
+    log_results(logger, result, plots)
+    return result
+
+
+def log_results(logger, result: dict, plots: list[Path]) -> None:
+    """Send the result rows and plots to wandb when it is the logger (CSV needs nothing more)."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    if isinstance(logger, WandbLogger):
+        import wandb
+
+        rows = result["rows"]
+        keys = list(rows[0]) if rows else []
+        logger.experiment.log({"report": wandb.Table(columns=keys, data=[[r.get(k) for k in keys] for r in rows]),
+                               **{p.stem: wandb.Image(str(p)) for p in plots}})
+        logger.experiment.config.update(result["meta"].get("config", {}), allow_val_change=True)
+
+
+def finish(logger) -> None:
+    """One wandb run per job: finish it so multirun jobs never share a run."""
+    if logger is not None and type(logger).__name__ == "WandbLogger":
+        import wandb
+
+        wandb.finish()
+
+
+# -- entry points ----------------------------------------------------------------------------------
+def _app(stage):
+    def task(cfg: DictConfig) -> None:
+        quiet()
+        logger = None
+        try:
+            logger = make_logger(cfg)
+            stage(cfg, logger)
+        except WeightsimError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+        finally:
+            finish(logger)
+
+    def main() -> None:
+        os.environ.setdefault("WANDB_SILENT", "true")
+        try:
+            check_choices(sys.argv[1:])
+        except WeightsimError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+        hydra.main(config_path=str(CONF), config_name="config", version_base="1.3")(task)()
+
+    return main
+
+
+def _zoo(cfg, logger):
+    path = zoo_stage(cfg, logger)
+    print(f"zoo: {path}")
+
+
+def _run(cfg, logger):
+    zoo_stage(cfg, logger)
+    htt_stage(cfg, logger)
+
+
+zoo_main = _app(_zoo)
+htt_main = _app(htt_stage)
+run_main = _app(_run)

@@ -1,0 +1,151 @@
+"""Hypothesis-training-testing on a zoo: per chain, train a weight classifier, then test it with
+the classification protocol (held-out seeds of the training tasks) and the retrieval protocol
+(unseen tasks), normalized chains against raw layers."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from weightsim.errors import ChainError, ConfigError, ZooError
+from weightsim.htt.classifier import fit_classifier
+from weightsim.htt.features import ChainOptions, zoo_features
+from weightsim.htt.protocols import cmc_curve, decide, distances, retrieval_split, split_seeds
+from weightsim.htt.stats import clopper_pearson, permutation_p_value
+from weightsim.zoo.store import ZooReader
+
+
+@dataclass
+class ProtocolConfig:
+    alpha: float = 0.05
+    train_fraction: float = 0.6  # share of each task's seeds that trains the classifier (paper: 60/40)
+    train_seeds: int | None = None  # an exact count overrides train_fraction
+    queries: int = 6  # per unseen task, the lowest seeds are queries; the rest are the gallery
+    metric: str = "euclidean"
+    max_rank: int = 10
+    n_permutations: int = 19  # label-permutation null heads per fit (0: off)
+    confidence: float = 0.95  # Clopper-Pearson level
+    protocols: list[str] = field(default_factory=lambda: ["classification", "retrieval"])
+    kinds: list[str] = field(default_factory=lambda: ["normalized", "raw"])
+
+
+@dataclass
+class ClassifierConfig:
+    lr: float = 0.01
+    weight_decay: float = 1e-3
+    epochs: int = 300
+    accelerator: str = "cpu"
+
+
+def check_protocol(pc: ProtocolConfig) -> None:
+    decide(0.0, pc.alpha)  # validates alpha
+    if not 0 < pc.train_fraction < 1:
+        raise ConfigError(f"protocol.train_fraction={pc.train_fraction} must lie in (0, 1)")
+    for p in pc.protocols:
+        if p not in ("classification", "retrieval"):
+            raise ConfigError(f"unknown protocol '{p}': choose classification, retrieval")
+    for k in pc.kinds:
+        if k not in ("normalized", "raw"):
+            raise ConfigError(f"unknown feature kind '{k}': choose normalized, raw")
+
+
+def usable_rows(reader: ZooReader) -> tuple[list[dict], int]:
+    rows = [r for r in reader.rows if not r["diverged"]]
+    return rows, len(reader.rows) - len(rows)
+
+
+def run_htt(zoo_dir: str, pc: ProtocolConfig, cc: ClassifierConfig, co: ChainOptions,
+            eval_zoo_dir: str | None = None, seed: int = 0, logger=None, progress: bool = True) -> dict:
+    """Returns {"rows": report rows, "cmc": {(chain, kind): curve}, "meta": {...}}.
+
+    eval_zoo_dir: cross-network evaluation; the classifier trains on ``zoo_dir`` and is tested on
+    the nets of ``eval_zoo_dir`` (same tasks), chain by chain.
+    """
+    check_protocol(pc)
+    train_zoo = ZooReader(zoo_dir)
+    eval_zoo = ZooReader(eval_zoo_dir) if eval_zoo_dir else train_zoo
+    rows_a, div_a = usable_rows(train_zoo)
+    rows_b, div_b = usable_rows(eval_zoo) if eval_zoo is not train_zoo else (rows_a, div_a)
+    seen_a = [r for r in rows_a if r["role"] == "train"]
+    seen_b = [r for r in rows_b if r["role"] == "train"]
+    unseen = [r for r in rows_b if r["role"] == "unseen"]
+    tasks = sorted({r["task"] for r in seen_a})
+    if len(tasks) < 2:
+        raise ZooError(f"zoo {zoo_dir} has {len(tasks)} usable training task(s); HTT needs at least 2")
+    per_task = min(sum(r["task"] == t for r in seen_a) for t in tasks)
+    n_train = pc.train_seeds if pc.train_seeds is not None else max(1, int(round(pc.train_fraction * per_task)))
+    if n_train < 1:
+        raise ConfigError(f"protocol.train_seeds={n_train} must be >= 1")
+    tr_idx, _ = split_seeds(seen_a, n_train)
+    _, te_idx = split_seeds(seen_b, n_train)
+    label_of = {t: i for i, t in enumerate(tasks)}
+    y_train = torch.tensor([label_of[seen_a[i]["task"]] for i in tr_idx])
+    missing = {seen_b[i]["task"] for i in te_idx} - set(tasks)
+    if missing:
+        raise ZooError(f"eval zoo {eval_zoo_dir} has training tasks {sorted(missing)} that {zoo_dir} lacks")
+    y_test = torch.tensor([label_of[seen_b[i]["task"]] for i in te_idx])
+    do_retrieval = "retrieval" in pc.protocols and unseen
+    if do_retrieval:
+        q_idx, g_idx = retrieval_split(unseen, pc.queries)
+        q_lab = torch.tensor([unseen[i]["task"] for i in q_idx])
+        g_lab = torch.tensor([unseen[i]["task"] for i in g_idx])
+
+    report, cmcs = [], {}
+    jobs = [(k, k == "normalized") for k in pc.kinds]
+    bar = tqdm(total=0, desc="htt", unit="fit", disable=not progress)
+    for kind, normalized in jobs:
+        feats_a = zoo_features(train_zoo, [seen_a[i] for i in tr_idx], normalized, co)
+        feats_b = zoo_features(eval_zoo, [seen_b[i] for i in te_idx], normalized, co)
+        feats_u = zoo_features(eval_zoo, unseen, normalized, co) if do_retrieval else None
+        if len(feats_a) != len(feats_b):
+            raise ChainError(f"cross-network: the train zoo has {len(feats_a)} chains, the eval zoo "
+                             f"{len(feats_b)}; chains {min(len(feats_a), len(feats_b)) + 1}.. exist in one only")
+        bar.total += len(feats_a)
+        for c, (xa, xb) in enumerate(zip(feats_a, feats_b), start=1):
+            if xa.shape[1] != xb.shape[1]:
+                raise ChainError(f"chain {c} has {xa.shape[1]} features in the train zoo but {xb.shape[1]} "
+                                 f"in the eval zoo: it does not exist in both nets")
+            model = fit_classifier(xa.float(), y_train, len(tasks), pc.n_permutations, seed + c,
+                                   cc.lr, cc.weight_decay, cc.epochs, cc.accelerator, logger)
+            with torch.no_grad():
+                logits = model(xb.float())  # (H, N_test, T)
+            base = {"chain": c, "normalized": normalized, "feature_dim": int(xa.shape[1]), "alpha": pc.alpha}
+            if "classification" in pc.protocols:
+                accs = (logits.argmax(-1) == y_test).float().mean(1).numpy()
+                report.append(_row("classification", base, float(accs[0]), len(y_test), accs[1:], pc))
+            if do_retrieval:
+                with torch.no_grad():
+                    reps = model(feats_u[c - 1].float())  # (H, N_unseen, T): the weight representation
+                curves = [cmc_curve(distances(r[q_idx], r[g_idx], pc.metric), q_lab, g_lab, pc.max_rank)
+                          for r in reps]
+                cmcs[(c, kind)] = curves[0]
+                row = _row("retrieval", base, float(curves[0][0]), len(q_idx),
+                           np.array([cv[0] for cv in curves[1:]]), pc)
+                row["rank5"] = float(curves[0][min(4, len(curves[0]) - 1)])
+                report.append(row)
+            bar.update(1)
+    bar.close()
+    meta = {"zoo_dir": str(zoo_dir), "eval_zoo_dir": str(eval_zoo_dir or zoo_dir),
+            "nets": len(train_zoo.rows), "diverged_excluded": div_a + (div_b if eval_zoo is not train_zoo else 0),
+            "training_tasks": len(tasks), "unseen_tasks": len({r["task"] for r in unseen}),
+            "train_seeds_per_task": n_train, "test_nets": len(y_test),
+            "queries": len(q_idx) if do_retrieval else 0, "gallery": len(g_idx) if do_retrieval else 0,
+            "chance_classification": 1 / len(tasks),
+            "features": {"normalized": "exact Gram G_l = C_l C_l^T, upper triangle" + (" (homogeneous bias)" if co.bias else ""),
+                         "raw": "layer weight flattened"},
+            "batchnorm": "ignored by the chain (as in the paper)"}
+    return {"rows": report, "cmc": cmcs, "meta": meta}
+
+
+def _row(protocol: str, base: dict, acc: float, n: int, null: np.ndarray, pc: ProtocolConfig) -> dict:
+    err = 1.0 - acc
+    lo, hi = clopper_pearson(int(round(err * n)), n, pc.confidence)
+    return {"protocol": protocol, **base, "accuracy": acc, "error": err, "decision": decide(err, pc.alpha),
+            "n": n, "error_ci_low": lo, "error_ci_high": hi,
+            "decision_ci": "accept" if hi < pc.alpha else "reject",
+            "null_accuracy_mean": float(null.mean()) if null.size else None,
+            "p_value": permutation_p_value(acc, null)}

@@ -1,0 +1,6 @@
+"""Reports of a run: report.json / report.csv / report.md, printed table, PNG plots."""
+
+from weightsim.report.tables import markdown_table, write_report
+from weightsim.report.plots import plot_accuracy, plot_cmc
+
+__all__ = ["markdown_table", "write_report", "plot_accuracy", "plot_cmc"]

@@ -1,0 +1,6 @@
+"""Model zoos: many seeds of one architecture per learning task, stored as safetensors."""
+
+from weightsim.zoo.generate import ZooConfig, generate_zoo
+from weightsim.zoo.store import ZooReader, ZooWriter
+
+__all__ = ["ZooConfig", "generate_zoo", "ZooReader", "ZooWriter"]

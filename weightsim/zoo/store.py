@@ -1,0 +1,178 @@
+"""On-disk model zoo: safetensors weights + a manifest, written atomically.
+
+Layout of a zoo directory::
+
+    zoo.json                      what the zoo is: dataset, tasks, arch, training config (+ hash)
+    weights/<population>.safetensors   stacked parameters, each tensor (K, *shape), member axis first
+    weights/<population>.json     the manifest rows of its K nets (task, seed, accuracies, sha256, ...)
+
+A population's .safetensors is written (temp file, fsync, rename) before its .json; the .json is
+the completion mark, so a crash never leaves a manifest row without its weights. The manifest of
+the zoo is the union of the .json pieces (several jobs can fill one zoo without sharing a file);
+``manifest.csv`` is a derived, human-readable copy.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load, save as st_save
+
+from weightsim.errors import ZooError
+
+FORMAT = "weightsim-zoo"
+VERSION = 1
+# what must agree between a zoo on disk and the config that wants to add to it
+IDENTITY_KEYS = ("dataset", "arch", "training")
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one, never half."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def check_safetensors_bytes(data: bytes, path: Path) -> None:
+    """Refuse anything that is not a safetensors file (pickles, torch.save zips) before parsing it."""
+    if data[:2] == b"PK" or data[:1] == b"\x80":
+        raise ZooError(f"zoo file {path} is a pickle / torch.save file: refused (weightsim reads "
+                       f"weights only from safetensors, so a zoo cannot run code)")
+    if len(data) < 10 or data[8:9] != b"{":
+        raise ZooError(f"zoo file {path} is not a safetensors file (truncated or foreign)")
+
+
+class ZooWriter:
+    """Creates or reopens a zoo directory and adds populations to it atomically."""
+
+    def __init__(self, root: str | Path, identity: dict):
+        self.root = Path(root)
+        (self.root / "weights").mkdir(parents=True, exist_ok=True)
+        head = self.root / "zoo.json"
+        self.identity = {"format": FORMAT, "version": VERSION, **identity}
+        if head.exists():
+            old = read_head(head)
+            for key in IDENTITY_KEYS:
+                if old.get(key) != self.identity.get(key):
+                    raise ZooError(
+                        f"zoo {self.root} was made with {key}={_short(old.get(key))}, but the config asks "
+                        f"for {key}={_short(self.identity.get(key))}: use another zoo_dir or the zoo's config")
+        else:
+            atomic_write(head, json.dumps(self.identity, indent=1).encode())
+
+    def done(self) -> set[str]:
+        """Names of the populations already complete on disk."""
+        return {p.stem for p in (self.root / "weights").glob("*.json")}
+
+    def write(self, name: str, stacked: dict[str, torch.Tensor], rows: list[dict]) -> None:
+        """Write one population: stacked (K, ...) tensors and its K manifest rows."""
+        data = st_save({k: v.detach().cpu().contiguous() for k, v in stacked.items()},
+                       metadata={"format": FORMAT, "population": name})
+        wpath = self.root / "weights" / f"{name}.safetensors"
+        atomic_write(wpath, data)
+        digest = sha256_bytes(data)
+        rows = [{**r, "file": wpath.name, "index": i, "sha256": digest} for i, r in enumerate(rows)]
+        atomic_write(self.root / "weights" / f"{name}.json", json.dumps(rows, indent=0).encode())
+
+    def write_manifest_csv(self) -> Path:
+        return ZooReader(self.root).write_manifest_csv()
+
+
+def read_head(path: Path) -> dict:
+    try:
+        head = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ZooError(f"zoo file {path} is unreadable or not JSON ({e})") from None
+    if not isinstance(head, dict) or head.get("format") != FORMAT:
+        raise ZooError(f"{path} is not a weightsim zoo header (missing format: {FORMAT})")
+    return head
+
+
+def _short(v) -> str:
+    s = json.dumps(v, sort_keys=True)
+    return s if len(s) < 160 else s[:157] + "..."
+
+
+class ZooReader:
+    """Reads a zoo directory: its header, its manifest rows, and its weights (safetensors only)."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise ZooError(f"zoo directory {self.root} does not exist: train one with "
+                           f"`weightsim-zoo zoo_dir={self.root}` or pass the right zoo_dir=")
+        head = self.root / "zoo.json"
+        if not head.exists():
+            raise ZooError(f"{self.root} is not a zoo (no zoo.json): pass the directory weightsim-zoo wrote")
+        self.head = read_head(head)
+        self.rows = self._read_rows()
+
+    def _read_rows(self) -> list[dict]:
+        rows = []
+        for piece in sorted((self.root / "weights").glob("*.json")):
+            try:
+                part = json.loads(piece.read_text())
+            except ValueError as e:
+                raise ZooError(f"zoo manifest piece {piece} is corrupt ({e})") from None
+            rows.extend(part)
+        rows.sort(key=lambda r: (r["task"], r["seed"]))
+        return rows
+
+    def load(self, rows: list[dict] | None = None, verify: bool = False) -> dict[str, torch.Tensor]:
+        """Stacked parameters of ``rows`` (default: all), in their order: name -> (N, *shape)."""
+        rows = self.rows if rows is None else rows
+        if not rows:
+            raise ZooError(f"zoo {self.root} has no trained nets yet")
+        by_file: dict[str, dict[str, torch.Tensor]] = {}
+        for f in dict.fromkeys(r["file"] for r in rows):
+            by_file[f] = self.load_file(f, verify_sha=next(r["sha256"] for r in rows if r["file"] == f)
+                                        if verify else None)
+        keys = list(next(iter(by_file.values())))
+        return {k: torch.stack([by_file[r["file"]][k][r["index"]] for r in rows]) for k in keys}
+
+    def load_file(self, name: str, verify_sha: str | None = None) -> dict[str, torch.Tensor]:
+        path = self.root / "weights" / name
+        if not name.endswith(".safetensors"):
+            raise ZooError(f"zoo file {path} is not a .safetensors file: refused (no pickles)")
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise ZooError(f"zoo file {path} is missing or unreadable ({e.strerror})") from None
+        if verify_sha is not None and sha256_bytes(data) != verify_sha:
+            raise ZooError(f"zoo file {path} does not match its manifest checksum (altered or truncated)")
+        check_safetensors_bytes(data, path)
+        try:
+            return st_load(data)
+        except (SafetensorError, ValueError) as e:
+            raise ZooError(f"zoo file {path} is corrupt ({e})") from None
+
+    def write_manifest_csv(self) -> Path:
+        path = self.root / "manifest.csv"
+        if self.rows:
+            keys = list(dict.fromkeys(k for r in self.rows for k in r))
+            buf = io.StringIO()
+            w = csv.DictWriter(buf, keys)
+            w.writeheader()
+            for r in self.rows:
+                w.writerow({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in r.items()})
+            atomic_write(path, buf.getvalue().encode())
+        return path
