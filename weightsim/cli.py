@@ -38,6 +38,9 @@ def check_choices(argv: list[str]) -> None:
 
 
 def quiet() -> None:
+    """Keep the terminal for progress bars and results: Lightning's INFO banners go."""
+    import lightning.pytorch  # noqa: F401  (it sets its loggers to INFO on import)
+
     for name in list(logging.root.manager.loggerDict) + ["lightning.pytorch", "lightning.fabric"]:
         if name.startswith(("lightning", "pytorch_lightning")):
             logging.getLogger(name).setLevel(logging.WARNING)

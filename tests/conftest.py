@@ -1,0 +1,33 @@
+"""Shared test helpers. Tests never use wandb and never touch the network."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ["WANDB_MODE"] = "disabled"
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("WEIGHTSIM_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+def run_cli(app: str, *overrides: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run a real Hydra app (`weightsim-<app>`) in a subprocess with this interpreter and code."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "0"}
+    code = f"from weightsim.cli import {app}_main; {app}_main()"
+    return subprocess.run([sys.executable, "-c", code, *overrides], cwd=cwd or ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+# the smallest run that still has every moving part: 3 training + 2 unseen tasks, 5 seeds
+TINY = ("dataset.train_tasks=3", "dataset.unseen_tasks=2", "zoo.seeds=5", "zoo.epochs=3",
+        "arch.hidden=8", "protocol.queries=2", "protocol.train_seeds=3", "classifier.epochs=30",
+        "protocol.n_permutations=3", "progress=false", "logger=none")
+
+
+@pytest.fixture
+def tiny_overrides():
+    return TINY

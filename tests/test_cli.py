@@ -1,0 +1,101 @@
+"""Real Hydra commands: config composition, a seconds-long end-to-end run, and bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.utils import get_class, get_method
+from omegaconf import OmegaConf
+
+from tests.conftest import TINY, run_cli
+from weightsim.cli import CONF, GROUPS, choices
+
+
+def all_group_choices():
+    return [(g, c) for g in GROUPS for c in choices(g)]
+
+
+@pytest.mark.parametrize("group,choice", all_group_choices())
+def test_every_config_group_option_composes(group, choice):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=[f"{group}={choice}"], return_hydra_config=True)
+    for g in ("dataset", "arch", "zoo", "classifier", "protocol"):
+        assert g in cfg, f"{group}={choice} dropped the {g} group"
+    for g in ("dataset", "arch"):  # the builders must exist (they are instantiated in every run)
+        target = cfg[g]["_target_"]
+        assert target.startswith("weightsim."), target
+        (get_class if target.split(".")[-1][0].isupper() else get_method)(target)
+    OmegaConf.to_container(cfg.protocol, resolve=True)
+
+
+def test_overrides_reach_every_value():
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=["zoo.seeds=50", "arch.hidden=64", "protocol.alpha=0.01",
+                                           "experiment=demo"])
+    assert (cfg.zoo.seeds, cfg.arch.hidden, cfg.protocol.alpha) == (50, 64, 0.01)  # the command line wins
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=["experiment=demo", "zoo.epochs=7"])
+    assert (cfg.zoo.seeds, cfg.zoo.epochs, cfg.dataset.train_tasks) == (30, 7, 10)
+
+
+def test_weightsim_run_end_to_end(tmp_path):
+    out = tmp_path / "run"
+    res = run_cli("run", *TINY, f"hydra.run.dir={out}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = json.loads((out / "report.json").read_text())
+    assert len(rows) == 2 * 2 * 4  # protocol x normalized/raw x 4 chains
+    for r in rows:
+        assert {"protocol", "chain", "normalized", "accuracy", "error", "alpha", "decision"} <= set(r)
+        assert r["decision"] in ("accept", "reject") and abs(r["accuracy"] + r["error"] - 1) < 1e-9
+        assert r["alpha"] == 0.05 and r["p_value"] is not None
+    assert {r["protocol"] for r in rows} == {"classification", "retrieval"}
+    for name in ("report.md", "report.csv", "cmc.csv", "accuracy.png", "cmc.png", "run.json"):
+        assert (out / name).stat().st_size > 0, name
+    assert (out / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["training_tasks"] == 3 and meta["unseen_tasks"] == 2 and meta["train_seeds_per_task"] == 3
+    assert "| protocol | chain |" in res.stdout  # the table is printed at the end
+    assert len(list((out / "zoo" / "weights").glob("*.safetensors"))) >= 1
+    # weightsim-htt alone on the zoo just written, in another run dir, gives the same rows
+    again = run_cli("htt", *TINY, f"zoo_dir={out / 'zoo'}", f"hydra.run.dir={tmp_path / 'htt'}")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads((tmp_path / "htt" / "report.json").read_text()) == rows
+
+
+def one_line_error(res) -> str:
+    assert res.returncode != 0
+    assert "Traceback" not in res.stderr, res.stderr[-2000:]
+    lines = [l for l in res.stderr.splitlines() if l.startswith("error:")]
+    assert len(lines) == 1, res.stderr[-2000:]
+    return lines[0]
+
+
+@pytest.mark.parametrize("override,expect", [
+    ("dataset=imagenet9000", "unknown dataset 'imagenet9000': choose from "),
+    ("arch=transformer", "unknown arch 'transformer': choose from "),
+])
+def test_unknown_choice_lists_the_choices(tmp_path, override, expect):
+    line = one_line_error(run_cli("run", override, f"hydra.run.dir={tmp_path}"))
+    assert expect in line
+    group = override.split("=")[0]
+    assert all(c in line for c in choices(group))
+
+
+@pytest.mark.parametrize("alpha", ["0", "1", "1.5", "-0.2"])
+def test_alpha_outside_unit_interval(tmp_path, alpha):
+    line = one_line_error(run_cli("htt", f"protocol.alpha={alpha}", f"zoo_dir={tmp_path}", f"hydra.run.dir={tmp_path}"))
+    assert "protocol.alpha" in line and "(0, 1)" in line
+
+
+def test_missing_zoo_dir(tmp_path):
+    line = one_line_error(run_cli("htt", f"zoo_dir={tmp_path / 'nope'}", f"hydra.run.dir={tmp_path}"))
+    assert "nope" in line and "does not exist" in line
+
+
+def test_more_training_seeds_than_exist(tmp_path):
+    res = run_cli("run", *TINY, "protocol.train_seeds=8", f"hydra.run.dir={tmp_path}")
+    line = one_line_error(res)
+    assert "8 training seeds per task" in line and "zoo.seeds" in line

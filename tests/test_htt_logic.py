@@ -1,0 +1,81 @@
+"""CMC, decisions, statistics and seed splits on hand-made cases with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from weightsim.errors import ConfigError
+from weightsim.htt import clopper_pearson, cmc_curve, decide, fit_classifier, permutation_p_value, split_seeds
+
+
+def test_cmc_hand_made():
+    # 3 queries, 4 gallery items. Query 0 (label 0): nearest is label 0 -> rank 1.
+    # Query 1 (label 1): order g2(0), g0(1) -> rank 2. Query 2 (label 2): no match in the gallery.
+    dist = torch.tensor([[0.1, 0.9, 0.5, 0.7],
+                         [0.4, 0.8, 0.2, 0.9],
+                         [0.3, 0.1, 0.2, 0.4]])
+    q = torch.tensor([0, 1, 2])
+    g = torch.tensor([1, 0, 0, 1])
+    # gallery labels: g0=1, g1=0, g2=0, g3=1; query 0 (label 0) nearest g0 (label 1) at 0.1,
+    # then g2 (label 0) at 0.5 -> rank 2. Query 1 (label 1): g2 (0) at .2, g0 (1) at .4 -> rank 2.
+    curve = cmc_curve(dist, q, g, max_rank=4)
+    np.testing.assert_allclose(curve, [0.0, 2 / 3, 2 / 3, 2 / 3])
+    perfect = cmc_curve(torch.tensor([[0.0, 1.0], [1.0, 0.0]]), torch.tensor([0, 1]), torch.tensor([0, 1]))
+    np.testing.assert_allclose(perfect, [1.0, 1.0])
+
+
+def test_cmc_ties_are_broken_by_gallery_order():
+    dist = torch.zeros(1, 3)
+    np.testing.assert_allclose(cmc_curve(dist, torch.tensor([5]), torch.tensor([1, 5, 5]), 3), [0, 1, 1])
+
+
+def test_decide():
+    assert decide(0.0, 0.05) == "accept"
+    assert decide(0.049, 0.05) == "accept"
+    assert decide(0.05, 0.05) == "reject"  # strictly below alpha
+    assert decide(0.5, 0.05) == "reject"
+    for bad in (0, 1, -0.1, 1.5):
+        with pytest.raises(ConfigError, match="alpha"):
+            decide(0.0, bad)
+
+
+def test_clopper_pearson_known_values():
+    lo, hi = clopper_pearson(0, 10, 0.95)
+    assert lo == 0.0 and hi == pytest.approx(1 - 0.025 ** (1 / 10), rel=1e-9)  # closed form at k=0
+    lo, hi = clopper_pearson(10, 10, 0.95)
+    assert hi == 1.0 and lo == pytest.approx(0.025 ** (1 / 10), rel=1e-9)
+    lo, hi = clopper_pearson(3, 20, 0.95)
+    assert lo < 0.15 < hi and (lo, hi) == pytest.approx((0.0321, 0.3789), abs=1e-3)
+
+
+def test_permutation_p_value():
+    assert permutation_p_value(0.9, [0.1, 0.2, 0.3]) == pytest.approx(0.25)
+    assert permutation_p_value(0.2, [0.1, 0.2, 0.3]) == pytest.approx(0.75)  # ties count against
+    assert permutation_p_value(0.5, []) is None
+
+
+def test_split_seeds_fixed_and_errors():
+    rows = [{"task": t, "seed": s} for t in (1, 0) for s in (4, 2, 3, 1)]
+    train, test = split_seeds(rows, 3)
+    assert sorted((rows[i]["task"], rows[i]["seed"]) for i in train) == [(0, 1), (0, 2), (0, 3), (1, 1), (1, 2), (1, 3)]
+    assert sorted((rows[i]["task"], rows[i]["seed"]) for i in test) == [(0, 4), (1, 4)]
+    with pytest.raises(ConfigError, match="4 training seeds per task, but task 0 has only 4"):
+        split_seeds(rows, 4)
+
+
+def test_weight_classifier_learns_and_null_heads_do_not():
+    g = torch.Generator().manual_seed(0)
+    centers = torch.randn(4, 30, generator=g) * 3
+    y = torch.arange(4).repeat_interleave(20)
+    x = centers[y] + torch.randn(80, 30, generator=g)
+    model = fit_classifier(x, y, 4, n_null=5, seed=0, epochs=150)
+    yt = torch.arange(4).repeat_interleave(10)
+    xt = centers[yt] + torch.randn(40, 30, generator=g)
+    with torch.no_grad():
+        acc = (model(xt).argmax(-1) == yt).float().mean(1)
+    assert acc[0] > 0.95
+    assert acc[1:].mean() < 0.6  # shuffled-label heads are near chance (0.25) on held-out data
+    # standardization is fitted on the training data only
+    assert torch.allclose(model.mean, x.mean(0))
