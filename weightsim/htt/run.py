@@ -96,7 +96,7 @@ def run_htt(zoo_dir: str, pc: ProtocolConfig, cc: ClassifierConfig, co: ChainOpt
 
     report, cmcs = [], {}
     jobs = [(k, k == "normalized") for k in pc.kinds]
-    bar = tqdm(total=0, desc="htt", unit="fit", disable=not progress)
+    bar = tqdm(desc="htt", unit="fit", disable=not progress)
     for kind, normalized in jobs:
         feats_a = zoo_features(train_zoo, [seen_a[i] for i in tr_idx], normalized, co)
         feats_b = zoo_features(eval_zoo, [seen_b[i] for i in te_idx], normalized, co)
@@ -104,7 +104,7 @@ def run_htt(zoo_dir: str, pc: ProtocolConfig, cc: ClassifierConfig, co: ChainOpt
         if len(feats_a) != len(feats_b):
             raise ChainError(f"cross-network: the train zoo has {len(feats_a)} chains, the eval zoo "
                              f"{len(feats_b)}; chains {min(len(feats_a), len(feats_b)) + 1}.. exist in one only")
-        bar.total += len(feats_a)
+        bar.total = len(jobs) * len(feats_a)
         for c, (xa, xb) in enumerate(zip(feats_a, feats_b), start=1):
             if xa.shape[1] != xb.shape[1]:
                 raise ChainError(f"chain {c} has {xa.shape[1]} features in the train zoo but {xb.shape[1]} "
