@@ -10,9 +10,9 @@ TORCH  ?= torch==2.13.0
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e ".[dev,sweep]"
+	$(PY) -m pip install -qq --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -qq "$(TORCH)"
+	$(PY) -m pip install -qq -e ".[dev,sweep]"
 	touch $@
 
 install: $(VENV)/.installed
