@@ -19,7 +19,7 @@ class WeightClassifier(L.LightningModule):
     """x: (N, D) chain features -> logits (H, N, C). The logits are the weight representation."""
 
     def __init__(self, in_dim: int, num_classes: int, n_heads: int = 1, lr: float = 0.01,
-                 weight_decay: float = 1e-3, epochs: int = 300):
+                 weight_decay: float = 1e-3, epochs: int = 300, tag: str = "classifier"):
         super().__init__()
         self.save_hyperparameters()
         self.register_buffer("mean", torch.zeros(in_dim))
@@ -40,7 +40,9 @@ class WeightClassifier(L.LightningModule):
         x, y = batch  # (N, D), (H, N)
         logits = self(x)
         loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view_as(y).mean(1)
-        self.log("train_loss", loss[0], prog_bar=False)
+        self.log(f"{self.hparams.tag}/train_loss", loss[0])
+        if len(loss) > 1:
+            self.log(f"{self.hparams.tag}/null_train_loss", loss[1:].mean())
         return loss.sum()
 
     def configure_optimizers(self):
@@ -60,7 +62,7 @@ class _FullBatch(torch.utils.data.Dataset):
 
 def fit_classifier(x: Tensor, labels: Tensor, num_classes: int, n_null: int = 0, seed: int = 0,
                    lr: float = 0.01, weight_decay: float = 1e-3, epochs: int = 300,
-                   accelerator: str = "cpu", logger=None) -> WeightClassifier:
+                   accelerator: str = "cpu", logger=None, tag: str = "classifier") -> WeightClassifier:
     """Train head 0 on ``labels`` and ``n_null`` heads on seeded shuffles of them (full batch).
 
     x: (N, D) float; labels: (N,) int64 in [0, num_classes).
@@ -69,7 +71,7 @@ def fit_classifier(x: Tensor, labels: Tensor, num_classes: int, n_null: int = 0,
     ys = [labels] + [labels[torch.randperm(len(labels), generator=g)] for _ in range(n_null)]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = WeightClassifier(x.shape[1], num_classes, 1 + n_null, lr, weight_decay, epochs)
+        model = WeightClassifier(x.shape[1], num_classes, 1 + n_null, lr, weight_decay, epochs, tag)
     model.standardize_with(x)
     trainer = L.Trainer(max_epochs=epochs, accelerator=accelerator, devices=1, logger=logger or False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,

@@ -110,7 +110,8 @@ def run_htt(zoo_dir: str, pc: ProtocolConfig, cc: ClassifierConfig, co: ChainOpt
                 raise ChainError(f"chain {c} has {xa.shape[1]} features in the train zoo but {xb.shape[1]} "
                                  f"in the eval zoo: it does not exist in both nets")
             model = fit_classifier(xa.float(), y_train, len(tasks), pc.n_permutations, seed + c,
-                                   cc.lr, cc.weight_decay, cc.epochs, cc.accelerator, logger)
+                                   cc.lr, cc.weight_decay, cc.epochs, cc.accelerator, logger,
+                                   tag=f"classifier/chain{c}_{kind}")
             with torch.no_grad():
                 logits = model(xb.float())  # (H, N_test, T)
             base = {"chain": c, "normalized": normalized, "feature_dim": int(xa.shape[1]), "alpha": pc.alpha}
