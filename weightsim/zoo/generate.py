@@ -42,6 +42,7 @@ class ZooConfig:
     memory_budget_gb: float = 2.0  # device memory one population may use (when population_size is None)
     base_seed: int = 0
     accelerator: str = "auto"
+    threads: int | None = None  # torch CPU threads of this job (None: torch's default); not in the identity
 
     def training(self) -> dict:
         """What defines the weights (not where or how fast): part of the zoo's identity."""
@@ -144,6 +145,10 @@ def generate_zoo(build: Callable[[], nn.Module], taskset: TaskSet, zc: ZooConfig
     Each population is written atomically and only then marked done (store.ZooWriter.write), so a
     crash at any point leaves a zoo that loads, and rerunning the same command completes it.
     """
+    if zc.threads is not None:
+        if zc.threads < 1:
+            raise ConfigError(f"zoo.threads={zc.threads} must be >= 1 (or null: torch's default)")
+        torch.set_num_threads(zc.threads)
     writer = ZooWriter(zoo_dir, {**identity, "training": zc.training()})
     block = {(t.id, s) for t in taskset.tasks for s in range(zc.seed_offset, zc.seed_offset + zc.seeds)}
     done = writer.done_nets() & block
