@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from weightsim.zoo.store import ZooReader
 from weightsim.zoo.verify import verify_zoo
 
@@ -95,3 +97,20 @@ def test_multirun_of_two_seed_blocks_fills_one_zoo_then_verify_and_refuse(tmp_pa
     assert res.returncode == 2, res.stderr[-2000:]
     line = res.stderr.strip().splitlines()[-1]
     assert "refused" in line and '"depth": 3' in line and '"depth": 2' in line, line
+
+
+@pytest.mark.slow
+def test_wandb_multirun_one_finished_run_per_job(tmp_path):
+    """logger=wandb (offline) under a joblib multirun: each job has its own run, finished at job end,
+    and the jobs share one zoo through a deterministic zoo_dir."""
+    cmd = [*CLI, "-m", "launcher=joblib", *[a for a in SMALL if not a.startswith(("zoo.seeds", "logger"))],
+           "zoo.seeds=1", "zoo.seed_offset=0,1", "logger=wandb",
+           f"zoo_dir={tmp_path}/zoos/" + "${hydra:runtime.choices.dataset}-${hydra:runtime.choices.arch}",
+           f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    res = subprocess.run(cmd, env=env(), capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    runs = sorted((tmp_path / "sweep").glob("*/wandb/offline-run-*"))
+    assert len(runs) == 2 and runs[0].name != runs[1].name
+    for run in runs:
+        assert "finishing run" in (run / "logs" / "debug.log").read_text()
+    assert verify_zoo(tmp_path / "zoos" / "digits-mlp").coverage() == "4 tasks x seeds [0, 2): complete"
