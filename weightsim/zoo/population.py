@@ -170,7 +170,8 @@ def member_bytes(build, x: Tensor, batch_size: int) -> tuple[int, int]:
     autograd; a sample costs about what it saves during training divided by the batch size.
     Deterministic for a given architecture, input shape and batch size.
     """
-    net = build()
+    with torch.random.fork_rng(devices=[]):  # leave the global RNG as it was
+        net = build()
     xb = x[:batch_size]
     saved: dict[tuple[int, tuple[int, ...]], int] = {}
     param_ptrs = {p.data_ptr() for p in net.parameters()}
