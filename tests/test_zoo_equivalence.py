@@ -64,9 +64,10 @@ class ExplicitGRU(nn.Module):
 
 
 ARCHS = {
-    "mlp": (partial(MLP, hidden=16, depth=3), False),
-    "conv_bn": (ConvBN, True),
-    "gru": (ExplicitGRU, False),
+    "mlp": (partial(MLP, hidden=16, depth=3), False, "vmap"),
+    "conv_bn": (ConvBN, True, "vmap"),
+    "gru": (ExplicitGRU, False, "vmap"),
+    "conv_bn_loop": (ConvBN, True, "loop"),  # the members-in-a-loop path, BN included
 }
 ZC = ZooConfig(seeds=2, epochs=0.5, batch_size=16, lr=0.1, momentum=0.9, weight_decay=1e-3, grad_clip=0.5,
                population_size=6, accelerator="cpu")
@@ -100,26 +101,27 @@ def assert_close(a: Tensor, b: Tensor, what: str) -> None:
 
 @pytest.mark.parametrize("arch", list(ARCHS))
 def test_member_equals_net_trained_alone(arch):
-    net_cls, image = ARCHS[arch]
+    net_cls, image, vectorize = ARCHS[arch]
+    zc = ZooConfig(**{**ZC.__dict__, "vectorize": vectorize})
     taskset = digits(train_tasks=2, unseen_tasks=1, image=image)
     build = partial(net_cls, input_shape=taskset.input_shape, num_classes=2)
-    nets = [(t.id, s) for t in taskset.tasks for s in range(ZC.seeds)]  # 3 tasks x 2 seeds, one population
-    pop, rows = train_population(build, taskset, nets, ZC)
+    nets = [(t.id, s) for t in taskset.tasks for s in range(zc.seeds)]  # 3 tasks x 2 seeds, one population
+    pop, rows = train_population(build, taskset, nets, zc)
     state = pop.state()
     assert [(r["task"], r["seed"]) for r in rows] == nets
-    if arch == "conv_bn":  # BN statistics are per member and did move
+    if arch.startswith("conv_bn"):  # BN statistics are per member and did move
         rm = state["1.running_mean"]
         assert rm.shape[0] == len(nets) and not torch.allclose(rm[0], rm[1]) and rm.abs().sum() > 0
     for k in (1, 4):  # members of different tasks and seeds
         t, s = nets[k]
-        alone, _ = train_population(build, taskset, [(t, s)], ZC)
-        ref = plain_reference(build, taskset, t, s, ZC)
+        alone, _ = train_population(build, taskset, [(t, s)], zc)
+        ref = plain_reference(build, taskset, t, s, zc)
         assert set(ref) == set(state)
         for name, v in state.items():
             assert_close(v[k], alone.state()[name][0], f"{arch} member {k} vs population of one, {name}")
             assert_close(v[k], ref[name], f"{arch} member {k} vs plain SGD loop, {name}")
     # not vacuous: training moved the weights, and members differ from each other
-    init = init_member(build, member_seeds(ZC.base_seed, *nets[0])[0]).state_dict()
+    init = init_member(build, member_seeds(zc.base_seed, *nets[0])[0]).state_dict()
     first = next(n for n in state if state[n].is_floating_point())
     assert not torch.allclose(state[first][0], init[first], atol=1e-3)
     assert not torch.allclose(state[first][0], state[first][1], atol=1e-3)

@@ -101,14 +101,14 @@ def cifar_shape_tasks(image: bool, seed: int = 0) -> TaskSet:
 
 
 def seconds_per_step(build: Callable[[], nn.Module], taskset: TaskSet, k: int, zc: ZooConfig,
-                     steps: int = 3) -> float:
+                     steps: int = 3, vectorize: str = "vmap") -> float:
     """Wall seconds of one SGD step (forward, backward, update) of a k-member population, after one
     warm-up step; no Trainer, so no per-run overhead is included."""
     nets = [(i % len(taskset.tasks), i) for i in range(k)]
     seeds = [member_seeds(zc.base_seed, t, s) for t, s in nets]
     module = PopulationModule([init_member(build, a) for a, _ in seeds], taskset.x,
                               [taskset.tasks[t] for t, _ in nets], [b for _, b in seeds], zc.batch_size,
-                              zc.lr, zc.momentum)
+                              zc.lr, zc.momentum, vectorize=vectorize)
     opt = module.configure_optimizers()
     t0 = 0.0
     for i in range(steps + 1):
@@ -199,16 +199,22 @@ def bench_arch(name: str, single_nets: int, pop_nets: int, zc: ZooConfig, out: l
     t1_small = seconds_per_step(build, tasks, 1, zc)
     overhead = max(0.0, single_per_net - steps * t1_small)  # Trainer set-up, fit loop, evaluation
     t1 = seconds_per_step(pbuild, paper, 1, zc)
-    tk = seconds_per_step(pbuild, paper, k, zc)
+    modes = {"vmap": seconds_per_step(pbuild, paper, k, zc)}
+    if image:  # grouped convolutions vs members one by one (zoo.vectorize)
+        modes["loop"] = seconds_per_step(pbuild, paper, k, zc, vectorize="loop")
+    best = min(modes, key=modes.get)
+    tk = modes[best]
     psteps = math.ceil(zc.paper_epochs * PAPER_TRAIN_PER_TASK / zc.batch_size)
     single_total = PAPER_NETS * (overhead + psteps * t1)
     pop_total = PAPER_NETS * psteps * tk / k + math.ceil(PAPER_NETS / psize.population_size) * overhead
     print(f"  paper zoo ({PAPER_NETS} nets at CIFAR-100 shape {tuple(paper.input_shape)}, {psteps} steps/net "
           f"= {zc.paper_epochs:g} epochs of {PAPER_TRAIN_PER_TASK} samples, batch {zc.batch_size}):")
-    print(f"    step of one net {t1 * 1e3:.1f} ms; step of {k} nets {tk * 1e3:.1f} ms "
-          f"({tk / k * 1e3:.2f} ms per net); per-run overhead {overhead:.2f} s")
-    print(f"    extrapolated: population {hours(pop_total)} (populations of {psize.population_size}), "
-          f"one net per run {hours(single_total)}", flush=True)
+    steps_txt = "; ".join(f"zoo.vectorize={m}: {v * 1e3:.1f} ms ({v / k * 1e3:.2f} ms per net)"
+                          for m, v in modes.items())
+    print(f"    step of one net {t1 * 1e3:.1f} ms; step of {k} nets: {steps_txt}; per-run overhead "
+          f"{overhead:.2f} s")
+    print(f"    extrapolated: population {hours(pop_total)} (populations of {psize.population_size}, "
+          f"zoo.vectorize={best}), one net per run {hours(single_total)}", flush=True)
     row.update(paper_pop_s=pop_total, paper_single_s=single_total)
     out.append(f"| {name} | {1 / single_per_net:.2f} | {1 / pop_per_net:.2f} | {ratio:.1f}x | "
                f"{hours(pop_total)} | {hours(single_total)} |")

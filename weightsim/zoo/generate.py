@@ -43,6 +43,7 @@ class ZooConfig:
     base_seed: int = 0
     accelerator: str = "auto"
     threads: int | None = None  # torch CPU threads of this job (None: torch's default); not in the identity
+    vectorize: str = "vmap"  # vmap: batched ops over members; loop: members one after another (CPU convs)
 
     def training(self) -> dict:
         """What defines the weights (not where or how fast): part of the zoo's identity."""
@@ -108,7 +109,7 @@ def train_population(build: Callable[[], nn.Module], taskset: TaskSet, nets: lis
     members = [init_member(build, a) for a, _ in seeds]
     tasks = [taskset.tasks[t] for t, _ in nets]
     module = PopulationModule(members, taskset.x, tasks, [b for _, b in seeds], zc.batch_size, zc.lr,
-                              zc.momentum, zc.weight_decay, zc.grad_clip)
+                              zc.momentum, zc.weight_decay, zc.grad_clip, zc.vectorize)
     steps = steps_for(zc.epochs, taskset.tasks, zc.batch_size)
     trainer = L.Trainer(max_steps=steps, accelerator=zc.accelerator, devices=1, logger=logger or False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
