@@ -157,3 +157,21 @@ def test_diverged_nets_are_flagged_and_left_out_of_htt(tmp_path):
     rows, excluded = usable_rows(reader)
     assert excluded == len(flagged) and not any(r["diverged"] for r in rows)
     assert verify_zoo(root).ok  # flagged non-finite nets are not a storage problem
+
+
+def test_population_size_follows_the_memory_budget():
+    from weightsim.zoo.generate import size_population
+    from weightsim.zoo.population import member_bytes
+
+    big = partial(MLP, input_shape=TASKSET.input_shape, num_classes=2, hidden=256, depth=3)
+    train_b, eval_b = member_bytes(big, TASKSET.x, 32)
+    params = sum(p.numel() for p in big().parameters()) * 4
+    assert train_b > 4 * params and eval_b > 0  # parameters, gradients, momentum + activations
+    assert member_bytes(big, TASKSET.x, 64)[0] > train_b  # activations grow with the batch
+    small = size_population(big, TASKSET, ZooConfig(memory_budget_gb=train_b * 10 / 2**30), 1000)
+    large = size_population(big, TASKSET, ZooConfig(memory_budget_gb=train_b * 100 / 2**30), 1000)
+    assert (small.population_size, large.population_size) == (10, 100)
+    assert size_population(big, TASKSET, ZooConfig(memory_budget_gb=1e-6), 1000).population_size == 1
+    assert size_population(big, TASKSET, ZooConfig(population_size=7), 1000).population_size == 7
+    with pytest.raises(Exception, match="memory_budget_gb"):
+        size_population(big, TASKSET, ZooConfig(memory_budget_gb=0), 1000)
