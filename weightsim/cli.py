@@ -154,6 +154,19 @@ def _run(cfg, logger):
     htt_stage(cfg, logger)
 
 
-zoo_main = _app(_zoo)
+_zoo_main = _app(_zoo)
+
+
+def zoo_main() -> None:
+    """weightsim-zoo [overrides]: train the missing nets of a zoo; weightsim-zoo verify zoo_dir=DIR:
+    check every file of a zoo against its manifest (exit 1 on any problem)."""
+    if len(sys.argv) > 1 and sys.argv[1] == "verify":
+        from weightsim.zoo.verify import main as verify_main
+
+        sys.exit(verify_main(sys.argv[2:]))
+    _zoo_main()
+
+
+
 htt_main = _app(htt_stage)
 run_main = _app(_run)

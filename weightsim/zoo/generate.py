@@ -20,7 +20,8 @@ from tqdm.auto import tqdm
 
 from weightsim.data.tasks import TaskSet
 from weightsim.errors import ConfigError
-from weightsim.zoo.population import PopulationModule, init_member, member_seeds, steps_for
+from weightsim.zoo.population import (PopulationModule, init_member, member_bytes, member_seeds,
+                                      population_size_for, steps_for)
 from weightsim.zoo.store import ZooWriter
 
 # a net whose training accuracy is within this margin of chance counts as diverged
@@ -37,9 +38,12 @@ class ZooConfig:
     momentum: float = 0.9
     weight_decay: float = 0.0
     grad_clip: float | None = None
-    population_size: int = 512  # most members trained together
+    population_size: int | None = None  # most members trained together; None: what fits memory_budget_gb
+    memory_budget_gb: float = 2.0  # device memory one population may use (when population_size is None)
     base_seed: int = 0
     accelerator: str = "auto"
+    threads: int | None = None  # torch CPU threads of this job (None: torch's default); not in the identity
+    vectorize: str = "vmap"  # vmap: batched ops over members; loop: members one after another (CPU convs)
 
     def training(self) -> dict:
         """What defines the weights (not where or how fast): part of the zoo's identity."""
@@ -47,27 +51,65 @@ class ZooConfig:
                                               "grad_clip", "base_seed")}
 
 
-def plan_populations(taskset: TaskSet, zc: ZooConfig) -> list[tuple[str, list[tuple[int, int]]]]:
-    """Deterministic plan: [(population name, [(task, seed), ...]), ...], chunks of population_size."""
-    if zc.seeds < 1 or zc.population_size < 1:
-        raise ConfigError(f"zoo.seeds={zc.seeds} and zoo.population_size={zc.population_size} must be >= 1")
-    nets = [(t.id, s) for t in taskset.tasks for s in range(zc.seed_offset, zc.seed_offset + zc.seeds)]
+@dataclass
+class Sizing:
+    """How many members train together and how many samples per member evaluation takes at once."""
+
+    population_size: int
+    eval_chunk: int
+    member_train_bytes: int
+
+    def __str__(self) -> str:
+        return (f"{self.population_size} nets per population (~{self.member_train_bytes / 2**20:.1f} MiB "
+                f"per net), evaluation in chunks of {self.eval_chunk} samples")
+
+
+def size_population(build: Callable[[], nn.Module], taskset: TaskSet, zc: ZooConfig, total: int) -> Sizing:
+    """Population size from ``zc.population_size`` or, when None, from ``zc.memory_budget_gb``."""
+    if zc.memory_budget_gb <= 0:
+        raise ConfigError(f"zoo.memory_budget_gb={zc.memory_budget_gb} must be > 0")
+    budget = zc.memory_budget_gb * 2**30
+    train_b, eval_b = member_bytes(build, taskset.x, zc.batch_size)
+    if zc.population_size is None:
+        k = population_size_for(budget, train_b, total)
+    elif zc.population_size < 1:
+        raise ConfigError(f"zoo.population_size={zc.population_size} must be >= 1 (or null: from the budget)")
+    else:
+        k = min(zc.population_size, total)
+    chunk = int(max(1, min(4096, budget // (2 * k * eval_b))))
+    return Sizing(k, chunk, train_b)
+
+
+def plan_populations(taskset: TaskSet, zc: ZooConfig, population_size: int,
+                     done: set[tuple[int, int]] = frozenset()) -> list[tuple[str, list[tuple[int, int]]]]:
+    """Deterministic plan of what is left to train: [(population name, [(task, seed), ...]), ...].
+
+    The nets of this seed block ([seed_offset, seed_offset + seeds) for every task) that are not in
+    ``done``, in (task, seed) order, in chunks of ``population_size``. Populations are written
+    all-or-nothing in plan order, so a rerun after a crash plans exactly the chunks the first run
+    had left, with the same names; and a net already on disk is never trained twice.
+    """
+    if zc.seeds < 1 or population_size < 1 or zc.seed_offset < 0:
+        raise ConfigError(f"zoo.seeds={zc.seeds}, zoo.seed_offset={zc.seed_offset} and population size "
+                          f"{population_size} must be >= 1, >= 0 and >= 1")
+    nets = [(t.id, s) for t in taskset.tasks for s in range(zc.seed_offset, zc.seed_offset + zc.seeds)
+            if (t.id, s) not in done]
     plan = []
-    for i in range(0, len(nets), zc.population_size):
-        chunk = nets[i:i + zc.population_size]
+    for i in range(0, len(nets), population_size):
+        chunk = nets[i:i + population_size]
         (t0, s0), (t1, s1) = chunk[0], chunk[-1]
         plan.append((f"pop_t{t0:03d}s{s0:05d}-t{t1:03d}s{s1:05d}", chunk))
     return plan
 
 
 def train_population(build: Callable[[], nn.Module], taskset: TaskSet, nets: list[tuple[int, int]],
-                     zc: ZooConfig, logger=None) -> tuple[PopulationModule, list[dict]]:
+                     zc: ZooConfig, logger=None, eval_chunk: int = 512) -> tuple[PopulationModule, list[dict]]:
     """Train the nets [(task, seed), ...] as one population; returns the module and manifest rows."""
     seeds = [member_seeds(zc.base_seed, t, s) for t, s in nets]
     members = [init_member(build, a) for a, _ in seeds]
     tasks = [taskset.tasks[t] for t, _ in nets]
     module = PopulationModule(members, taskset.x, tasks, [b for _, b in seeds], zc.batch_size, zc.lr,
-                              zc.momentum, zc.weight_decay, zc.grad_clip)
+                              zc.momentum, zc.weight_decay, zc.grad_clip, zc.vectorize)
     steps = steps_for(zc.epochs, taskset.tasks, zc.batch_size)
     trainer = L.Trainer(max_steps=steps, accelerator=zc.accelerator, devices=1, logger=logger or False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
@@ -80,10 +122,11 @@ def train_population(build: Callable[[], nn.Module], taskset: TaskSet, nets: lis
     wall = (time.perf_counter() - t0) / len(nets)
     pad = lambda ts, attr: torch.nn.utils.rnn.pad_sequence([getattr(t, attr) for t in ts], batch_first=True)  # noqa: E731
     train_acc, train_loss = module.evaluate(pad(tasks, "train_idx"), pad(tasks, "train_y"),
-                                            [len(t.train_idx) for t in tasks])
+                                            [len(t.train_idx) for t in tasks], eval_chunk)
     test_acc, test_loss = module.evaluate(pad(tasks, "test_idx"), pad(tasks, "test_y"),
-                                          [len(t.test_idx) for t in tasks])
-    finite = torch.stack([torch.isfinite(v.flatten(1)).all(1) for v in module.state().values()]).all(0)
+                                          [len(t.test_idx) for t in tasks], eval_chunk)
+    finite = torch.stack([torch.isfinite(v.reshape(len(nets), -1)).all(1) for v in module.state().values()
+                          if v.is_floating_point()]).all(0)  # (K,)
     rows = []
     for k, ((t, s), task) in enumerate(zip(nets, tasks)):
         chance = 1.0 / len(task.classes)
@@ -98,17 +141,28 @@ def train_population(build: Callable[[], nn.Module], taskset: TaskSet, nets: lis
 
 def generate_zoo(build: Callable[[], nn.Module], taskset: TaskSet, zc: ZooConfig, zoo_dir: str | Path,
                  identity: dict, logger=None, progress: bool = True) -> Path:
-    """Train every missing population of the zoo at ``zoo_dir`` and return the directory."""
+    """Train every net of this seed block that ``zoo_dir`` lacks, and return the directory.
+
+    Each population is written atomically and only then marked done (store.ZooWriter.write), so a
+    crash at any point leaves a zoo that loads, and rerunning the same command completes it.
+    """
+    if zc.threads is not None:
+        if zc.threads < 1:
+            raise ConfigError(f"zoo.threads={zc.threads} must be >= 1 (or null: torch's default)")
+        torch.set_num_threads(zc.threads)
     writer = ZooWriter(zoo_dir, {**identity, "training": zc.training()})
-    plan = plan_populations(taskset, zc)
-    done = writer.done()
-    todo = [(name, nets) for name, nets in plan if name not in done]
-    total = sum(len(n) for _, n in plan)
-    bar = tqdm(total=total, initial=total - sum(len(n) for _, n in todo), unit="net",
-               desc=f"zoo {Path(zoo_dir).name}", disable=not progress)
+    block = {(t.id, s) for t in taskset.tasks for s in range(zc.seed_offset, zc.seed_offset + zc.seeds)}
+    done = writer.done_nets() & block
+    sizing = size_population(build, taskset, zc, max(1, len(block)))
+    todo = plan_populations(taskset, zc, sizing.population_size, done)
+    if progress:
+        print(f"zoo {zoo_dir}: {len(done)} of {len(block)} nets of this seed block on disk; "
+              f"{sum(len(n) for _, n in todo)} to train; {sizing}", flush=True)
+    bar = tqdm(total=len(block), initial=len(done), unit="net", desc=f"zoo {Path(zoo_dir).name}",
+               disable=not progress)
     for name, nets in todo:
-        module, rows = train_population(build, taskset, nets, zc, logger)
-        writer.write(name, module.state(), [{**r, "config_hash": writer.identity["config_hash"]} for r in rows])
+        module, rows = train_population(build, taskset, nets, zc, logger, sizing.eval_chunk)
+        writer.write(name, module.state(), [{**r, "config_hash": writer.identity.get("config_hash")} for r in rows])
         bar.update(len(nets))
         bar.set_postfix(test_acc=f"{sum(r['test_acc'] for r in rows) / len(rows):.3f}")
     bar.close()

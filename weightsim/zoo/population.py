@@ -19,6 +19,9 @@ from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from weightsim.data.tasks import Task
+from weightsim.errors import ConfigError
+
+VECTORIZE = ("vmap", "loop")
 
 
 def member_seeds(base_seed: int, task: int, seed: int) -> tuple[int, int]:
@@ -36,38 +39,37 @@ def init_member(build, init_seed: int) -> nn.Module:
 
 class MemberStreams:
     """Data order per member: an endless concatenation of seeded permutations of its task's
-    training positions; step t takes positions [tB, (t+1)B) of that stream."""
+    training positions; step t takes positions [tB, (t+1)B) of that stream.
+
+    Member k's stream depends only on (n_k, data_seeds[k], batch_size): never on the population
+    it is trained in, which is what makes a member equal to the same seed trained alone.
+    """
 
     def __init__(self, sizes: list[int], data_seeds: list[int], batch_size: int):
         self.sizes, self.seeds, self.b = sizes, data_seeds, batch_size
+        self.n = torch.tensor(sizes, dtype=torch.int64)  # (K,)
         self._cache: dict[int, Tensor] = {}
 
     def _epoch(self, e: int) -> Tensor:
-        """(K, max n) positions of epoch e; row k is a permutation of range(n_k) (padded)."""
+        """(K, max n) positions of epoch e; row k is a permutation of range(n_k) (zero-padded)."""
         if e not in self._cache:
             n_max = max(self.sizes)
             rows = []
             for n, s in zip(self.sizes, self.seeds):
                 g = torch.Generator().manual_seed(s * 1_000_003 + e)
                 rows.append(F.pad(torch.randperm(n, generator=g), (0, n_max - n)))
-            self._cache = {k: v for k, v in self._cache.items() if k >= e - 1}
             self._cache[e] = torch.stack(rows)
         return self._cache[e]
 
     def positions(self, step: int) -> Tensor:
-        """(K, B) positions into each member's task arrays."""
-        out = []
-        for k, n in enumerate(self.sizes):
-            start = step * self.b
-            e, off = divmod(start, n)
-            take = []
-            while len(take) < self.b:
-                perm = self._epoch(e)[k, :n]
-                chunk = perm[off:off + self.b - len(take)].tolist()
-                take += chunk
-                e, off = e + 1, 0
-            out.append(take)
-        return torch.tensor(out)
+        """(K, B) positions into each member's task arrays for SGD step ``step``."""
+        g = step * self.b + torch.arange(self.b)  # (B,) offsets into every member's stream
+        e = g[None] // self.n[:, None]  # (K, B) epoch of each position
+        off = g[None] % self.n[:, None]  # (K, B) offset inside that epoch's permutation
+        lo, hi = int(e.min()), int(e.max())
+        self._cache = {k: v for k, v in self._cache.items() if k >= lo}
+        perms = torch.stack([self._epoch(i) for i in range(lo, hi + 1)])  # (E, K, n_max)
+        return perms[e - lo, torch.arange(len(self.sizes))[:, None], off]
 
 
 class PopulationModule(L.LightningModule):
@@ -78,8 +80,11 @@ class PopulationModule(L.LightningModule):
 
     def __init__(self, members: list[nn.Module], x: Tensor, tasks: list[Task], data_seeds: list[int],
                  batch_size: int, lr: float, momentum: float = 0.0, weight_decay: float = 0.0,
-                 grad_clip: float | None = None):
+                 grad_clip: float | None = None, vectorize: str = "vmap"):
         super().__init__()
+        if vectorize not in VECTORIZE:
+            raise ConfigError(f"zoo.vectorize='{vectorize}': choose from {', '.join(VECTORIZE)}")
+        self.vectorize = vectorize
         params, buffers = stack_module_state(members)
         self.names = list(params)
         # real parameters of the module (Lightning moves and saves them); dots are not allowed in names
@@ -111,10 +116,22 @@ class PopulationModule(L.LightningModule):
         return {**{k: v.detach() for k, v in self.params().items()}, **self.buffers_()}
 
     def forward(self, x: Tensor) -> Tensor:
-        """x: (K, B, *input_shape) -> logits (K, B, C)."""
-        def one(p, b, xb):
-            return functional_call(self.template, (p, b), (xb,))
-        return vmap(one)(self.params(), self.buffers_(), x)
+        """x: (K, B, *input_shape) -> logits (K, B, C).
+
+        vmap: one batched op per layer (batched matmul; grouped convolution for convs).
+        loop: the members one after another, each on its own slices of the stacked tensors (the
+        same parameters, the same summed loss, one optimizer): on a CPU this beats grouped
+        convolutions at large inputs; the per-run overhead stays amortized either way.
+        """
+        if self.vectorize == "vmap":
+            def one(p, b, xb):
+                return functional_call(self.template, (p, b), (xb,))
+            return vmap(one)(self.params(), self.buffers_(), x)
+        per = {k: v.unbind(0) for k, v in self.params().items()}  # one backward node per tensor
+        bufs = self.buffers_()
+        return torch.stack([functional_call(self.template, ({k: v[i] for k, v in per.items()},
+                                                            {k: v[i] for k, v in bufs.items()}), (x[i],))
+                            for i in range(self.k)])
 
     # -- training ------------------------------------------------------------------------------
     def training_step(self, step: Tensor, _batch_idx: int) -> Tensor:
@@ -144,7 +161,8 @@ class PopulationModule(L.LightningModule):
     # -- evaluation ----------------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self, idx: Tensor, y: Tensor, sizes: list[int], chunk: int = 512) -> tuple[Tensor, Tensor]:
-        """Per-member accuracy and mean loss on (K, n_max) padded sample positions (eval mode)."""
+        """Per-member accuracy and mean loss on (K, n_max) padded sample positions (eval mode),
+        ``chunk`` samples per member at a time; returns two (K,) CPU tensors."""
         self.template.eval()
         correct = torch.zeros(self.k, device=self.device)
         total_loss = torch.zeros(self.k, device=self.device)
@@ -158,6 +176,42 @@ class PopulationModule(L.LightningModule):
             total_loss += (loss * valid).sum(1)
         self.template.train()
         return (correct / n).cpu(), (total_loss / n).cpu()
+
+
+def member_bytes(build, x: Tensor, batch_size: int) -> tuple[int, int]:
+    """Memory one member needs in a population: (training bytes, evaluation bytes per sample).
+
+    Measured on one real net and one real batch x[:batch_size] (shape (B, *input_shape)):
+    training = 4 x parameter bytes (stacked parameter, its gradient, the momentum buffer, vmap's
+    per-member gradient temporaries) + buffers + 2 x the bytes autograd saves for backward (the
+    saved activations and their gradients) + the gathered input batch. Evaluation runs without
+    autograd; a sample costs about what it saves during training divided by the batch size.
+    Deterministic for a given architecture, input shape and batch size.
+    """
+    with torch.random.fork_rng(devices=[]):  # leave the global RNG as it was
+        net = build()
+    xb = x[:batch_size]
+    saved: dict[tuple[int, tuple[int, ...]], int] = {}
+    param_ptrs = {p.data_ptr() for p in net.parameters()}
+
+    def pack(t: Tensor) -> Tensor:
+        if t.data_ptr() not in param_ptrs:  # parameters are counted once, below
+            saved[(t.data_ptr(), tuple(t.shape))] = t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = net(xb)
+        out.float().logsumexp(-1).sum().backward()
+    act = sum(saved.values())
+    params = sum(p.numel() * p.element_size() for p in net.parameters())
+    bufs = sum(b.numel() * b.element_size() for b in net.buffers())
+    train = 4 * params + bufs + 2 * act + xb.numel() * xb.element_size() + out.numel() * out.element_size()
+    return int(train), max(1, int(act // max(1, len(xb))))
+
+
+def population_size_for(budget_bytes: float, train_bytes: int, total: int) -> int:
+    """Most members (at least 1, at most ``total``) whose training fits in ``budget_bytes``."""
+    return int(max(1, min(total, budget_bytes // max(1, train_bytes))))
 
 
 def steps_for(epochs: float, tasks: list[Task], batch_size: int) -> int:

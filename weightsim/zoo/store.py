@@ -70,12 +70,7 @@ class ZooWriter:
         head = self.root / "zoo.json"
         self.identity = {"format": FORMAT, "version": VERSION, **identity}
         if head.exists():
-            old = read_head(head)
-            for key in IDENTITY_KEYS:
-                if old.get(key) != self.identity.get(key):
-                    raise ZooError(
-                        f"zoo {self.root} was made with {key}={_short(old.get(key))}, but the config asks "
-                        f"for {key}={_short(self.identity.get(key))}: use another zoo_dir or the zoo's config")
+            check_identity(self.root, read_head(head), self.identity)
         else:
             atomic_write(head, json.dumps(self.identity, indent=1).encode())
 
@@ -83,14 +78,21 @@ class ZooWriter:
         """Names of the populations already complete on disk."""
         return {p.stem for p in (self.root / "weights").glob("*.json")}
 
+    def done_nets(self) -> set[tuple[int, int]]:
+        """(task, seed) of every net already complete on disk (its manifest piece exists)."""
+        return {(r["task"], r["seed"]) for r in read_pieces(self.root)}
+
     def write(self, name: str, stacked: dict[str, torch.Tensor], rows: list[dict]) -> None:
         """Write one population: stacked (K, ...) tensors and its K manifest rows."""
+        # one metadata entry: safetensors writes a multi-key metadata map in hash order, which would
+        # make the bytes differ from run to run
         data = st_save({k: v.detach().cpu().contiguous() for k, v in stacked.items()},
-                       metadata={"format": FORMAT, "population": name})
+                       metadata={FORMAT: json.dumps({"population": name, "version": VERSION})})
         wpath = self.root / "weights" / f"{name}.safetensors"
         atomic_write(wpath, data)
         digest = sha256_bytes(data)
-        rows = [{**r, "file": wpath.name, "index": i, "sha256": digest} for i, r in enumerate(rows)]
+        rows = [{**r, "file": wpath.name, "index": i, "sha256": digest, "bytes": len(data)}
+                for i, r in enumerate(rows)]
         atomic_write(self.root / "weights" / f"{name}.json", json.dumps(rows, indent=0).encode())
 
     def write_manifest_csv(self) -> Path:
@@ -112,6 +114,40 @@ def _short(v) -> str:
     return s if len(s) < 160 else s[:157] + "..."
 
 
+def _describe(key: str, v, other) -> str:
+    """'arch mlp (hidden=32)': the name, then the config entries that differ from ``other``."""
+    if not isinstance(v, dict):
+        return f"{key}={_short(v)}"
+    name = v.get("name")
+    cfg, ocfg = v.get("config", v), (other or {}).get("config", other or {})
+    diff = {k: cfg.get(k) for k in sorted(set(cfg) | set(ocfg)) if k != "name" and cfg.get(k) != ocfg.get(k)}
+    return f"{key} '{name}' ({_short(diff)[1:-1] or 'same options'})" if name else f"{key}={_short(diff)}"
+
+
+def check_identity(root: Path, old: dict, new: dict) -> None:
+    """Refuse to add to a zoo made for another dataset, architecture or training config."""
+    for key in IDENTITY_KEYS:
+        if old.get(key) != new.get(key):
+            raise ZooError(f"zoo {root} was made for {_describe(key, old.get(key), new.get(key))}, but the "
+                           f"config asks for {_describe(key, new.get(key), old.get(key))}: refused (nets of "
+                           f"both would mix); use another zoo_dir, or the zoo's own config")
+
+
+def read_pieces(root: Path) -> list[dict]:
+    """All manifest rows of the zoo at ``root`` (the union of weights/*.json), unsorted."""
+    rows = []
+    for piece in sorted((Path(root) / "weights").glob("*.json")):
+        try:
+            part = json.loads(piece.read_text())
+        except (OSError, ValueError) as e:
+            raise ZooError(f"zoo manifest piece {piece} is corrupt ({e})") from None
+        if not isinstance(part, list) or not all(isinstance(r, dict) and {"task", "seed", "file"} <= set(r)
+                                                 for r in part):
+            raise ZooError(f"zoo manifest piece {piece} is not a list of manifest rows")
+        rows.extend({**r, "_piece": piece.name} for r in part)
+    return rows
+
+
 class ZooReader:
     """Reads a zoo directory: its header, its manifest rows, and its weights (safetensors only)."""
 
@@ -127,13 +163,15 @@ class ZooReader:
         self.rows = self._read_rows()
 
     def _read_rows(self) -> list[dict]:
-        rows = []
-        for piece in sorted((self.root / "weights").glob("*.json")):
-            try:
-                part = json.loads(piece.read_text())
-            except ValueError as e:
-                raise ZooError(f"zoo manifest piece {piece} is corrupt ({e})") from None
-            rows.extend(part)
+        rows, seen = [], {}
+        for r in read_pieces(self.root):
+            key = (r["task"], r["seed"])
+            if key in seen:
+                raise ZooError(f"zoo {self.root} holds net task={key[0]} seed={key[1]} twice (in "
+                               f"weights/{seen[key]} and weights/{r['_piece']}): remove one piece; "
+                               f"`weightsim-zoo verify zoo_dir={self.root}` lists all problems")
+            seen[key] = r.pop("_piece")
+            rows.append(r)
         rows.sort(key=lambda r: (r["task"], r["seed"]))
         return rows
 

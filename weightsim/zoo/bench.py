@@ -1,0 +1,251 @@
+"""`make bench`: population training vs one net per Trainer run, and a paper-size extrapolation.
+
+For each architecture (by its name in conf/arch, default mlp4 and plainnet5) it trains the same
+small workload both ways, in one process, side by side:
+
+- *one net per Trainer run*: what a script that loops over seeds does: every net is a plain
+  LightningModule fed by a shuffling DataLoader, with its own ``lightning.Trainer`` and fit
+  (checkpointing, logger and progress bar off, as in the population path), then evaluated;
+- *population*: the nets of the workload trained together (population size from the memory
+  budget, ``zoo.memory_budget_gb``), several per Trainer run.
+
+Both train and evaluate exactly the same nets (same tasks, seeds, steps, accuracies computed), so
+the nets/s ratio is the speed-up per net. It then measures the time of one SGD step at CIFAR-100
+input shape (3 x 32 x 32, synthetic tensors: only the shape matters for speed), for one net and
+for a population, and extrapolates the time of one paper-size zoo (50 tasks x 100 seeds).
+
+An arch name without a conf/arch/<name>.yaml on this checkout falls back to a stand-in of the same
+shape (said so in the output): mlp4 = MLP 3 x 500 hidden, plainnet5 = 4 units of (3x3 conv 16 ch ->
+ReLU -> BN -> 2x2 max-pool while the map is >= 4 wide) + FC.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+import warnings
+from functools import partial
+from pathlib import Path
+from typing import Callable
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from weightsim.data.tasks import TaskSet, build_taskset
+from weightsim.zoo.generate import ZooConfig, size_population, train_population
+from weightsim.zoo.population import PopulationModule, init_member, member_seeds
+
+CONF = Path(__file__).resolve().parent.parent / "conf"
+if not CONF.is_dir():
+    CONF = Path(__file__).resolve().parent.parent.parent / "conf"
+
+PAPER_NETS = 50 * 100  # tasks x seeds of one paper zoo
+PAPER_TRAIN_PER_TASK = 1000  # CIFAR-100, 2 classes x 500 training images
+
+
+class StandInPlainNet5(nn.Sequential):
+    """PlainNet-5 shape: 4 x (conv3x3 16 ch -> ReLU -> BN -> max-pool while >= 4 wide) -> FC.
+    (N, C, H, W) -> (N, num_classes). Used only when conf/arch/plainnet5.yaml is absent."""
+
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int, channels: int = 16):
+        c, h, _ = input_shape
+        layers: list[nn.Module] = []
+        for _ in range(4):
+            layers += [nn.Conv2d(c, channels, 3, padding=1), nn.ReLU(), nn.BatchNorm2d(channels)]
+            if h >= 4:
+                layers.append(nn.MaxPool2d(2))
+                h //= 2
+            c = channels
+        super().__init__(*layers, nn.Flatten(), nn.Linear(c * h * h, num_classes))
+
+
+def arch_factory(name: str) -> tuple[Callable[..., nn.Module], bool, str]:
+    """(builder taking input_shape and num_classes, wants image input, where it came from)."""
+    path = CONF / "arch" / f"{name}.yaml"
+    if path.exists():
+        cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+        cfg["_partial_"] = True
+        image = "conv" in str(cfg["_target_"]).lower() or "resnet" in name or "plain" in name
+        return instantiate(cfg), image, f"conf/arch/{name}.yaml"
+    if name == "mlp4":
+        from weightsim.nets.mlp import MLP
+
+        return partial(MLP, hidden=500, depth=4), False, "stand-in (MLP 3 x 500; no conf/arch/mlp4.yaml here)"
+    if name == "plainnet5":
+        return StandInPlainNet5, True, "stand-in conv net of PlainNet-5 shape (no conf/arch/plainnet5.yaml here)"
+    raise SystemExit(f"unknown arch '{name}': no conf/arch/{name}.yaml and no stand-in")
+
+
+def digits_tasks(image: bool, tasks: int) -> TaskSet:
+    from weightsim.data.digits import digits
+
+    return digits(train_tasks=tasks, unseen_tasks=0, image=image)
+
+
+def cifar_shape_tasks(image: bool, seed: int = 0) -> TaskSet:
+    """Two 2-class tasks of synthetic samples at CIFAR-100 shape (3 x 32 x 32, or 3072 flat)."""
+    n = 2 * PAPER_TRAIN_PER_TASK
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, 32, 32, generator=g)
+    x = x if image else x.flatten(1)
+    y = np.repeat(np.arange(4), n // 4)
+    return build_taskset("cifar-shape", x, y, [str(i) for i in range(4)], classes_per_task=2,
+                         grouping="consecutive", train_tasks=2, unseen_tasks=0, test_fraction=0.05)
+
+
+def seconds_per_step(build: Callable[[], nn.Module], taskset: TaskSet, k: int, zc: ZooConfig,
+                     steps: int = 3, vectorize: str = "vmap") -> float:
+    """Wall seconds of one SGD step (forward, backward, update) of a k-member population, after one
+    warm-up step; no Trainer, so no per-run overhead is included."""
+    nets = [(i % len(taskset.tasks), i) for i in range(k)]
+    seeds = [member_seeds(zc.base_seed, t, s) for t, s in nets]
+    module = PopulationModule([init_member(build, a) for a, _ in seeds], taskset.x,
+                              [taskset.tasks[t] for t, _ in nets], [b for _, b in seeds], zc.batch_size,
+                              zc.lr, zc.momentum, vectorize=vectorize)
+    opt = module.configure_optimizers()
+    t0 = 0.0
+    for i in range(steps + 1):
+        if i == 1:
+            t0 = time.perf_counter()
+        opt.zero_grad()
+        module.training_step(torch.tensor(i), i).backward()
+        opt.step()
+    return (time.perf_counter() - t0) / steps
+
+
+class OneNet(L.LightningModule):
+    """The baseline a seed loop would write: one plain net, batches from a shuffling DataLoader."""
+
+    def __init__(self, net: nn.Module, zc: ZooConfig):
+        super().__init__()
+        self.net, self.zc = net, zc
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _i: int) -> torch.Tensor:
+        x, y = batch  # (B, *input_shape), (B,)
+        return F.cross_entropy(self.net(x), y)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=self.zc.lr, momentum=self.zc.momentum,
+                               weight_decay=self.zc.weight_decay)
+
+
+def train_one_per_run(build: Callable[[], nn.Module], taskset: TaskSet, task: int, seed: int,
+                      zc: ZooConfig, steps: int) -> tuple[float, float]:
+    """One net, one Trainer run (checkpointing, logger and progress bar off, as in the population
+    path), then its train and test accuracy: the per-net work of a zoo, done one net at a time."""
+    init_seed, data_seed = member_seeds(zc.base_seed, task, seed)
+    t = taskset.tasks[task]
+    loader = DataLoader(TensorDataset(taskset.x[t.train_idx], t.train_y), batch_size=zc.batch_size, shuffle=True,
+                        generator=torch.Generator().manual_seed(data_seed))
+    module = OneNet(init_member(build, init_seed), zc)
+    trainer = L.Trainer(max_steps=steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    trainer.fit(module, loader)
+    module.eval()
+    with torch.no_grad():
+        accs = [float((module.net(taskset.x[i]).argmax(-1) == y).float().mean())
+                for i, y in ((t.train_idx, t.train_y), (t.test_idx, t.test_y))]
+    return accs[0], accs[1]
+
+
+def hours(s: float) -> str:
+    return f"{s / 3600:.1f} h" if s >= 3600 else f"{s / 60:.1f} min"
+
+
+def bench_arch(name: str, single_nets: int, pop_nets: int, zc: ZooConfig, out: list[str]) -> dict:
+    factory, image, origin = arch_factory(name)
+    tasks = digits_tasks(image, 2)
+    build = partial(factory, input_shape=tasks.input_shape, num_classes=2)
+    seeds = math.ceil(pop_nets / len(tasks.tasks))
+    nets = [(t.id, s) for t in tasks.tasks for s in range(seeds)][:pop_nets]
+    steps = math.ceil(zc.epochs * max(len(t.train_idx) for t in tasks.tasks) / zc.batch_size)
+    print(f"\n{name}: {origin}; workload: digits{' as 1x8x8' if image else ''}, 2-class tasks, "
+          f"{zc.epochs:g} epoch = {steps} SGD steps of batch {zc.batch_size} per net, then train/test accuracy",
+          flush=True)
+
+    # one net per Trainer run (first; its first run is a warm-up and is dropped from the rate)
+    t_single = []
+    for t, s in nets[:single_nets + 1]:
+        t0 = time.perf_counter()
+        train_one_per_run(build, tasks, t, s, zc, steps)
+        t_single.append(time.perf_counter() - t0)
+    single_per_net = float(np.median(t_single[1:]))
+
+    sizing = size_population(build, tasks, zc, len(nets))
+    t0 = time.perf_counter()
+    for i in range(0, len(nets), sizing.population_size):
+        train_population(build, tasks, nets[i:i + sizing.population_size], zc, eval_chunk=sizing.eval_chunk)
+    pop_per_net = (time.perf_counter() - t0) / len(nets)
+    ratio = single_per_net / pop_per_net
+    row = {"arch": name, "single_nets_s": 1 / single_per_net, "pop_nets_s": 1 / pop_per_net, "ratio": ratio,
+           "population_size": sizing.population_size}
+    print(f"  one net per Trainer run: {1 / single_per_net:8.2f} nets/s  (median of {single_nets} runs, "
+          f"{single_per_net:.2f} s per net)")
+    print(f"  population             : {1 / pop_per_net:8.2f} nets/s  ({len(nets)} nets, {sizing})")
+    print(f"  speed-up per net       : {ratio:8.1f} x", flush=True)
+
+    # paper-size extrapolation from step times at CIFAR-100 shape
+    paper = cifar_shape_tasks(image)
+    pbuild = partial(factory, input_shape=paper.input_shape, num_classes=2)
+    psize = size_population(pbuild, paper, zc, PAPER_NETS)
+    k = min(psize.population_size, 32)
+    t1_small = seconds_per_step(build, tasks, 1, zc)
+    overhead = max(0.0, single_per_net - steps * t1_small)  # Trainer set-up, fit loop, evaluation
+    t1 = seconds_per_step(pbuild, paper, 1, zc)
+    modes = {"vmap": seconds_per_step(pbuild, paper, k, zc)}
+    if image:  # grouped convolutions vs members one by one (zoo.vectorize)
+        modes["loop"] = seconds_per_step(pbuild, paper, k, zc, vectorize="loop")
+    best = min(modes, key=modes.get)
+    tk = modes[best]
+    psteps = math.ceil(zc.paper_epochs * PAPER_TRAIN_PER_TASK / zc.batch_size)
+    single_total = PAPER_NETS * (overhead + psteps * t1)
+    pop_total = PAPER_NETS * psteps * tk / k + math.ceil(PAPER_NETS / psize.population_size) * overhead
+    print(f"  paper zoo ({PAPER_NETS} nets at CIFAR-100 shape {tuple(paper.input_shape)}, {psteps} steps/net "
+          f"= {zc.paper_epochs:g} epochs of {PAPER_TRAIN_PER_TASK} samples, batch {zc.batch_size}):")
+    steps_txt = "; ".join(f"zoo.vectorize={m}: {v * 1e3:.1f} ms ({v / k * 1e3:.2f} ms per net)"
+                          for m, v in modes.items())
+    print(f"    step of one net {t1 * 1e3:.1f} ms; step of {k} nets: {steps_txt}; per-run overhead "
+          f"{overhead:.2f} s")
+    print(f"    extrapolated: population {hours(pop_total)} (populations of {psize.population_size}, "
+          f"zoo.vectorize={best}), one net per run {hours(single_total)}", flush=True)
+    row.update(paper_pop_s=pop_total, paper_single_s=single_total)
+    out.append(f"| {name} | {1 / single_per_net:.2f} | {1 / pop_per_net:.2f} | {ratio:.1f}x | "
+               f"{hours(pop_total)} | {hours(single_total)} |")
+    return row
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--archs", default="mlp4,plainnet5,mlp", help="arch names (conf/arch/<name>.yaml)")
+    ap.add_argument("--single-nets", type=int, default=4, help="nets timed one per Trainer run")
+    ap.add_argument("--pop-nets", type=int, default=96, help="nets timed as populations")
+    ap.add_argument("--epochs", type=float, default=1.0, help="epochs of the small workload")
+    ap.add_argument("--paper-epochs", type=float, default=ZooConfig.epochs, help="epochs per paper net")
+    ap.add_argument("--memory-budget-gb", type=float, default=ZooConfig.memory_budget_gb)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    a = ap.parse_args(argv)
+    if a.threads > 0:
+        torch.set_num_threads(a.threads)
+    warnings.filterwarnings("ignore")
+    import logging
+
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    zc = ZooConfig(epochs=a.epochs, memory_budget_gb=a.memory_budget_gb, accelerator="cpu")
+    zc.paper_epochs = a.paper_epochs  # type: ignore[attr-defined]
+    print(f"weightsim bench: torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
+    table = ["| arch | one net per run (nets/s) | population (nets/s) | speed-up | paper zoo, population "
+             "| paper zoo, one per run |", "|---|---|---|---|---|---|"]
+    rows = [bench_arch(n.strip(), a.single_nets, a.pop_nets, zc, table) for n in a.archs.split(",")]
+    print("\n" + "\n".join(table))
+    return rows
+
+
+if __name__ == "__main__":
+    main()
