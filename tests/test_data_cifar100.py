@@ -78,6 +78,15 @@ def test_normalization_constants(cifar_dir: Path):
     assert plain.x[i, 0, 5, 7].item() == pytest.approx(c / 255, abs=1e-7)
 
 
+def test_downscale(cifar_dir: Path):
+    full = cifar100(str(cifar_dir), train_tasks=2, unseen_tasks=0)
+    half = cifar100(str(cifar_dir), train_tasks=2, unseen_tasks=0, size=16)
+    assert half.x.shape == (20, 3, 16, 16) and half.input_shape == (3, 16, 16)
+    assert torch.allclose(half.x, torch.nn.functional.avg_pool2d(full.x, 2), atol=1e-6)
+    with pytest.raises(ConfigError, match="dataset.size=33"):
+        cifar100(str(cifar_dir), size=33)
+
+
 def test_paper_default_is_50_pairs(cifar_dir: Path):
     ts = cifar100(str(cifar_dir))
     assert len(ts.tasks) == 50 and ts.tasks[49].classes == [98, 99]

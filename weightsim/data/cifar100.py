@@ -12,11 +12,12 @@ import pickle
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from weightsim.data.common import channel_normalize, dataset_dir, require, used_mask
 from weightsim.data.download import Source
 from weightsim.data.tasks import TaskSet, build_taskset, plan_groups
-from weightsim.errors import DataError
+from weightsim.errors import ConfigError, DataError
 
 FOLDER = "cifar-100-python"
 SOURCE = Source("cifar100", "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
@@ -81,13 +82,16 @@ def read_class_names(path: Path) -> list[str]:
 
 def cifar100(data_dir: str | None = None, download: bool = False, train_tasks: int = 40,
              unseen_tasks: int = 10, classes_per_task: int = 2, grouping: str = "consecutive",
-             task_seed: int = 0, normalize: bool = True) -> TaskSet:
+             task_seed: int = 0, size: int = 32, normalize: bool = True) -> TaskSet:
     """CIFAR-100 as tasks of fine-class groups.
 
     Returns a TaskSet whose pool x is (N, 3, 32, 32) float32 (channel-normalized with the training
     set's constants, or only scaled to [0, 1] with normalize=False), N = the train + test images of
-    the classes the tasks use; y holds fine labels 0..99.
+    the classes the tasks use; y holds fine labels 0..99. size < 32 area-downscales (16: 2x2
+    averages), for nets whose chain Grams of 3 x 32 x 32 inputs would not fit.
     """
+    if not 1 <= size <= 32:
+        raise ConfigError(f"dataset.size={size}: choose 1..32 (32 is native; 16 halves each side)")
     root = require("cifar100", dataset_dir(data_dir, FOLDER), ["train", "test", "meta"], LAYOUT,
                    SOURCE, download)
     names = read_class_names(root / "meta")
@@ -100,6 +104,8 @@ def cifar100(data_dir: str | None = None, download: bool = False, train_tasks: i
         xs.append(x[keep]); ys.append(y[keep]); split.append(np.full(int(keep.sum()), part == "train"))
     x = np.concatenate(xs)
     x = channel_normalize(x, MEAN, STD) if normalize else channel_normalize(x, (0.0,) * 3, (1.0,) * 3)
+    if size != 32:
+        x = torch.nn.functional.interpolate(x, size=(size, size), mode="area")
     return build_taskset("cifar100", x, np.concatenate(ys), names, classes_per_task=classes_per_task,
                          grouping=grouping, train_tasks=train_tasks, unseen_tasks=unseen_tasks,
                          task_seed=task_seed, pool_split=np.concatenate(split), groups=groups)
