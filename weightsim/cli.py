@@ -59,14 +59,18 @@ def make_logger(cfg: DictConfig):
 
 # -- the stages ------------------------------------------------------------------------------------
 def zoo_stage(cfg: DictConfig, logger=None) -> Path:
+    from weightsim.data.common import LOCATION_KEYS
     from weightsim.zoo.generate import ZooConfig, builder, generate_zoo
 
     taskset = instantiate(cfg.dataset)
     arch = instantiate(cfg.arch)
     choice = HydraConfig.get().runtime.choices
-    dataset_cfg, arch_cfg = container(cfg.dataset), container(cfg.arch)
+    # where the data lies (data_dir, download) is not what the zoo is: left out of its identity
+    dataset_cfg = {k: v for k, v in container(cfg.dataset).items() if k not in LOCATION_KEYS}
+    arch_cfg = container(cfg.arch)
     zc = ZooConfig(**container(cfg.zoo))
-    identity = {"dataset": {"name": choice.get("dataset"), "config": dataset_cfg},
+    identity = {"dataset": {"name": choice.get("dataset"), "config": dataset_cfg,
+                            "fingerprint": taskset.fingerprint()},
                 "arch": {"name": choice.get("arch"), "config": arch_cfg},
                 "input_shape": list(taskset.input_shape), "num_classes": taskset.classes_per_task,
                 "data_info": taskset.info, "tasks": [t.meta() for t in taskset.tasks]}

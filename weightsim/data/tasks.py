@@ -6,13 +6,15 @@ trainer gathers each member's batch from it without copying the data per member 
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from weightsim.errors import ConfigError
+from weightsim.errors import ConfigError, DataError
 
 
 @dataclass
@@ -51,6 +53,14 @@ class TaskSet:
 
     def by_role(self, role: str) -> list[Task]:
         return [t for t in self.tasks if t.role == role]
+
+    def fingerprint(self) -> str:
+        """A short hash of what the tasks are made of (input shape, each task's classes, class names
+        and sample counts), independent of where the data lies: two folders that give the same
+        fingerprint give the same tasks (a partial copy and the full dataset do not)."""
+        desc = {"name": self.name, "input_shape": list(self.input_shape),
+                "tasks": [t.meta() for t in self.tasks]}
+        return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def class_groups(classes: list[int], size: int, grouping: str, n_groups: int, seed: int) -> list[list[int]]:
@@ -99,20 +109,49 @@ def split_task_samples(y: np.ndarray, classes: list[int], test_fraction: float, 
     return cat(tr_i), cat(tr_y), cat(te_i), cat(te_y)
 
 
-def build_taskset(name: str, x: torch.Tensor, y: np.ndarray, class_names: list[str], *,
-                  classes_per_task: int, grouping: str, train_tasks: int, unseen_tasks: int,
-                  task_seed: int = 0, test_fraction: float = 0.25,
-                  pool_split: np.ndarray | None = None, info: dict | None = None) -> TaskSet:
-    """Split a labelled pool into ``train_tasks`` + ``unseen_tasks`` tasks (train tasks first)."""
+def plan_groups(classes: list[int], *, classes_per_task: int, grouping: str, train_tasks: int,
+                unseen_tasks: int, task_seed: int = 0) -> list[list[int]]:
+    """The class groups of the ``train_tasks`` + ``unseen_tasks`` tasks (train tasks first), checked.
+
+    Loaders call it before decoding samples so that only the classes the tasks use are loaded
+    (and converted to float); ``build_taskset(..., groups=...)`` then uses exactly these groups.
+    """
     if train_tasks < 2:
         raise ConfigError(f"dataset.train_tasks={train_tasks}: the weight classifier needs at least 2 tasks")
     if unseen_tasks < 0:
         raise ConfigError(f"dataset.unseen_tasks={unseen_tasks} must be >= 0")
-    classes = sorted(int(c) for c in np.unique(y))
-    groups = class_groups(classes, classes_per_task, grouping, train_tasks + unseen_tasks, task_seed)
+    if classes_per_task < 2:
+        raise ConfigError(f"dataset.classes_per_task={classes_per_task}: a task needs at least 2 classes")
+    return class_groups(sorted(classes), classes_per_task, grouping, train_tasks + unseen_tasks, task_seed)
+
+
+def build_taskset(name: str, x: torch.Tensor, y: np.ndarray, class_names: list[str], *,
+                  classes_per_task: int, grouping: str, train_tasks: int, unseen_tasks: int,
+                  task_seed: int = 0, test_fraction: float = 0.25,
+                  pool_split: np.ndarray | None = None, info: dict | None = None,
+                  groups: list[list[int]] | None = None) -> TaskSet:
+    """Split a labelled pool into ``train_tasks`` + ``unseen_tasks`` tasks (train tasks first).
+
+    x: (N, *input_shape); y: (N,) dataset class ids (indices into ``class_names``).
+    groups: the tasks' class groups from ``plan_groups`` over the dataset's *full* class list
+    (needed when the pool holds only the used classes, so that the grouping does not depend on
+    which classes were loaded); default: planned over the classes present in y.
+    """
+    if groups is None:
+        classes = sorted(int(c) for c in np.unique(y))
+        groups = plan_groups(classes, classes_per_task=classes_per_task, grouping=grouping,
+                             train_tasks=train_tasks, unseen_tasks=unseen_tasks, task_seed=task_seed)
+    elif len(groups) != train_tasks + unseen_tasks:
+        raise ConfigError(f"{len(groups)} class groups given for {train_tasks} + {unseen_tasks} tasks")
     tasks = []
     for i, g in enumerate(groups):
         parts = split_task_samples(y, g, test_fraction, task_seed + 1000 + i, pool_split)
+        for split, labels in (("train", parts[1]), ("test", parts[3])):
+            counts = torch.bincount(labels, minlength=len(g))
+            if (counts == 0).any():
+                c = g[int((counts == 0).nonzero()[0])]
+                raise DataError(f"{name}: class {class_names[c]!r} (id {c}) of task {i} has no {split} "
+                                f"samples: the data is partial, or choose other tasks")
         tasks.append(Task(i, g, [class_names[c] for c in g], "train" if i < train_tasks else "unseen", *parts))
     return TaskSet(name, x, torch.as_tensor(y, dtype=torch.int64), tasks, tuple(x.shape[1:]),
                    classes_per_task, info or {})

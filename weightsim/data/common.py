@@ -1,0 +1,69 @@
+"""What every dataset loader shares: where its folder is, and one clear error when it is not there."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from weightsim.data.download import Source, install
+from weightsim.errors import DataError
+
+# Dataset config keys that say where the data is or how to get it, not what it is: they are left
+# out of a zoo's identity, so the same zoo can be extended from another machine or folder.
+LOCATION_KEYS = ("data_dir", "download")
+ENV_DATA = "WEIGHTSIM_DATA"
+
+
+def dataset_dir(data_dir: str | os.PathLike | None, folder: str) -> Path:
+    """The dataset's own folder: ``data_dir`` when given, else ``$WEIGHTSIM_DATA/<folder>``, else
+    ``./data/<folder>`` (relative to the working directory)."""
+    if data_dir not in (None, ""):
+        return Path(data_dir).expanduser()
+    root = os.environ.get(ENV_DATA)
+    return (Path(root).expanduser() if root else Path("data")) / folder
+
+
+def require(name: str, root: Path, required: list[str], layout: str, source: Source | None,
+            download: bool) -> Path:
+    """Return ``root`` once every path in ``required`` (relative to it; a glob matches one file) exists.
+
+    Missing ones: with ``download`` and a ``source``, install the official archive first;
+    otherwise one DataError that names the first missing path, the expected layout and where to
+    get the data.
+    """
+    def missing() -> list[str]:
+        return [r for r in required if not ((root / r).exists() if "*" not in r else any(root.glob(r)))]
+
+    gone = missing()
+    if gone and download and source is not None:
+        install(source, root)
+        gone = missing()
+    if not gone:
+        return root
+    what = f"no folder {root}" if not root.exists() else f"{root} has no {gone[0]}"
+    if source is not None:
+        how = f"download {source.url} and unpack it there, or set dataset.download=true"
+        if download:
+            how = f"the archive from {source.url} did not provide it"
+    else:
+        how = "set dataset.data_dir to your folder"
+    raise DataError(f"{name}: {what} (expected layout: {layout}); {how}")
+
+
+def channel_normalize(x: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """uint8 images (N, C, H, W) -> float32 (N, C, H, W): scaled to [0, 1], then (v - mean_c) / std_c.
+
+    One float copy (N·C·H·W·4 bytes), normalized in place.
+    """
+    t = torch.from_numpy(np.ascontiguousarray(x)).float().div_(255.0)
+    m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+    return t.sub_(m).div_(s)
+
+
+def used_mask(y: np.ndarray, groups: list[list[int]]) -> np.ndarray:
+    """(N,) bool: the samples whose class belongs to one of the task groups."""
+    return np.isin(y, sorted({c for g in groups for c in g}))
