@@ -175,3 +175,11 @@ def test_population_size_follows_the_memory_budget():
     assert size_population(big, TASKSET, ZooConfig(population_size=7), 1000).population_size == 7
     with pytest.raises(Exception, match="memory_budget_gb"):
         size_population(big, TASKSET, ZooConfig(memory_budget_gb=0), 1000)
+
+
+def test_same_options_other_data_is_refused_naming_the_fingerprints(tmp_path):
+
+    base = {"arch": {"name": "mlp", "config": {"hidden": 8}}, "training": {"lr": 0.1}, "config_hash": "h"}
+    ZooWriter(tmp_path, {**base, "dataset": {"name": "cifar100", "config": {"size": 32}, "fingerprint": "aaaa"}})
+    with pytest.raises(ZooError, match="fingerprint.*aaaa.*fingerprint.*bbbb|fingerprint.*bbbb.*fingerprint.*aaaa"):
+        ZooWriter(tmp_path, {**base, "dataset": {"name": "cifar100", "config": {"size": 32}, "fingerprint": "bbbb"}})

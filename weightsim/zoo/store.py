@@ -121,6 +121,8 @@ def _describe(key: str, v, other) -> str:
     name = v.get("name")
     cfg, ocfg = v.get("config", v), (other or {}).get("config", other or {})
     diff = {k: cfg.get(k) for k in sorted(set(cfg) | set(ocfg)) if k != "name" and cfg.get(k) != ocfg.get(k)}
+    if not diff and isinstance(other, dict) and v.get("fingerprint") != other.get("fingerprint"):
+        diff = {"data fingerprint": v.get("fingerprint")}  # same options, other data (e.g. a partial copy)
     return f"{key} '{name}' ({_short(diff)[1:-1] or 'same options'})" if name else f"{key}={_short(diff)}"
 
 
