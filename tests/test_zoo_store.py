@@ -178,7 +178,6 @@ def test_population_size_follows_the_memory_budget():
 
 
 def test_same_options_other_data_is_refused_naming_the_fingerprints(tmp_path):
-
     base = {"arch": {"name": "mlp", "config": {"hidden": 8}}, "training": {"lr": 0.1}, "config_hash": "h"}
     ZooWriter(tmp_path, {**base, "dataset": {"name": "cifar100", "config": {"size": 32}, "fingerprint": "aaaa"}})
     with pytest.raises(ZooError, match="fingerprint.*aaaa.*fingerprint.*bbbb|fingerprint.*bbbb.*fingerprint.*aaaa"):
