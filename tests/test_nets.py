@@ -116,7 +116,7 @@ def test_population_vmap(name: str, over: dict) -> None:
     y.square().sum().backward()
     for k, m in enumerate(members):
         yk = m(x[k])
-        assert torch.allclose(y[k], yk, atol=1e-5)
+        assert torch.allclose(y[k], yk, atol=2e-4)
         yk.square().sum().backward()
         for n, p in m.named_parameters():
             assert (params[n].grad[k] - p.grad).abs().max() <= 1e-3 * p.grad.abs().max(), n  # float32, BN on 6 samples
