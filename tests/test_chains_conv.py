@@ -15,10 +15,10 @@ from weightsim.errors import ChainError
 
 
 def hand_net() -> nn.Sequential:
-    """Built here, not by the framework: 2x8x8 -> conv3 -> pool -> conv3+BN -> conv2 (no pad) -> FC."""
+    """Built here, not by the framework: 1x8x8 -> conv3 -> pool -> conv3+BN -> conv2 (no pad) -> FC."""
     torch.manual_seed(0)
     return nn.Sequential(
-        nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),          # 8 -> 4
+        nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),          # 8 -> 4
         nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.LeakyReLU(),   # 4 -> 4
         nn.Conv2d(4, 2, 2), nn.ReLU(), nn.Dropout(0.1),                      # 4 -> 3
         nn.Flatten(), nn.Linear(2 * 3 * 3, 3)).double().eval()
@@ -54,7 +54,7 @@ def test_hand_built_conv_equals_loop_implementation() -> None:
     kernels = [net[0].weight, net[3].weight, net[6].weight, net[10].weight.view(3, 2, 3, 3)]
     expected = loop_chains([k.detach().numpy() for k in kernels])
     got = chain_matrices(net, remedy="exact")
-    assert [tuple(c.shape) for c in got] == [(18, 3), (162, 4), (648, 2), (5832, 3)]
+    assert [tuple(c.shape) for c in got] == [(9, 3), (81, 4), (324, 2), (2916, 3)]
     for g, e in zip(got, expected):
         np.testing.assert_allclose(g.numpy(), e, rtol=1e-10, atol=1e-12)
     feats = chain_features(net, remedy="exact")
@@ -109,10 +109,10 @@ def test_scale_fro_and_sketch_are_fixed_maps() -> None:
 
 
 def test_auto_remedy_follows_budget() -> None:
-    net = hand_net()  # exact rows 18, 162, 648, 5832
-    plan = describe_chains(net, ChainOptions(budget_mb=648 * 648 * 4 / 2 ** 20))
+    net = hand_net()  # exact rows 9, 81, 324, 2916
+    plan = describe_chains(net, ChainOptions(budget_mb=324 * 324 * 4 / 2 ** 20))
     assert [p["remedy"] for p in plan] == ["exact", "exact", "exact", "sketch"]
-    assert [p["rows_exact"] for p in plan] == [18, 162, 648, 5832]
+    assert [p["rows_exact"] for p in plan] == [9, 81, 324, 2916]
     assert [p["remedy"] for p in describe_chains(net, remedy="exact")] == ["exact"] * 4
     assert all(p["remedy"] == "sketch" and p["sketch_dim"] == 128 for p in describe_chains(net, remedy="sketch"))
 
@@ -120,7 +120,7 @@ def test_auto_remedy_follows_budget() -> None:
 def test_raw_features_are_the_layers() -> None:
     net = hand_net()
     raw = raw_features(net)
-    assert [r.numel() for r in raw] == [54, 108, 32, 54]
+    assert [r.numel() for r in raw] == [27, 108, 32, 54]
     assert torch.equal(raw[1], net[3].weight.detach().flatten())
 
 

@@ -38,7 +38,7 @@ NO_BN = {
     "plainnet5": lambda: PlainNet((3, 8, 8), 3, units=4, channels=4, norm="none"),
     "plainnet5_leaky": lambda: PlainNet((3, 8, 8), 3, units=4, channels=4, norm="none", activation="leaky_relu"),
     "resnet5": lambda: ResNet((3, 8, 8), 3, units=4, channels=4, norm="none"),
-    "resnet_mlp12": lambda: ResNetMLP((3, 4, 4), 3, width=8, blocks=6, norm="none"),
+    "resnet_mlp": lambda: ResNetMLP((3, 4, 4), 3, width=8, blocks=3, norm="none"),  # 3 blocks: faster
 }
 OPTIONS = [dict(bias=b, fold_bn=f, remedy=r, budget_mb=4.0, sketch_dim=16)
            for b in (False, True) for f in (False, True) for r in ("auto", "sketch")]
