@@ -102,7 +102,7 @@ def _bn_ref(name: str, m: nn.Module) -> BNRef:
 
 
 def _add(walk: _Walk, layer: ChainLayer) -> None:
-    if walk.layers and walk.layers[-1].c_out != layer.c_in and layer.kind != "fc_after_conv":
+    if walk.layers and walk.layers[-1].c_out != layer.c_in:
         prev = walk.layers[-1]
         raise ChainError(f"module '{layer.module}' takes {layer.c_in} units but the previous weight layer "
                          f"'{prev.module}' gives {prev.c_out}: not a chain")
@@ -130,8 +130,6 @@ def _visit(name: str, m: nn.Module, walk: _Walk) -> None:
                 raise ChainError(f"module '{name}' (Linear with {m.in_features} inputs) after a conv with {c} "
                                  f"channels: {m.in_features} is not {c} x s x s for a square s")
             spatial, c_in, kind = (s, s), c, "fc_after_conv"
-            if prev.c_out != c:
-                raise ChainError(f"module '{name}' does not follow the channels of '{prev.module}'")
         _add(walk, ChainLayer(name, (Block(p + "weight", p + "bias" if m.bias is not None else None,
                                            spatial=spatial),), c_in, m.out_features,
                               spatial or (1, 1), raw=(p + "weight",), kind=kind))
