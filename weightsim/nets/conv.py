@@ -54,11 +54,20 @@ def _pools(pool: str | list[bool], size: int, units: int) -> list[bool]:
     return [bool(p) for p in pool]
 
 
+def batchnorm(channels: int, dims: int = 2) -> nn.Module:
+    """BatchNorm{1,2}d without the ``num_batches_tracked`` step counter: with a fixed momentum torch
+    never reads it, and a 0-d integer buffer is no weight of the zoo (stacked it is (K,), which
+    per-member code that flattens (K, ...) tensors does not expect)."""
+    bn = (nn.BatchNorm2d if dims == 2 else nn.BatchNorm1d)(channels)
+    bn.register_buffer("num_batches_tracked", None)
+    return bn
+
+
 def _unit(c_in: int, c_out: int, kernel: int, act: str, norm: str) -> list[nn.Module]:
     """conv -> activation -> BN (the paper's unit order), without the pool."""
     layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2), make_activation(act)]
     if norm == "bn":
-        layers.append(nn.BatchNorm2d(c_out))
+        layers.append(batchnorm(c_out))
     return layers
 
 

@@ -7,14 +7,14 @@ import math
 from torch import nn
 
 from weightsim.errors import ConfigError
-from weightsim.nets.conv import NORMS, Residual, Unit
+from weightsim.nets.conv import NORMS, Residual, Unit, batchnorm
 from weightsim.nets.mlp import activation as make_activation
 
 
 def _layer(a: int, b: int, act: str, norm: str) -> list[nn.Module]:
     out: list[nn.Module] = [nn.Linear(a, b), make_activation(act)]
     if norm == "bn":
-        out.append(nn.BatchNorm1d(b))
+        out.append(batchnorm(b, dims=1))
     return out
 
 
