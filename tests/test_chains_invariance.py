@@ -41,7 +41,8 @@ NO_BN = {
     "resnet_mlp": lambda: ResNetMLP((3, 4, 4), 3, width=8, blocks=3, norm="none"),  # 3 blocks: faster
 }
 OPTIONS = [dict(bias=b, fold_bn=f, remedy=r, budget_mb=4.0, sketch_dim=16)
-           for b in (False, True) for f in (False, True) for r in ("auto", "sketch")]
+           for b in (False, True) for f in (False, True) for r in ("auto", "sketch")] + \
+    [dict(scale="unit"), dict(scale="unit", fold_bn=True, remedy="sketch", sketch_dim=16)]
 
 
 def make(builder, seed: int) -> nn.Module:
@@ -239,3 +240,15 @@ def test_zoo_batched_equals_single(arch: str) -> None:
     for i, n in enumerate(nets):
         for c, f in enumerate(chain_features(n, **kw)):
             assert rel(f, zoo[c][i]) < 1e-10
+
+
+def test_unit_scale_removes_the_last_layers_rescaling() -> None:
+    """scale=unit: rescaling the units of layer j leaves chain j unchanged too (without bias)."""
+    net = make(NO_BN["plainnet5"], 0)
+    groups = hidden_groups(net)
+    scaled, _ = transform(net, [groups[1]], "scale", seed=3)
+    assert_same_function(net, scaled)
+    fa, fb = chain_features(net, scale="unit"), chain_features(scaled, scale="unit")
+    assert max(rel(a, b) for a, b in zip(fa, fb)) < TOL
+    plain = chain_features(net), chain_features(scaled)
+    assert rel(plain[0][1], plain[1][1]) > 1e-3  # without it chain 2 moves (non-vacuity)

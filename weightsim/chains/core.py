@@ -315,6 +315,8 @@ def _walk_params(layers: list[ChainLayer], params: dict[str, Tensor], opts: Chai
 
 def _gram_features(c: Tensor, scale: str) -> Tensor:
     """Upper triangle (with diagonal) of G = sum_parts C C^T (= C C^T of the side-by-side C)."""
+    if scale == "unit":  # every column (unit) of C_l to norm 1: also invariant to per-unit scale of layer l
+        c = c / torch.linalg.norm(c, dim=1, keepdim=True).clamp_min(1e-30)
     g = torch.einsum("prc,psc->rs", c, c)  # G_l = C_l C_l^T
     if scale == "fro":
         g = g / torch.linalg.norm(g).clamp_min(1e-30)  # G_l / ||G_l||_F

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from weightsim.errors import ConfigError
 
 REMEDIES = ("auto", "exact", "sketch")
-SCALES = ("none", "fro")
+SCALES = ("none", "fro", "unit")
 
 
 @dataclass
@@ -16,7 +16,9 @@ class ChainOptions:
 
     bias: homogeneous coordinates [h, 1] (not in the paper).
     fold_bn: fold each BatchNorm's per-unit affine map into the next weight layer (eval statistics).
-    scale: "none" or "fro": per chain, the Gram divided by its Frobenius norm (scale normalization).
+    scale: "none"; "fro": per chain, the Gram divided by its Frobenius norm (scale normalization);
+        "unit": every column of C_l (a unit of layer l) scaled to norm 1 before the Gram, which also
+        removes a per-unit scale of layer l (a symmetry of conv -> ReLU -> BN nets; use with fold_bn).
     remedy: "auto" (exact Gram while its d x d float32 matrix fits ``budget_mb``, else a sketch),
         or force "exact" / "sketch" for every chain.
     budget_mb: memory budget of one exact Gram (one net, one chain), MiB.
