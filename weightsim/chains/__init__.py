@@ -1,7 +1,10 @@
 """Chain normalization: per-chain features invariant to hidden-unit permutations (DESIGN.md §2)."""
 
-from weightsim.chains.core import (chain_features, chain_matrices, chain_layers, gram_features,
-                                   raw_features, zoo_chain_features, zoo_raw_features)
+from weightsim.chains.core import (ChainLayer, ChainPlan, chain_features, chain_layers, chain_matrices,
+                                   describe_chains, gram_features, plan_chains, raw_features,
+                                   zoo_chain_features, zoo_raw_features)
+from weightsim.chains.options import ChainOptions
 
-__all__ = ["chain_matrices", "chain_features", "chain_layers", "gram_features", "raw_features",
-           "zoo_chain_features", "zoo_raw_features"]
+__all__ = ["ChainOptions", "ChainLayer", "ChainPlan", "chain_matrices", "chain_features", "chain_layers",
+           "describe_chains", "gram_features", "plan_chains", "raw_features", "zoo_chain_features",
+           "zoo_raw_features"]

@@ -1,89 +1,385 @@
-"""Chain matrices C_l = W_1 W_2 ... W_l and their Grams G_l = C_l C_l^T (paper orientation).
+"""Chain matrices and chain Grams for MLPs, conv nets, residual nets and GRUs (DESIGN.md §2).
 
-Paper orientation: W_l in R^{n_{l-1} x n_l} is the transpose of ``nn.Linear.weight``. A hidden
-permutation P of layer l maps C_l -> C_l P, so G_l is exactly invariant. Everything here works on
-a parameter dict, so one net and a whole zoo (stacked parameters, via ``torch.func.vmap``) share
-one code path.
+Paper orientation: layer l maps n_{l-1} units to n_l units with W_l in R^{n_{l-1} x n_l} (the
+transpose of ``nn.Linear.weight``); C_l = W_1 ... W_l; G_l = C_l C_l^T. A hidden permutation P of
+layer l acts on the columns only (C_l -> C_l P), so G_l is exactly invariant.
+
+One mechanism covers every architecture: each weight layer is a list of *blocks*, each block a
+kernel K in R^{c_out x c_in x kh x kw} (torch layout). ``nn.Linear`` is a 1 x 1 kernel, an
+``nn.Linear`` after a conv stack is a kernel of size s x s over the c x s x s map, a GRU layer is
+six blocks (below). With C_0 = I (the input coordinates) the paper's reshape rule is
+
+    R_l = K_l as c_{l-1} x (kh kw c_l),   C_l = reshape(C_{l-1} R_l, (rows(C_{l-1}) kh kw, c_l))
+
+(for a 1 x 1 kernel simply C_l = C_{l-1} W_l). With several blocks the chain keeps every product
+of one block per layer side by side: C_l = [C_{l-1}^(a) R_l^(b)]_{a,b}; a permutation of layer l
+acts on the columns of each part, so G_l = C_l C_l^T = sum_parts C C^T stays invariant.
+
+Everything works on a parameter dict (``name -> tensor``), so one net and a whole zoo (stacked
+parameters under ``torch.func.vmap``) share one code path.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 from torch.func import vmap
 
+from weightsim.chains.options import ChainOptions
 from weightsim.errors import ChainError
 
-# modules that act per unit (or not at all) and so are ignored by the chain, as in the paper
+# modules that act per unit / per channel, or move data without mixing units: ignored by the
+# chain, as in the paper (BatchNorm can be folded into the next layer with fold_bn)
 PASS_THROUGH = (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.ELU, nn.Identity,
-                nn.Dropout, nn.Flatten, nn.BatchNorm1d)
+                nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Flatten, nn.MaxPool2d, nn.AvgPool2d,
+                nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
+GATES = ("r", "z", "n")  # torch's gate order in weight_ih / weight_hh
+
+
+# -- the chain plan of a model: which parameters make each weight layer -----------------------------
+@dataclass(frozen=True)
+class Block:
+    """One kernel of a weight layer, read from the parameter dict.
+
+    gate: for GRU weights, which third of the rows (r, z, n = 0, 1, 2); None: the whole weight.
+    hh_weight / hh_bias: GRU recurrent path, the block is W_hh[g] W_ih[g] (one recurrent step).
+    spatial: (s, s) when a Linear reads a flattened c x s x s map: its weight is a c x s x s kernel.
+    """
+
+    weight: str
+    bias: str | None = None
+    gate: int | None = None
+    hh_weight: str | None = None
+    hh_bias: str | None = None
+    spatial: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class BNRef:
+    """A BatchNorm acting on the units of the previous weight layer (folded with fold_bn)."""
+
+    module: str
+    weight: str | None
+    bias: str | None
+    running_mean: str | None
+    running_var: str | None
+    eps: float
 
 
 @dataclass(frozen=True)
 class ChainLayer:
-    """One weight layer of a chain: where its weight (and bias) live in the parameter dict."""
+    """One weight layer of the chain: its blocks, sizes and the BatchNorms in front of it."""
 
-    weight: str
-    bias: str | None
+    module: str
+    blocks: tuple[Block, ...]
+    c_in: int
+    c_out: int
+    kernel: tuple[int, int]
+    bn_before: tuple[BNRef, ...] = ()
+    raw: tuple[str, ...] = ()  # weight tensors of the raw baseline of this layer
+    kind: str = "linear"
+
+    @property
+    def weight(self) -> str:  # the first block's weight (used by simple callers)
+        return self.blocks[0].weight
+
+
+@dataclass
+class _Walk:
+    layers: list[ChainLayer] = field(default_factory=list)
+    pending_bn: list[BNRef] = field(default_factory=list)
+
+
+def _bn_ref(name: str, m: nn.Module) -> BNRef:
+    p = f"{name}." if name else ""
+    return BNRef(name, p + "weight" if m.weight is not None else None, p + "bias" if m.bias is not None else None,
+                 p + "running_mean" if m.running_mean is not None else None,
+                 p + "running_var" if m.running_var is not None else None, float(m.eps))
+
+
+def _add(walk: _Walk, layer: ChainLayer) -> None:
+    if walk.layers and walk.layers[-1].c_out != layer.c_in:
+        prev = walk.layers[-1]
+        raise ChainError(f"module '{layer.module}' takes {layer.c_in} units but the previous weight layer "
+                         f"'{prev.module}' gives {prev.c_out}: not a chain")
+    walk.layers.append(layer if not walk.pending_bn else ChainLayer(
+        layer.module, layer.blocks, layer.c_in, layer.c_out, layer.kernel, tuple(walk.pending_bn),
+        layer.raw, layer.kind))
+    walk.pending_bn = []
+
+
+def _visit(name: str, m: nn.Module, walk: _Walk) -> None:
+    p = f"{name}." if name else ""
+    if isinstance(m, nn.Sequential):
+        for child_name, child in m.named_children():
+            _visit(p + child_name, child, walk)
+    elif hasattr(m, "chain_order"):  # a net that names its children in forward order (e.g. Residual)
+        for child_name in m.chain_order:
+            _visit(p + child_name, getattr(m, child_name), walk)
+    elif isinstance(m, nn.Linear):
+        prev = walk.layers[-1] if walk.layers else None
+        spatial, c_in, kind = None, m.in_features, "linear"
+        if prev is not None and prev.kind == "conv":
+            c = prev.c_out
+            s = math.isqrt(m.in_features // c) if m.in_features % c == 0 else 0
+            if s * s * c != m.in_features:
+                raise ChainError(f"module '{name}' (Linear with {m.in_features} inputs) after a conv with {c} "
+                                 f"channels: {m.in_features} is not {c} x s x s for a square s")
+            spatial, c_in, kind = (s, s), c, "fc_after_conv"
+        _add(walk, ChainLayer(name, (Block(p + "weight", p + "bias" if m.bias is not None else None,
+                                           spatial=spatial),), c_in, m.out_features,
+                              spatial or (1, 1), raw=(p + "weight",), kind=kind))
+    elif isinstance(m, nn.Conv2d):
+        if m.groups != 1:
+            raise ChainError(f"module '{name}' (Conv2d with groups={m.groups}) is not supported by the chain rule")
+        _add(walk, ChainLayer(name, (Block(p + "weight", p + "bias" if m.bias is not None else None),),
+                              m.in_channels, m.out_channels, tuple(m.kernel_size), raw=(p + "weight",),
+                              kind="conv"))
+    elif _is_gru(m):
+        if m.bidirectional or getattr(m, "proj_size", 0):
+            raise ChainError(f"module '{name}' (bidirectional / projected GRU) is not supported by the chain rule")
+        for layer in range(m.num_layers):
+            ih, hh = f"{p}weight_ih_l{layer}", f"{p}weight_hh_l{layer}"
+            bih, bhh = (f"{p}bias_ih_l{layer}", f"{p}bias_hh_l{layer}") if m.bias else (None, None)
+            # GRU layer l: gate blocks W_ih[g] side by side, and the one-step recurrent paths W_hh[g] W_ih[g]
+            blocks = tuple(Block(ih, bih, gate=g) for g in range(3)) + \
+                tuple(Block(ih, bih, gate=g, hh_weight=hh, hh_bias=bhh) for g in range(3))
+            c_in = m.input_size if layer == 0 else m.hidden_size
+            _add(walk, ChainLayer(f"{name}[layer {layer}]", blocks, c_in, m.hidden_size, (1, 1),
+                                  raw=(ih, hh), kind="gru"))
+    elif isinstance(m, BATCHNORMS):
+        if walk.layers:
+            walk.pending_bn.append(_bn_ref(name, m))
+    elif isinstance(m, PASS_THROUGH) or getattr(m, "chain_pass_through", False):
+        pass
+    else:
+        raise ChainError(f"module '{name or '<root>'}' ({type(m).__name__}) is not supported by the chain rule "
+                         f"(supported: nn.Sequential of Linear / Conv2d / GRU with activations, BatchNorm, "
+                         f"pooling, dropout and flatten between them, and residual blocks with chain_order)")
+
+
+def _is_gru(m: nn.Module) -> bool:
+    return isinstance(m, nn.GRU) or getattr(m, "chain_gru", False)
 
 
 def chain_layers(model: nn.Module) -> list[ChainLayer]:
-    """The chain's weight layers in forward order, for an nn.Sequential of nn.Linear layers with
-    element-wise modules (activations, dropout, flatten, BN) between them."""
-    if not isinstance(model, nn.Sequential):
-        raise ChainError(f"chain_matrices needs an nn.Sequential, got {type(model).__name__}")
-    layers = []
-    for name, m in model.named_children():
-        if isinstance(m, nn.Linear):
-            layers.append(ChainLayer(f"{name}.weight", f"{name}.bias" if m.bias is not None else None))
-        elif not isinstance(m, PASS_THROUGH):
-            raise ChainError(f"module '{name}' ({type(m).__name__}) is not supported by the chain rule")
-    if not layers:
-        raise ChainError("the model has no nn.Linear layer to build chains from")
-    return layers
+    """The chain's weight layers in forward order (BatchNorms recorded for fold_bn)."""
+    walk = _Walk()
+    _visit("", model, walk)
+    if not walk.layers:
+        raise ChainError(f"the model ({type(model).__name__}) has no Linear, Conv2d or GRU layer to build chains from")
+    return walk.layers
 
 
-def chain_matrices_from_params(layers: list[ChainLayer], params: dict[str, Tensor],
-                               bias: bool = False) -> list[Tensor]:
-    """C_1..C_L for one net. C_l: (d, n_l), or (d+1, n_l+1) in homogeneous coordinates with bias."""
-    chains, c = [], None
+# -- from parameters to kernels ----------------------------------------------------------------------
+def _gate(t: Tensor, g: int | None) -> Tensor:
+    if g is None:
+        return t
+    h = t.shape[0] // 3
+    return t[g * h:(g + 1) * h]
+
+
+def block_kernel(block: Block, params: dict[str, Tensor]) -> tuple[Tensor, Tensor | None]:
+    """K: (c_out, c_in, kh, kw) and bias: (c_out,) or None, in torch layout."""
+    w = _gate(params[block.weight], block.gate)
+    b = _gate(params[block.bias], block.gate) if block.bias else None
+    if block.hh_weight is not None:
+        # one recurrent step after the input path: paper orientation W_ih[g]^T W_hh[g]^T
+        u = _gate(params[block.hh_weight], block.gate)  # (H, H)
+        ub = _gate(params[block.hh_bias], block.gate) if block.hh_bias else None
+        b = None if b is None and ub is None else \
+            (u @ b if b is not None else 0) + (ub if ub is not None else 0)
+        w = u @ w  # (H, c_in)
+    if w.dim() == 2:
+        w = w.view(w.shape[0], -1, *block.spatial) if block.spatial else w[:, :, None, None]
+    return w, b
+
+
+def homogeneous(k: Tensor, b: Tensor | None) -> Tensor:
+    """K^ in R^{(c_out+1) x (c_in+1) x kh x kw}: the extra input channel is the constant 1.
+
+    The bias sits at the centre tap of the constant channel, the constant channel maps to itself
+    there: for 1 x 1 kernels this is W^_l = [[W_l, 0], [b_l, 1]] acting on [h, 1]. Hidden
+    permutations act as blockdiag(P, 1), so the Gram stays invariant.
+    """
+    c_out, c_in, kh, kw = k.shape
+    ci, cj = (kh - 1) // 2, (kw - 1) // 2
+    top = torch.cat([k, k.new_zeros(c_out, 1, kh, kw)], 1)
+    bot = k.new_zeros(1, c_in + 1, kh, kw)
+    if b is not None:
+        top = top.clone()
+        top[:, c_in, ci, cj] = b
+    bot[0, c_in, ci, cj] = 1.0
+    return torch.cat([top, bot], 0)
+
+
+def _bn_affine(bn: BNRef, params: dict[str, Tensor], c: int, like: Tensor) -> tuple[Tensor, Tensor]:
+    """BN in eval form y = x d + t per unit: d = gamma / sqrt(var + eps), t = beta - mean d."""
+    gamma = params[bn.weight] if bn.weight else like.new_ones(c)
+    beta = params[bn.bias] if bn.bias else like.new_zeros(c)
+    mean = params[bn.running_mean] if bn.running_mean else like.new_zeros(c)
+    var = params[bn.running_var] if bn.running_var else like.new_ones(c)
+    d = gamma / torch.sqrt(var + bn.eps)
+    return d, beta - mean * d
+
+
+# -- the chain walk -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ChainPlan:
+    """Per chain: input-side rows of the exact chain matrix, the remedy used, sketch sizes."""
+
+    rows_exact: tuple[int, ...]
+    remedy: tuple[str, ...]  # "exact" | "sketch" per chain
+    feature_dim: tuple[int, ...]
+    sketch_in: tuple[int | None, ...]  # per chain, the columns of S_l (None: no sketch at that step)
+
+    def describe(self, opts: ChainOptions) -> list[dict]:
+        return [{"chain": i + 1, "remedy": r, "rows_exact": d, "feature_dim": f,
+                 **({"sketch_dim": opts.sketch_dim, "sketch_seed": opts.sketch_seed} if r == "sketch" else {}),
+                 "bias": opts.bias, "fold_bn": opts.fold_bn, "scale": opts.scale}
+                for i, (d, r, f) in enumerate(zip(self.rows_exact, self.remedy, self.feature_dim))]
+
+
+def plan_chains(layers: list[ChainLayer], opts: ChainOptions) -> ChainPlan:
+    """Decide per chain exact Gram or sketch: exact while the d x d float32 Gram fits budget_mb
+    (and every earlier chain was exact), unless forced by ``opts.remedy``."""
+    h = 1 if opts.bias else 0
+    rows, sketched = layers[0].c_in + h, False
+    rows_exact, remedy, dims, s_in = [], [], [], []
     for layer in layers:
-        w = params[layer.weight].T  # W_l = weight^T: (n_{l-1}, n_l)
-        if bias:  # W^_l = [[W_l, 0], [b_l, 1]] acting on [h, 1]
-            b = params[layer.bias] if layer.bias else w.new_zeros(w.shape[1])
-            top = torch.cat([w, w.new_zeros(w.shape[0], 1)], 1)
-            bot = torch.cat([b, w.new_ones(1)])[None]
-            w = torch.cat([top, bot], 0)
-        c = w if c is None else c @ w  # C_l = C_{l-1} W_l
+        kh, kw = layer.kernel
+        step_rows = rows * kh * kw  # rows of reshape(C_{l-1} R_l)
+        d = (rows_exact[-1] if rows_exact else layer.c_in + h) * kh * kw
+        fits = d * d * 4 <= opts.budget_mb * 2 ** 20
+        use_sketch = opts.remedy == "sketch" or (opts.remedy == "auto" and (sketched or not fits))
+        if use_sketch:
+            s_in.append(step_rows)
+            rows, sketched = opts.sketch_dim, True
+        else:
+            s_in.append(None)
+            rows = step_rows
+        rows_exact.append(d)
+        remedy.append("sketch" if use_sketch else "exact")
+        dims.append(rows * (rows + 1) // 2)
+    return ChainPlan(tuple(rows_exact), tuple(remedy), tuple(dims), tuple(s_in))
+
+
+def sketch_matrices(plan: ChainPlan, opts: ChainOptions, device=None, dtype=torch.float32) -> list[Tensor | None]:
+    """The fixed seeded left maps S_l (m x rows), Gaussian N(0, 1/m); the same for every net."""
+    out = []
+    for i, n in enumerate(plan.sketch_in):
+        if n is None:
+            out.append(None)
+            continue
+        g = torch.Generator().manual_seed(opts.sketch_seed * 1_000_003 + i * 7919 + n)
+        out.append((torch.randn(opts.sketch_dim, n, generator=g) / math.sqrt(opts.sketch_dim)).to(device, dtype))
+    return out
+
+
+def _walk_params(layers: list[ChainLayer], params: dict[str, Tensor], opts: ChainOptions,
+                 sketches: list[Tensor | None]) -> list[Tensor]:
+    """C_1..C_L (each (parts, rows, c_l[+1])) for one net's parameter dict."""
+    h = 1 if opts.bias else 0
+    first = params[layers[0].blocks[0].weight]
+    c = torch.eye(layers[0].c_in + h, dtype=first.dtype, device=first.device)[None]  # C_0 = I
+    chains = []
+    for layer, s in zip(layers, sketches):
+        for bn in layer.bn_before if opts.fold_bn else ():
+            d, t = _bn_affine(bn, params, layer.c_in, first)
+            # C <- C [[D, 0], [t, 1]]: BN's per-unit affine map folded into the next layer
+            scaled = c[..., :layer.c_in] * d
+            if opts.bias:
+                scaled = scaled + c[..., layer.c_in:] * t
+            c = torch.cat([scaled, c[..., layer.c_in:]], -1)
+        kernels = []
+        for block in layer.blocks:
+            k, b = block_kernel(block, params)
+            kernels.append(homogeneous(k, b) if opts.bias else k)
+        k = torch.stack(kernels)  # (B, c_out', c_in', kh, kw)
+        nb, c_out, c_in, kh, kw = k.shape
+        if c.shape[-1] != c_in:
+            raise ChainError(f"module '{layer.module}' takes {c_in} inputs, the chain gives {c.shape[-1]}")
+        r = k.permute(0, 2, 3, 4, 1).reshape(nb, c_in, kh * kw * c_out)  # R_l: c_{l-1} x (kh kw c_l)
+        p, rows = c.shape[0], c.shape[1]
+        c = torch.einsum("prc,bck->pbrk", c, r)  # C_{l-1} R_l, every part with every block
+        c = c.reshape(p * nb, rows * kh * kw, c_out)  # reshape to (rows kh kw, c_l)
+        if s is not None:
+            c = s @ c  # C^_l = S_l reshape(C^_{l-1} R_l): a fixed left map, invariance stays exact
         chains.append(c)
     return chains
 
 
-def gram_features(c: Tensor) -> Tensor:
-    """Upper triangle (with diagonal) of G = C C^T, flattened: (d(d+1)/2,)."""
-    g = c @ c.T  # G_l = C_l C_l^T
+def _gram_features(c: Tensor, scale: str) -> Tensor:
+    """Upper triangle (with diagonal) of G = sum_parts C C^T (= C C^T of the side-by-side C)."""
+    if scale == "unit":  # every column (unit) of C_l to norm 1: also invariant to per-unit scale of layer l
+        c = c / torch.linalg.norm(c, dim=1, keepdim=True).clamp_min(1e-30)
+    g = torch.einsum("prc,psc->rs", c, c)  # G_l = C_l C_l^T
+    if scale == "fro":
+        g = g / torch.linalg.norm(g).clamp_min(1e-30)  # G_l / ||G_l||_F
     i, j = torch.triu_indices(g.shape[0], g.shape[1], device=g.device)
     return g[i, j]
 
 
-def chain_matrices(model: nn.Module, bias: bool = False) -> list[Tensor]:
-    """C_1..C_L of ``model`` in paper orientation: rows = input coordinates, columns = layer-l units."""
+def gram_features(c: Tensor, scale: str = "none") -> Tensor:
+    """Upper triangle of G = C C^T for one chain matrix C: (d, n) -> (d(d+1)/2,)."""
+    return _gram_features(c[None] if c.dim() == 2 else c, scale)
+
+
+def _state(model: nn.Module) -> dict[str, Tensor]:
+    return {**{k: v.detach() for k, v in model.named_parameters()},
+            **{k: v.detach() for k, v in model.named_buffers()}}
+
+
+def _dtype(layers: list[ChainLayer], params: dict[str, Tensor]) -> torch.dtype:
+    return params[layers[0].blocks[0].weight].dtype
+
+
+def _opts(opts: ChainOptions | None, kw: dict) -> ChainOptions:
+    if opts is not None and kw:
+        raise TypeError("pass either a ChainOptions or keyword options, not both")
+    return opts or ChainOptions(**kw)
+
+
+def chain_matrices(model: nn.Module, opts: ChainOptions | None = None, **kw) -> list[Tensor]:
+    """C_1..C_L of ``model`` in paper orientation: (rows, n_l), rows = input-side coordinates
+    (sketched rows where the plan sketches), columns = layer-l units (GRU: all parts side by side).
+    Keyword options as in ChainOptions, e.g. ``chain_matrices(net, bias=True)``."""
+    opts = _opts(opts, kw)
     layers = chain_layers(model)
-    params = {k: v.detach() for k, v in model.named_parameters()}
-    return chain_matrices_from_params(layers, params, bias)
+    plan = plan_chains(layers, opts)
+    state = _state(model)
+    chains = _walk_params(layers, state, opts, sketch_matrices(plan, opts, dtype=_dtype(layers, state)))
+    return [c.permute(1, 0, 2).reshape(c.shape[1], -1) for c in chains]
 
 
-def chain_features(model: nn.Module, bias: bool = False) -> list[Tensor]:
-    """Per chain, the upper triangle of G_l = C_l C_l^T as a 1-D tensor."""
-    return [gram_features(c) for c in chain_matrices(model, bias)]
+def chain_features(model: nn.Module, opts: ChainOptions | None = None, **kw) -> list[Tensor]:
+    """Per chain, the upper triangle of G_l = C_l C_l^T (optionally / ||G_l||_F) as a 1-D tensor."""
+    opts = _opts(opts, kw)
+    layers = chain_layers(model)
+    plan = plan_chains(layers, opts)
+    state = _state(model)
+    chains = _walk_params(layers, state, opts, sketch_matrices(plan, opts, dtype=_dtype(layers, state)))
+    return [_gram_features(c, opts.scale) for c in chains]
+
+
+def describe_chains(model: nn.Module, opts: ChainOptions | None = None, **kw) -> list[dict]:
+    """Per chain: exact rows d_l, remedy (exact / sketch), feature dimension and the options."""
+    opts = _opts(opts, kw)
+    layers = chain_layers(model)
+    desc = plan_chains(layers, opts).describe(opts)
+    for d, layer in zip(desc, layers):
+        d["last_layer"] = layer.module
+    return desc
 
 
 def raw_features(model: nn.Module) -> list[Tensor]:
-    """The unnormalized baseline: layer l's weight flattened."""
-    params = dict(model.named_parameters())
-    return [params[layer.weight].detach().flatten() for layer in chain_layers(model)]
+    """The unnormalized baseline: layer l's weight tensor(s) flattened."""
+    params = _state(model)
+    return [torch.cat([params[n].flatten() for n in layer.raw]) for layer in chain_layers(model)]
 
 
 def _batches(stacked: dict[str, Tensor], batch_size: int):
@@ -92,19 +388,44 @@ def _batches(stacked: dict[str, Tensor], batch_size: int):
         yield {k: v[s:s + batch_size] for k, v in stacked.items()}
 
 
-def zoo_chain_features(template: nn.Module, stacked: dict[str, Tensor], bias: bool = False,
-                       batch_size: int = 256) -> list[Tensor]:
-    """Chain features of a whole zoo. stacked: parameter name -> (N, *shape).
-    Returns per chain an (N, D_l) tensor, equal to ``chain_features`` of each net."""
+def per_net_bytes(layers: list[ChainLayer], plan: ChainPlan) -> int:
+    """Rough working memory of one net's chain walk (largest step + all features), float32."""
+    peak, parts = 0, 1
+    for layer, n_in, dim in zip(layers, plan.sketch_in, plan.feature_dim):
+        parts *= len(layer.blocks)
+        rows = n_in if n_in is not None else math.isqrt(2 * dim)
+        peak = max(peak, parts * rows * (layer.c_out + 1) * 2 + 2 * rows * rows)
+    return 4 * (peak + sum(plan.feature_dim))
+
+
+def zoo_chain_features(template: nn.Module, stacked: dict[str, Tensor], opts: ChainOptions | None = None,
+                       **kw) -> list[Tensor]:
+    """Chain features of a whole zoo. stacked: parameter / buffer name -> (N, *shape).
+    Returns per chain an (N, D_l) tensor, equal to ``chain_features`` of each net. Nets go through
+    ``vmap`` in batches of at most ``batch_size`` and ``batch_budget_mb``."""
+    opts = _opts(opts, kw)
     layers = chain_layers(template)
+    plan = plan_chains(layers, opts)
+    any_t = next(iter(stacked.values()))
+    sketches = sketch_matrices(plan, opts, any_t.device, _dtype(layers, stacked))
+    need = {b for layer in layers for blk in layer.blocks
+            for b in (blk.weight, blk.bias, blk.hh_weight, blk.hh_bias) if b}
+    if opts.fold_bn:
+        need |= {n for layer in layers for bn in layer.bn_before
+                 for n in (bn.weight, bn.bias, bn.running_mean, bn.running_var) if n}
+    missing = need - set(stacked)
+    if missing:
+        raise ChainError(f"the zoo's weights lack {sorted(missing)[:3]}: not this architecture")
+    stacked = {k: stacked[k] for k in need}
+    batch = max(1, min(opts.batch_size, int(opts.batch_budget_mb * 2 ** 20 // per_net_bytes(layers, plan))))
 
     def one(params):
-        return tuple(gram_features(c) for c in chain_matrices_from_params(layers, params, bias))
+        return tuple(_gram_features(c, opts.scale) for c in _walk_params(layers, params, opts, sketches))
 
-    parts = [vmap(one)(b) for b in _batches(stacked, batch_size)]
-    return [torch.cat([p[l] for p in parts]) for l in range(len(layers))]
+    parts = [vmap(one)(b) for b in _batches(stacked, batch)]
+    return [torch.cat([p[i] for p in parts]) for i in range(len(layers))]
 
 
 def zoo_raw_features(template: nn.Module, stacked: dict[str, Tensor]) -> list[Tensor]:
-    """Raw baseline for a zoo: per layer an (N, numel) tensor of flattened weights."""
-    return [stacked[layer.weight].flatten(1) for layer in chain_layers(template)]
+    """Raw baseline for a zoo: per layer an (N, numel) tensor of its flattened weight tensor(s)."""
+    return [torch.cat([stacked[n].flatten(1) for n in layer.raw], 1) for layer in chain_layers(template)]

@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor, nn
 
-from weightsim.chains import zoo_chain_features, zoo_raw_features
+from weightsim.chains import ChainOptions, describe_chains, zoo_chain_features, zoo_raw_features
 from weightsim.nets.build import build_net
 from weightsim.zoo.store import ZooReader
 
-
-@dataclass
-class ChainOptions:
-    bias: bool = False  # homogeneous coordinates (DESIGN.md §2, an option, not in the paper)
-    batch_size: int = 256  # nets per batch when featurizing a zoo
+__all__ = ["ChainOptions", "zoo_template", "zoo_features", "describe_zoo_chains"]
 
 
 def zoo_template(reader: ZooReader) -> nn.Module:
@@ -25,9 +19,19 @@ def zoo_template(reader: ZooReader) -> nn.Module:
 
 
 def zoo_features(reader: ZooReader, rows: list[dict], normalized: bool, opts: ChainOptions) -> list[Tensor]:
-    """Per chain (normalized) or per layer (raw), an (N, D) float tensor for ``rows``."""
+    """Per chain (normalized) or per layer (raw), an (N, D) float tensor for ``rows``.
+
+    Normalized features stream from disk: ``opts.batch_size`` nets are loaded, featurized (vmap)
+    and dropped at a time, so only the (exact or sketched) features of the zoo are held.
+    """
     template = zoo_template(reader)
-    stacked = reader.load(rows)
-    if normalized:
-        return zoo_chain_features(template, stacked, bias=opts.bias, batch_size=opts.batch_size)
-    return zoo_raw_features(template, stacked)
+    if not normalized:
+        return zoo_raw_features(template, reader.load(rows))
+    parts = [zoo_chain_features(template, reader.load(rows[s:s + opts.batch_size]), opts)
+             for s in range(0, len(rows), opts.batch_size)]
+    return [torch.cat([p[c] for p in parts]) for c in range(len(parts[0]))]
+
+
+def describe_zoo_chains(reader: ZooReader, opts: ChainOptions) -> list[dict]:
+    """Per chain: remedy used (exact / sketch), exact rows d_l, feature dimension and options."""
+    return describe_chains(zoo_template(reader), opts)

@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from weightsim.errors import ChainError, ConfigError, ZooError
 from weightsim.htt.classifier import fit_classifier
-from weightsim.htt.features import ChainOptions, zoo_features
+from weightsim.htt.features import ChainOptions, describe_zoo_chains, zoo_features
 from weightsim.htt.protocols import cmc_curve, decide, distances, retrieval_split, split_seeds
 from weightsim.htt.stats import clopper_pearson, permutation_p_value
 from weightsim.zoo.store import ZooReader
@@ -136,9 +136,14 @@ def run_htt(zoo_dir: str, pc: ProtocolConfig, cc: ClassifierConfig, co: ChainOpt
             "train_seeds_per_task": n_train, "test_nets": len(y_test),
             "queries": len(q_idx) if do_retrieval else 0, "gallery": len(g_idx) if do_retrieval else 0,
             "chance_classification": 1 / len(tasks),
-            "features": {"normalized": "exact Gram G_l = C_l C_l^T, upper triangle" + (" (homogeneous bias)" if co.bias else ""),
-                         "raw": "layer weight flattened"},
-            "batchnorm": "ignored by the chain (as in the paper)"}
+            "features": {"normalized": "Gram G_l = C_l C_l^T (exact, or of the sketched S C_l), upper triangle"
+                                       + (" (homogeneous bias)" if co.bias else "")
+                                       + (", divided by ||G_l||_F" if co.scale == "fro" else ""),
+                         "raw": "layer weight(s) flattened",
+                         "options": co.as_dict(),
+                         "chains": describe_zoo_chains(train_zoo, co)},
+            "batchnorm": ("folded into the next weight layer (eval statistics)" if co.fold_bn
+                          else "ignored by the chain (as in the paper)")}
     return {"rows": report, "cmc": cmcs, "meta": meta}
 
 

@@ -32,3 +32,4 @@ class MLP(nn.Sequential):
             if i < len(sizes) - 2:
                 layers.append(globals()["activation"](activation))
         super().__init__(*layers)
+        self.input_shape = tuple(input_shape)

@@ -1,0 +1,21 @@
+"""Memory: chain features of one plainnet5 on 3x32x32 inputs, all chains, under 200 MB peak with
+the default budget (measured in a subprocess; the measurement itself must see a bigger job)."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from weightsim.chains.bench import memory_peak
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+
+
+def test_plainnet5_32x32_default_budget_under_200mb() -> None:
+    r = memory_peak((3, 32, 32))
+    assert r["chains"] == 5
+    assert r["peak_increase_mb"] < 200, r
+    big = memory_peak((3, 32, 32), budget_mb=64.0)  # chain 3 exact: a 2187 x 2187 Gram (18 MiB) and more
+    assert big["feature_dims"][2] == 2187 * 2188 // 2
+    assert big["peak_increase_mb"] > r["peak_increase_mb"] + 15, (r, big)  # the probe sees memory
