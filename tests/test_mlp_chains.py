@@ -140,5 +140,17 @@ def test_unsupported_module_is_named():
     net = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4), nn.Linear(4, 2))
     with pytest.raises(ChainError, match="'1' \\(LayerNorm\\)"):
         chain_features(net)
-    with pytest.raises(ChainError, match="nn.Sequential"):
-        chain_features(nn.Linear(3, 3))
+
+    class Squared(nn.Module):  # a forward the chain walk cannot know: refused, not guessed
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(3, 3), nn.Linear(3, 2)
+
+        def forward(self, x):
+            return self.b(self.a(x) ** 2)
+
+    with pytest.raises(ChainError, match="'<root>' \\(Squared\\)"):
+        chain_features(Squared())
+    lone = nn.Linear(3, 3)  # a bare Linear is a one-layer net: one chain, G_1 = W_1 W_1^T
+    g = lone.weight.detach().T @ lone.weight.detach()
+    assert torch.allclose(chain_features(lone)[0], g[tuple(torch.triu_indices(3, 3))])
