@@ -24,7 +24,7 @@ def run_cli(app: str, *overrides: str, cwd: Path | None = None, timeout: int = 6
 
 # the smallest run that still has every moving part: 3 training + 2 unseen tasks, 5 seeds
 TINY = ("dataset.train_tasks=3", "dataset.unseen_tasks=2", "zoo.seeds=5", "zoo.epochs=3",
-        "arch.hidden=8", "protocol.queries=2", "protocol.train_seeds=3", "classifier.epochs=30",
+        "arch.hidden=8", "protocol.queries=2", "protocol.train_seeds=3", "classifier.max_iter=100",
         "protocol.n_permutations=3", "progress=false", "logger=none")
 
 

@@ -70,7 +70,7 @@ def test_weight_classifier_learns_and_null_heads_do_not():
     centers = torch.randn(4, 30, generator=g) * 3
     y = torch.arange(4).repeat_interleave(20)
     x = centers[y] + torch.randn(80, 30, generator=g)
-    model = fit_classifier(x, y, 4, n_null=5, seed=0, epochs=150)
+    model = fit_classifier(x, y, 4, n_null=5, seed=0)
     yt = torch.arange(4).repeat_interleave(10)
     xt = centers[yt] + torch.randn(40, 30, generator=g)
     with torch.no_grad():
@@ -79,3 +79,35 @@ def test_weight_classifier_learns_and_null_heads_do_not():
     assert acc[1:].mean() < 0.6  # shuffled-label heads are near chance (0.25) on held-out data
     # standardization is fitted on the training data only
     assert torch.allclose(model.mean, x.mean(0))
+
+
+def test_span_solution_equals_the_full_space_optimum():
+    """The classifier solves the L2 logistic regression in the span of the training nets; the
+    optimum found directly over all D features (here D = 300 > N = 36) must be the same."""
+    from weightsim.htt.classifier import standardization
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(36, 300, generator=g, dtype=torch.float64)
+    y = torch.arange(3).repeat(12)
+    x[:, :5] += 2.0 * torch.nn.functional.one_hot(y, 5).double()  # some signal
+    model = fit_classifier(x, y, 3, l2=1.0, max_iter=1000)
+    mean, std = standardization(x)
+    z = (x - mean) / std
+    w = torch.zeros(300, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], max_iter=2000, tolerance_grad=1e-10, tolerance_change=1e-14,
+                            history_size=50, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(z @ w + b, y, reduction="sum") + 0.5 * w.pow(2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    xt = torch.randn(10, 300, generator=g, dtype=torch.float64)
+    with torch.no_grad():
+        ours = model(xt)[0]
+        full = ((xt - mean) / std) @ w + b
+        assert torch.allclose(ours, full, atol=1e-4), (ours - full).abs().max()
+        assert torch.allclose(model.basis @ model.weight[0], w, atol=1e-4)  # the projection itself

@@ -1,8 +1,18 @@
 """The weight classifier of the paper (Eq. 8-9): standardize -> linear projection -> softmax.
 
-``n_heads`` independent linear heads share the standardized input and are trained together, each
-on its own label vector, with the loss summed over heads: head 0 learns the true task labels, the
-other heads learn shuffled labels and give the label-permutation null in the same fit.
+Fitted as L2-regularized multinomial logistic regression, solved to its optimum:
+
+    min_W  sum_i CE(z_i W + b, y_i) + (l2 / 2) ||W||^2          (l2 = 1: scikit-learn's C = 1)
+
+The objective is strictly convex in W, so its minimizer is unique and (representer theorem) lies in
+the row space of the standardized training features Z (N x D): W = V R with V (D x r) an
+orthonormal basis of that space and r <= N. We therefore solve for R (r x C) with L-BFGS on the
+reduced features Z V: the same optimum as in the full space, at a cost set by the number of
+training nets instead of the feature size (D reaches 10^5-10^6 for raw layers).
+
+``n_heads`` independent heads share the input and are fitted together with the objective summed
+over heads: head 0 learns the true task labels, the others seeded shuffles of them, which gives the
+label-permutation null in the same fit.
 """
 
 from __future__ import annotations
@@ -15,38 +25,57 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+def span_basis(z: Tensor, rtol: float = 1e-6) -> Tensor:
+    """Orthonormal basis V (D, r) of the row space of z (N, D), via the eigendecomposition of the
+    N x N Gram z z^T = U S^2 U^T (V = z^T U S^-1); directions with S^2 < rtol * max are dropped."""
+    k = (z.double() @ z.double().T)
+    evals, u = torch.linalg.eigh(k)
+    keep = evals > rtol * evals.max().clamp_min(1e-300)
+    return ((z.double().T @ u[:, keep]) / evals[keep].sqrt()).to(z.dtype)
+
+
 class WeightClassifier(L.LightningModule):
-    """x: (N, D) chain features -> logits (H, N, C). The logits are the weight representation."""
+    """x: (N, D) chain features -> logits (H, N, C); the logits are the weight representation.
 
-    def __init__(self, in_dim: int, num_classes: int, n_heads: int = 1, lr: float = 0.01,
-                 weight_decay: float = 1e-3, epochs: int = 300, tag: str = "classifier"):
+    mean, std: (D,) standardization fitted on the training nets; basis: (D, r) from ``span_basis``.
+    The linear projection of head h is W_h = basis @ weight[h] (D x C), plus bias[h].
+    """
+
+    def __init__(self, mean: Tensor, std: Tensor, basis: Tensor, num_classes: int, n_heads: int = 1,
+                 l2: float = 1.0, max_iter: int = 500, tag: str = "classifier"):
         super().__init__()
-        self.save_hyperparameters()
-        self.register_buffer("mean", torch.zeros(in_dim))
-        self.register_buffer("std", torch.ones(in_dim))
-        self.weight = nn.Parameter(torch.randn(n_heads, in_dim, num_classes) / in_dim ** 0.5)
-        self.bias = nn.Parameter(torch.zeros(n_heads, 1, num_classes))
+        self.save_hyperparameters(ignore=["mean", "std", "basis"])
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
+        self.register_buffer("basis", basis)
+        self.weight = nn.Parameter(torch.zeros(n_heads, basis.shape[1], num_classes, dtype=basis.dtype))
+        self.bias = nn.Parameter(torch.zeros(n_heads, 1, num_classes, dtype=basis.dtype))
 
-    def standardize_with(self, x: Tensor) -> None:
-        """Fit the feature standardization on the training split only."""
-        self.mean.copy_(x.mean(0))
-        self.std.copy_(x.std(0).clamp_min(1e-8 * x.std(0).max().clamp_min(1e-30)))
+    def reduce(self, x: Tensor) -> Tensor:
+        """(N, D) features -> (N, r) coordinates of the standardized features in the basis."""
+        return ((x - self.mean) / self.std) @ self.basis  # z V
+
+    def head(self, r: Tensor) -> Tensor:
+        return torch.einsum("nr,hrc->hnc", r, self.weight) + self.bias  # z W_h + b_h, W_h = V R_h
 
     def forward(self, x: Tensor) -> Tensor:
-        z = (x - self.mean) / self.std  # (N, D)
-        return torch.einsum("nd,hdc->hnc", z, self.weight) + self.bias  # z W_h + b_h
+        return self.head(self.reduce(x))
+
+    def objective(self, r: Tensor, y: Tensor) -> Tensor:
+        """Summed over heads: sum_i CE + (l2/2) ||W_h||^2 (||W_h|| = ||R_h||: V is orthonormal)."""
+        logits = self.head(r)
+        ce = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum")
+        return ce + 0.5 * self.hparams.l2 * self.weight.pow(2).sum()
 
     def training_step(self, batch, _batch_idx):
-        x, y = batch  # (N, D), (H, N)
-        logits = self(x)
-        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view_as(y).mean(1)
-        self.log(f"{self.hparams.tag}/train_loss", loss[0])
-        if len(loss) > 1:
-            self.log(f"{self.hparams.tag}/null_train_loss", loss[1:].mean())
-        return loss.sum()
+        r, y = batch  # (N, r) reduced training features, (H, N) labels per head
+        loss = self.objective(r, y)
+        self.log(f"{self.hparams.tag}/objective", loss / y.shape[0])
+        return loss
 
     def configure_optimizers(self):
-        return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        return torch.optim.LBFGS(self.parameters(), lr=1.0, max_iter=self.hparams.max_iter, history_size=20,
+                                 tolerance_grad=1e-7, tolerance_change=1e-10, line_search_fn="strong_wolfe")
 
 
 class _FullBatch(torch.utils.data.Dataset):
@@ -60,23 +89,28 @@ class _FullBatch(torch.utils.data.Dataset):
         return self.x, self.y
 
 
-def fit_classifier(x: Tensor, labels: Tensor, num_classes: int, n_null: int = 0, seed: int = 0,
-                   lr: float = 0.01, weight_decay: float = 1e-3, epochs: int = 300,
-                   accelerator: str = "cpu", logger=None, tag: str = "classifier") -> WeightClassifier:
-    """Train head 0 on ``labels`` and ``n_null`` heads on seeded shuffles of them (full batch).
+def standardization(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-feature mean and std of the training features; constant features get std 1 (z = 0)."""
+    std = x.std(0)
+    return x.mean(0), torch.where(std > 1e-12 * std.max().clamp_min(1e-30), std, torch.ones_like(std))
 
-    x: (N, D) float; labels: (N,) int64 in [0, num_classes).
+
+def fit_classifier(x: Tensor, labels: Tensor, num_classes: int, n_null: int = 0, seed: int = 0,
+                   l2: float = 1.0, max_iter: int = 500, accelerator: str = "cpu", logger=None,
+                   tag: str = "classifier") -> WeightClassifier:
+    """Fit head 0 on ``labels`` and ``n_null`` heads on seeded shuffles of them.
+
+    x: (N, D) float training features; labels: (N,) int64 in [0, num_classes).
     """
     g = torch.Generator().manual_seed(seed)
-    ys = [labels] + [labels[torch.randperm(len(labels), generator=g)] for _ in range(n_null)]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = WeightClassifier(x.shape[1], num_classes, 1 + n_null, lr, weight_decay, epochs, tag)
-    model.standardize_with(x)
-    trainer = L.Trainer(max_epochs=epochs, accelerator=accelerator, devices=1, logger=logger or False,
+    ys = torch.stack([labels] + [labels[torch.randperm(len(labels), generator=g)] for _ in range(n_null)])
+    mean, std = standardization(x)
+    basis = span_basis((x - mean) / std)
+    model = WeightClassifier(mean, std, basis, num_classes, 1 + n_null, l2, max_iter, tag)
+    trainer = L.Trainer(max_epochs=1, accelerator=accelerator, devices=1, logger=logger or False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        log_every_n_steps=max(1, epochs // 20), num_sanity_val_steps=0)
-    loader = torch.utils.data.DataLoader(_FullBatch(x, torch.stack(ys)), batch_size=None)
+                        log_every_n_steps=1, num_sanity_val_steps=0)
+    loader = torch.utils.data.DataLoader(_FullBatch(model.reduce(x).detach(), ys), batch_size=None)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         trainer.fit(model, loader)

@@ -35,9 +35,8 @@ class ProtocolConfig:
 
 @dataclass
 class ClassifierConfig:
-    lr: float = 0.01
-    weight_decay: float = 1e-3
-    epochs: int = 300
+    l2: float = 1.0  # L2 penalty on the projection, objective sum CE + l2/2 ||W||^2 (scikit-learn C = 1/l2)
+    max_iter: int = 500  # L-BFGS iterations (the objective is convex: run to its optimum)
     accelerator: str = "cpu"
 
 
@@ -110,8 +109,7 @@ def run_htt(zoo_dir: str, pc: ProtocolConfig, cc: ClassifierConfig, co: ChainOpt
                 raise ChainError(f"chain {c} has {xa.shape[1]} features in the train zoo but {xb.shape[1]} "
                                  f"in the eval zoo: it does not exist in both nets")
             model = fit_classifier(xa.float(), y_train, len(tasks), pc.n_permutations, seed + c,
-                                   cc.lr, cc.weight_decay, cc.epochs, cc.accelerator, logger,
-                                   tag=f"classifier/chain{c}_{kind}")
+                                   cc.l2, cc.max_iter, cc.accelerator, logger, tag=f"classifier/chain{c}_{kind}")
             with torch.no_grad():
                 logits = model(xb.float())  # (H, N_test, T)
             base = {"chain": c, "normalized": normalized, "feature_dim": int(xa.shape[1]), "alpha": pc.alpha}
