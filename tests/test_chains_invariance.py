@@ -30,7 +30,7 @@ ARCHS = {
     "plainnet5_leaky": lambda: PlainNet((3, 8, 8), 3, units=4, channels=4, activation="leaky_relu"),
     "resnet5": lambda: ResNet((3, 8, 8), 3, units=4, channels=4),
     "resnet_mlp12": lambda: ResNetMLP((3, 4, 4), 3, width=8, blocks=6),
-    "gru2": lambda: GRUNet((6,), 3, hidden=5, layers=2, vocab=7),
+    "gru2": lambda: GRUNet((6,), 3, hidden=5, layers=2, vocab_size=8),
 }
 NO_BN = {
     "mlp4": ARCHS["mlp4"],

@@ -57,12 +57,21 @@ def make_logger(cfg: DictConfig):
     return instantiate(cfg.logger) if cfg.get("logger") and "_target_" in cfg.logger else None
 
 
+def fill_from_data(arch_cfg: DictConfig, info: dict) -> None:
+    """Arch options left null that the dataset knows (e.g. ``vocab_size`` of a sequence dataset) are
+    taken from ``TaskSet.info``, so the zoo header stores the concrete value."""
+    for key, value in info.items():
+        if key in arch_cfg and arch_cfg[key] is None:
+            arch_cfg[key] = value
+
+
 # -- the stages ------------------------------------------------------------------------------------
 def zoo_stage(cfg: DictConfig, logger=None) -> Path:
     from weightsim.data.common import LOCATION_KEYS
     from weightsim.zoo.generate import ZooConfig, builder, generate_zoo
 
     taskset = instantiate(cfg.dataset)
+    fill_from_data(cfg.arch, taskset.info)
     arch = instantiate(cfg.arch)
     choice = HydraConfig.get().runtime.choices
     # where the data lies (data_dir, download) is not what the zoo is: left out of its identity

@@ -97,12 +97,16 @@ class GRUNet(nn.Module):
     chain_order = ("onehot", "rnn", "fc")  # forward order for the chain walk
 
     def __init__(self, input_shape: tuple[int, ...], num_classes: int, hidden: int = 32, layers: int = 2,
-                 vocab: int = 128, bias: bool = True):
+                 vocab_size: int | None = None, bias: bool = True):
         super().__init__()
         if len(tuple(input_shape)) != 1:
             raise ConfigError(f"gru archs need character sequences (T,), got input_shape={tuple(input_shape)}")
-        if hidden < 1 or layers < 1 or vocab < 1:
-            raise ConfigError("arch.hidden, arch.layers and arch.vocab must be >= 1")
+        if vocab_size is None:
+            raise ConfigError("arch.vocab_size is unset: run it on a sequence dataset (it sets vocab_size) "
+                              "or pass arch.vocab_size=<number of codes, padding 0 included>")
+        if hidden < 1 or layers < 1 or vocab_size < 2:
+            raise ConfigError("arch.hidden and arch.layers must be >= 1 and arch.vocab_size >= 2")
+        vocab = vocab_size - 1  # codes 1..vocab_size-1 are characters, 0 is padding
         self.input_shape = tuple(input_shape)
         self.onehot = OneHot(vocab)
         self.rnn = GRU(vocab, hidden, layers, bias)
