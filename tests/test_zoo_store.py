@@ -182,3 +182,25 @@ def test_same_options_other_data_is_refused_naming_the_fingerprints(tmp_path):
     ZooWriter(tmp_path, {**base, "dataset": {"name": "cifar100", "config": {"size": 32}, "fingerprint": "aaaa"}})
     with pytest.raises(ZooError, match="fingerprint.*aaaa.*fingerprint.*bbbb|fingerprint.*bbbb.*fingerprint.*aaaa"):
         ZooWriter(tmp_path, {**base, "dataset": {"name": "cifar100", "config": {"size": 32}, "fingerprint": "bbbb"}})
+
+
+def test_safetensors_whose_header_length_starts_with_0x80_is_not_a_pickle(tmp_path):
+    """The first byte of a safetensors file is the low byte of its header length; 128 mod 256
+    gives 0x80, the pickle protocol marker. Such a file is valid and must load."""
+    from safetensors.torch import save
+
+    from weightsim.zoo.store import check_safetensors_bytes
+
+    found = None
+    for width in range(1, 400):  # tensor names of growing length until the header length is 128 mod 256
+        data = save({"w" * width: torch.zeros(2)})
+        if data[0] == 0x80:
+            found = data
+            break
+    assert found is not None
+    check_safetensors_bytes(found, tmp_path / "x.safetensors")  # no error
+    pickled = b"\x80\x04\x95" + b"\x00" * 40
+    with pytest.raises(ZooError, match="pickle"):
+        check_safetensors_bytes(pickled, tmp_path / "p.safetensors")
+    with pytest.raises(ZooError, match="not a safetensors file"):
+        check_safetensors_bytes(found[:9], tmp_path / "t.safetensors")

@@ -53,12 +53,19 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 
 def check_safetensors_bytes(data: bytes, path: Path) -> None:
-    """Refuse anything that is not a safetensors file (pickles, torch.save zips) before parsing it."""
-    if data[:2] == b"PK" or data[:1] == b"\x80":
-        raise ZooError(f"zoo file {path} is a pickle / torch.save file: refused (weightsim reads "
-                       f"weights only from safetensors, so a zoo cannot run code)")
-    if len(data) < 10 or data[8:9] != b"{":
-        raise ZooError(f"zoo file {path} is not a safetensors file (truncated or foreign)")
+    """Refuse anything that is not a safetensors file (pickles, torch.save zips) before parsing it.
+
+    A safetensors file is an 8-byte little-endian header length n, then n bytes of JSON starting
+    with '{', then the tensor data. The structure is checked first: its first byte can be 0x80
+    (a header length of 128 mod 256), so a leading 0x80 alone does not make a file a pickle.
+    """
+    n = int.from_bytes(data[:8], "little") if len(data) >= 8 else -1
+    if len(data) >= 10 and 2 <= n <= len(data) - 8 and data[8:9] == b"{":
+        return
+    if data[:2] == b"PK" or (data[:1] == b"\x80" and data[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")):
+        raise ZooError(f"zoo file {path} is not a safetensors file: it looks like a pickle / torch.save "
+                       f"file, refused (weightsim reads weights only from safetensors, so a zoo cannot run code)")
+    raise ZooError(f"zoo file {path} is not a safetensors file (truncated or foreign)")
 
 
 class ZooWriter:
