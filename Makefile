@@ -26,8 +26,10 @@ test: $(VENV)/.installed
 test-all: $(VENV)/.installed
 	$(PY) -m pytest -q -m "slow or not slow"
 
+# Speed checks, each a ratio measured side by side in one run (never timed assertions in tests).
 bench: $(VENV)/.installed
 	$(PY) -m weightsim.zoo.bench
+	$(PY) -m weightsim.chains.bench --nets 1000 --memory
 
 clean:
 	rm -rf outputs multirun wandb
