@@ -22,6 +22,23 @@ def markdown_table(rows: list[dict], columns: list[str] = COLUMNS) -> str:
     return "\n".join(lines)
 
 
+def run_section(meta: dict) -> list[str]:
+    """The run's facts as Markdown: scalars as a list, the per-chain feature plan as a table
+    (the whole config stays in run.json and .hydra/)."""
+    lines = [f"- {k}: {v}" for k, v in meta.items() if not isinstance(v, (dict, list))]
+    feats = meta.get("features", {})
+    for kind in ("normalized", "raw"):
+        if kind in feats:
+            lines.append(f"- {kind} features: {feats[kind]}")
+    if feats.get("options"):
+        lines.append("- chain options: " + ", ".join(f"{k}={v}" for k, v in feats["options"].items()))
+    plan = feats.get("chains") or []
+    if plan:
+        cols = list(dict.fromkeys(k for r in plan for k in r))
+        lines += ["", "Per chain, how its features were made:", "", markdown_table(plan, cols)]
+    return lines
+
+
 def write_report(run_dir: str | Path, result: dict, title: str = "weightsim report") -> dict[str, Path]:
     """Write report.json (the rows), report.csv, cmc.csv, run.json (the meta) and report.md."""
     run_dir = Path(run_dir)
@@ -45,7 +62,7 @@ def write_report(run_dir: str | Path, result: dict, title: str = "weightsim repo
           "Decision: accept H0 (the seeds' solutions form one class) when error < alpha. "
           "`error_ci_high`: upper Clopper-Pearson bound on the error; `p_value`: label-permutation null "
           "(accuracy above chance).", "", "## Run", ""]
-    md += [f"- {k}: {v}" for k, v in meta.items()]
+    md += run_section(meta)
     md += ["", "Plots: `accuracy.png` (per-chain accuracy, normalized vs raw), `cmc.png` (CMC curves)."]
     paths["md"].write_text("\n".join(md) + "\n")
     return paths
