@@ -102,8 +102,27 @@ def plan_populations(taskset: TaskSet, zc: ZooConfig, population_size: int,
     return plan
 
 
+class StepBar(L.Callback):
+    """A progress bar over the SGD steps of one population (a large population is one long fit)."""
+
+    def __init__(self, steps: int, members: int):
+        self.steps, self.members = steps, members
+
+    def on_train_start(self, trainer, module):
+        self.bar = tqdm(total=self.steps, unit="step", leave=False, desc=f"population of {self.members}")
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self.bar.update(1)
+        if batch_idx % 20 == 0:
+            self.bar.set_postfix(loss=f"{float(module.member_loss.mean()):.3f}")
+
+    def on_train_end(self, trainer, module):
+        self.bar.close()
+
+
 def train_population(build: Callable[[], nn.Module], taskset: TaskSet, nets: list[tuple[int, int]],
-                     zc: ZooConfig, logger=None, eval_chunk: int = 512) -> tuple[PopulationModule, list[dict]]:
+                     zc: ZooConfig, logger=None, eval_chunk: int = 512,
+                     progress: bool = False) -> tuple[PopulationModule, list[dict]]:
     """Train the nets [(task, seed), ...] as one population; returns the module and manifest rows."""
     seeds = [member_seeds(zc.base_seed, t, s) for t, s in nets]
     members = [init_member(build, a) for a, _ in seeds]
@@ -113,7 +132,8 @@ def train_population(build: Callable[[], nn.Module], taskset: TaskSet, nets: lis
     steps = steps_for(zc.epochs, taskset.tasks, zc.batch_size)
     trainer = L.Trainer(max_steps=steps, accelerator=zc.accelerator, devices=1, logger=logger or False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        log_every_n_steps=max(1, steps // 10), num_sanity_val_steps=0)
+                        log_every_n_steps=max(1, steps // 10), num_sanity_val_steps=0,
+                        callbacks=[StepBar(steps, len(nets))] if progress else [])
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
@@ -161,7 +181,7 @@ def generate_zoo(build: Callable[[], nn.Module], taskset: TaskSet, zc: ZooConfig
     bar = tqdm(total=len(block), initial=len(done), unit="net", desc=f"zoo {Path(zoo_dir).name}",
                disable=not progress)
     for name, nets in todo:
-        module, rows = train_population(build, taskset, nets, zc, logger, sizing.eval_chunk)
+        module, rows = train_population(build, taskset, nets, zc, logger, sizing.eval_chunk, progress)
         writer.write(name, module.state(), [{**r, "config_hash": writer.identity.get("config_hash")} for r in rows])
         bar.update(len(nets))
         bar.set_postfix(test_acc=f"{sum(r['test_acc'] for r in rows) / len(rows):.3f}")
