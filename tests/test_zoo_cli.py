@@ -3,7 +3,6 @@ multirun, and `weightsim-zoo verify`."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.test_zoo_store import snapshot
 from weightsim.zoo.store import ZooReader
 from weightsim.zoo.verify import verify_zoo
 
@@ -29,16 +29,6 @@ def env() -> dict[str, str]:
 
 def zoo_cmd(zoo_dir: Path, run_dir: Path, *extra: str) -> list[str]:
     return [*CLI, *SMALL, f"zoo_dir={zoo_dir}", f"hydra.run.dir={run_dir}", *extra]
-
-
-def snapshot(root: Path) -> dict[str, object]:
-    out: dict[str, object] = {"zoo.json": (root / "zoo.json").read_bytes()}
-    for f in sorted((root / "weights").iterdir()):
-        if f.suffix == ".safetensors":
-            out[f.name] = f.read_bytes()
-        elif f.suffix == ".json":
-            out[f.name] = [{k: v for k, v in r.items() if k != "wall_time"} for r in json.loads(f.read_text())]
-    return out
 
 
 def test_sigkill_midway_then_rerun_equals_uninterrupted_run(tmp_path):

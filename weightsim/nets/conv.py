@@ -89,17 +89,8 @@ class PlainNet(nn.Sequential):
     def __init__(self, input_shape: tuple[int, ...], num_classes: int, units: int = 4,
                  channels: int | list[int] = 16, kernel: int = 3, activation: str = "relu",
                  norm: str = "bn", pool: str | list[bool] = "auto"):
-        c, h, w = _check(input_shape, norm)
-        widths, pools = _widths(channels, units), _pools(pool, min(h, w), units)
-        layers: list[nn.Module] = []
-        for c_out, p in zip(widths, pools):
-            layers.append(Unit(nn.Sequential(*_unit(c, c_out, kernel, activation, norm))))
-            if p:
-                layers.append(nn.MaxPool2d(2))
-                h, w = h // 2, w // 2
-            c = c_out
-        layers += [nn.Flatten(), nn.Linear(c * h * w, num_classes)]
-        super().__init__(*layers)
+        super().__init__(*conv_stack(input_shape, num_classes, units, channels, kernel, activation, norm, pool,
+                                     residual=False))
         self.input_shape = tuple(input_shape)
 
 
@@ -111,18 +102,25 @@ class ResNet(nn.Sequential):
     def __init__(self, input_shape: tuple[int, ...], num_classes: int, units: int = 4,
                  channels: int | list[int] = 16, kernel: int = 3, activation: str = "relu",
                  norm: str = "bn", pool: str | list[bool] = "auto"):
-        c, h, w = _check(input_shape, norm)
-        widths, pools = _widths(channels, units), _pools(pool, min(h, w), units)
-        if len(set(widths[1:])) > 1 or (units > 1 and widths[0] != widths[1]):
-            raise ConfigError(f"arch.channels={channels}: identity shortcuts need equal widths after unit 1")
-        layers: list[nn.Module] = []
-        for i, (c_out, p) in enumerate(zip(widths, pools)):
-            unit = _unit(c, c_out, kernel, activation, norm)
-            layers.append(Unit(nn.Sequential(*unit)) if i == 0 else Residual(nn.Sequential(*unit)))
-            if p:
-                layers.append(nn.MaxPool2d(2))
-                h, w = h // 2, w // 2
-            c = c_out
-        layers += [nn.Flatten(), nn.Linear(c * h * w, num_classes)]
-        super().__init__(*layers)
+        super().__init__(*conv_stack(input_shape, num_classes, units, channels, kernel, activation, norm, pool,
+                                     residual=True))
         self.input_shape = tuple(input_shape)
+
+
+def conv_stack(input_shape: tuple[int, ...], num_classes: int, units: int, channels: int | list[int],
+               kernel: int, activation: str, norm: str, pool: str | list[bool], residual: bool) -> list[nn.Module]:
+    """The layers of PlainNet (residual=False) or ResNet (identity shortcuts around units 2..units):
+    units of conv -> act -> BN, 2x2 max-pool after the units ``pool`` selects, then Flatten -> Linear."""
+    c, h, w = _check(input_shape, norm)
+    widths, pools = _widths(channels, units), _pools(pool, min(h, w), units)
+    if residual and (len(set(widths[1:])) > 1 or (units > 1 and widths[0] != widths[1])):
+        raise ConfigError(f"arch.channels={channels}: identity shortcuts need equal widths after unit 1")
+    layers: list[nn.Module] = []
+    for i, (c_out, p) in enumerate(zip(widths, pools)):
+        body = nn.Sequential(*_unit(c, c_out, kernel, activation, norm))
+        layers.append(Residual(body) if residual and i > 0 else Unit(body))
+        if p:
+            layers.append(nn.MaxPool2d(2))
+            h, w = h // 2, w // 2
+        c = c_out
+    return layers + [nn.Flatten(), nn.Linear(c * h * w, num_classes)]
