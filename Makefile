@@ -29,7 +29,8 @@ test-all: $(VENV)/.installed
 # Speed checks, each a ratio measured side by side in one run (never timed assertions in tests).
 bench: $(VENV)/.installed
 	$(PY) -m weightsim.zoo.bench
-	$(PY) -m weightsim.chains.bench --nets 1000 --memory
+	$(PY) -m weightsim.chains.bench --nets 1000
+	$(PY) -m weightsim.chains.bench --memory
 
 clean:
 	rm -rf outputs multirun wandb
