@@ -40,7 +40,9 @@ def random_zoo(template: nn.Module, n: int, seed: int = 0) -> dict[str, Tensor]:
 
 
 def _load(template: nn.Module, stacked: dict[str, Tensor], i: int) -> nn.Module:
-    template.load_state_dict({k: v[i] for k, v in stacked.items()})
+    state = template.state_dict()  # keeps the version metadata BatchNorm reads when loading
+    state.update({k: v[i] for k, v in stacked.items()})
+    template.load_state_dict(state)
     return template
 
 
