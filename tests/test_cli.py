@@ -99,3 +99,24 @@ def test_more_training_seeds_than_exist(tmp_path):
     res = run_cli("run", *TINY, "protocol.train_seeds=8", f"hydra.run.dir={tmp_path}")
     line = one_line_error(res)
     assert "8 training seeds per task" in line and "zoo.seeds" in line
+
+
+def test_cross_network_evaluation_on_the_chains_both_nets_have(tmp_path):
+    """Train on a 4-layer MLP zoo, test on a 3-layer one (same tasks): a config override, run on
+    the chains both have; a chain that exists in one net only is refused by name."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert run_cli("zoo", *TINY, f"zoo_dir={a}", f"hydra.run.dir={tmp_path / 'ra'}").returncode == 0
+    res = run_cli("zoo", *TINY, "arch.depth=3", f"zoo_dir={b}", f"hydra.run.dir={tmp_path / 'rb'}")
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = tmp_path / "cross"
+    res = run_cli("htt", *TINY, f"zoo_dir={a}", f"eval_zoo_dir={b}", f"hydra.run.dir={out}")
+    assert res.returncode == 0, res.stderr[-2000:]
+    rows = json.loads((out / "report.json").read_text())
+    normalized = {r["chain"] for r in rows if r["normalized"]}
+    raw = {r["chain"] for r in rows if not r["normalized"]}
+    assert normalized == {1, 2, 3}  # every MLP chain Gram is 64 x 64; chain 4 exists in A only
+    assert raw == {1, 2}  # layer 3 is 8x8 in A, 2x8 (the output layer) in B
+    assert json.loads((out / "run.json").read_text())["eval_zoo_dir"] == str(b)
+    line = one_line_error(run_cli("htt", *TINY, f"zoo_dir={a}", f"eval_zoo_dir={b}", "protocol.chains=[4]",
+                                  f"hydra.run.dir={tmp_path / 'bad'}"))
+    assert "chain(s) [4] do not exist in both nets" in line and "protocol.chains" in line

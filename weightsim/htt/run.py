@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from weightsim.errors import ChainError, ConfigError, ZooError
@@ -31,6 +32,7 @@ class ProtocolConfig:
     confidence: float = 0.95  # Clopper-Pearson level
     protocols: list[str] = field(default_factory=lambda: ["classification", "retrieval"])
     kinds: list[str] = field(default_factory=lambda: ["normalized", "raw"])
+    chains: list[int] | None = None  # which chains to test (1-based); null: all that both nets have
 
 
 @dataclass
@@ -50,6 +52,22 @@ def check_protocol(pc: ProtocolConfig) -> None:
     for k in pc.kinds:
         if k not in ("normalized", "raw"):
             raise ConfigError(f"unknown feature kind '{k}': choose normalized, raw")
+
+
+def shared_chains(feats_a: list[Tensor], feats_b: list[Tensor], wanted: list[int] | None,
+                  cross: bool) -> list[int]:
+    """The chains to test: those ``wanted`` (default: every chain both zoos have with the same feature
+    size). A chain asked for that the two nets do not share is an error that names it."""
+    both = [c for c in range(1, min(len(feats_a), len(feats_b)) + 1)
+            if feats_a[c - 1].shape[1] == feats_b[c - 1].shape[1]]
+    dims = lambda fs: ", ".join(f"{i}:{f.shape[1]}" for i, f in enumerate(fs, 1))  # noqa: E731
+    missing = [c for c in (wanted or []) if c not in both]
+    if missing or not both:
+        where = (f"the train zoo has chains (chain:features) {dims(feats_a)}, the eval zoo {dims(feats_b)}"
+                 if cross else f"the zoo has chains {dims(feats_a)}")
+        raise ChainError(f"chain(s) {missing or 'any'} do not exist in both nets: {where}; "
+                         f"set protocol.chains to some of {both}")
+    return list(wanted) if wanted else both
 
 
 def usable_rows(reader: ZooReader) -> tuple[list[dict], int]:
@@ -100,14 +118,10 @@ def run_htt(zoo_dir: str, pc: ProtocolConfig, cc: ClassifierConfig, co: ChainOpt
         feats_a = zoo_features(train_zoo, [seen_a[i] for i in tr_idx], normalized, co)
         feats_b = zoo_features(eval_zoo, [seen_b[i] for i in te_idx], normalized, co)
         feats_u = zoo_features(eval_zoo, unseen, normalized, co) if do_retrieval else None
-        if len(feats_a) != len(feats_b):
-            raise ChainError(f"cross-network: the train zoo has {len(feats_a)} chains, the eval zoo "
-                             f"{len(feats_b)}; chains {min(len(feats_a), len(feats_b)) + 1}.. exist in one only")
-        bar.total = len(jobs) * len(feats_a)
-        for c, (xa, xb) in enumerate(zip(feats_a, feats_b), start=1):
-            if xa.shape[1] != xb.shape[1]:
-                raise ChainError(f"chain {c} has {xa.shape[1]} features in the train zoo but {xb.shape[1]} "
-                                 f"in the eval zoo: it does not exist in both nets")
+        chains = shared_chains(feats_a, feats_b, pc.chains, eval_zoo is not train_zoo)
+        bar.total = len(jobs) * len(chains)
+        for c in chains:
+            xa, xb = feats_a[c - 1], feats_b[c - 1]
             model = fit_classifier(xa.float(), y_train, len(tasks), pc.n_permutations, seed + c,
                                    cc.l2, cc.max_iter, cc.accelerator, logger, tag=f"classifier/chain{c}_{kind}")
             with torch.no_grad():
