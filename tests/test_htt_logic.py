@@ -111,3 +111,17 @@ def test_span_solution_equals_the_full_space_optimum():
         full = ((xt - mean) / std) @ w + b
         assert torch.allclose(ours, full, atol=1e-4), (ours - full).abs().max()
         assert torch.allclose(model.basis @ model.weight[0], w, atol=1e-4)  # the projection itself
+
+
+def test_shared_chains_pairs_chains_by_structure_not_by_feature_size():
+    """PlainNet-5 vs PlainNet-6 on 1x8x8 (sketch 128): chain 5 is the FC in one net and a conv in
+    the other; both sketch to 8256 features, but their exact row counts differ, so only 1-4 pair."""
+    from weightsim.errors import ChainError
+    from weightsim.htt.run import shared_chains
+
+    pn5 = [(9, 45), (81, 3321), (729, 8256), (6561, 8256), (26244, 8256)]
+    pn6 = [(9, 45), (81, 3321), (729, 8256), (6561, 8256), (59049, 8256), (236196, 8256)]
+    assert shared_chains(pn5, pn6, None, cross=True) == [1, 2, 3, 4]
+    assert shared_chains(pn5, pn6, [2, 3], cross=True) == [2, 3]
+    with pytest.raises(ChainError, match=r"chain\(s\) \[5\] do not exist in both nets.*\[1, 2, 3, 4\]"):
+        shared_chains(pn5, pn6, [5], cross=True)

@@ -54,20 +54,26 @@ def check_protocol(pc: ProtocolConfig) -> None:
             raise ConfigError(f"unknown feature kind '{k}': choose normalized, raw")
 
 
-def shared_chains(feats_a: list[Tensor], feats_b: list[Tensor], wanted: list[int] | None,
-                  cross: bool) -> list[int]:
-    """The chains to test: those ``wanted`` (default: every chain both zoos have with the same feature
-    size). A chain asked for that the two nets do not share is an error that names it."""
-    both = [c for c in range(1, min(len(feats_a), len(feats_b)) + 1)
-            if feats_a[c - 1].shape[1] == feats_b[c - 1].shape[1]]
-    dims = lambda fs: ", ".join(f"{i}:{f.shape[1]}" for i, f in enumerate(fs, 1))  # noqa: E731
+def shared_chains(keys_a: list, keys_b: list, wanted: list[int] | None, cross: bool) -> list[int]:
+    """The chains to test: those ``wanted`` (default: every chain both zoos have). keys_a / keys_b:
+    per chain what makes it the same chain in both nets (normalized: the exact row count d_l and the
+    feature size, so a sketched FC chain never pairs with a sketched conv chain of equal size; raw:
+    the layer's size). A chain asked for that the two nets do not share is an error naming it."""
+    both = [c for c in range(1, min(len(keys_a), len(keys_b)) + 1) if keys_a[c - 1] == keys_b[c - 1]]
     missing = [c for c in (wanted or []) if c not in both]
     if missing or not both:
-        where = (f"the train zoo has chains (chain:features) {dims(feats_a)}, the eval zoo {dims(feats_b)}"
-                 if cross else f"the zoo has chains {dims(feats_a)}")
+        where = (f"the train zoo's chains are {keys_a}, the eval zoo's {keys_b}" if cross
+                 else f"the zoo's chains are {keys_a}")
         raise ChainError(f"chain(s) {missing or 'any'} do not exist in both nets: {where}; "
                          f"set protocol.chains to some of {both}")
     return list(wanted) if wanted else both
+
+
+def chain_keys(feats: list[Tensor], plan: list[dict] | None) -> list:
+    """Per chain: (d_l, feature size) from the chain plan (normalized), or the feature size (raw)."""
+    if plan is None:
+        return [int(f.shape[1]) for f in feats]
+    return [(p["rows_exact"], p["feature_dim"]) for p in plan]
 
 
 def usable_rows(reader: ZooReader) -> tuple[list[dict], int]:
@@ -111,6 +117,8 @@ def run_htt(zoo_dir: str, pc: ProtocolConfig, cc: ClassifierConfig, co: ChainOpt
         q_lab = torch.tensor([unseen[i]["task"] for i in q_idx])
         g_lab = torch.tensor([unseen[i]["task"] for i in g_idx])
 
+    plan_a = describe_zoo_chains(train_zoo, co)
+    plan_b = describe_zoo_chains(eval_zoo, co) if eval_zoo is not train_zoo else plan_a
     report, cmcs = [], {}
     jobs = [(k, k == "normalized") for k in pc.kinds]
     bar = tqdm(desc="htt", unit="fit", disable=not progress)
@@ -118,7 +126,9 @@ def run_htt(zoo_dir: str, pc: ProtocolConfig, cc: ClassifierConfig, co: ChainOpt
         feats_a = zoo_features(train_zoo, [seen_a[i] for i in tr_idx], normalized, co)
         feats_b = zoo_features(eval_zoo, [seen_b[i] for i in te_idx], normalized, co)
         feats_u = zoo_features(eval_zoo, unseen, normalized, co) if do_retrieval else None
-        chains = shared_chains(feats_a, feats_b, pc.chains, eval_zoo is not train_zoo)
+        chains = shared_chains(chain_keys(feats_a, plan_a if normalized else None),
+                               chain_keys(feats_b, plan_b if normalized else None), pc.chains,
+                               eval_zoo is not train_zoo)
         bar.total = len(jobs) * len(chains)
         for c in chains:
             xa, xb = feats_a[c - 1], feats_b[c - 1]
@@ -153,7 +163,7 @@ def run_htt(zoo_dir: str, pc: ProtocolConfig, cc: ClassifierConfig, co: ChainOpt
                                        + (", divided by ||G_l||_F" if co.scale == "fro" else ""),
                          "raw": "layer weight(s) flattened",
                          "options": co.as_dict(),
-                         "chains": describe_zoo_chains(train_zoo, co)},
+                         "chains": plan_a},
             "batchnorm": ("folded into the next weight layer (eval statistics)" if co.fold_bn
                           else "ignored by the chain (as in the paper)")}
     return {"rows": report, "cmc": cmcs, "meta": meta}
