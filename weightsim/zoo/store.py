@@ -52,6 +52,12 @@ def atomic_write(path: Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
+def looks_like_pickle(data: bytes) -> bool:
+    """A torch.save zip ('PK') or a pickle of protocol 2-5 (0x80 then the protocol byte); needs the
+    first 2 bytes. Only meaningful for bytes that failed the safetensors structure check."""
+    return data[:2] == b"PK" or (data[:1] == b"\x80" and data[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"))
+
+
 def check_safetensors_bytes(data: bytes, path: Path) -> None:
     """Refuse anything that is not a safetensors file (pickles, torch.save zips) before parsing it.
 
@@ -62,7 +68,7 @@ def check_safetensors_bytes(data: bytes, path: Path) -> None:
     n = int.from_bytes(data[:8], "little") if len(data) >= 8 else -1
     if len(data) >= 10 and 2 <= n <= len(data) - 8 and data[8:9] == b"{":
         return
-    if data[:2] == b"PK" or (data[:1] == b"\x80" and data[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")):
+    if looks_like_pickle(data):
         raise ZooError(f"zoo file {path} is not a safetensors file: it looks like a pickle / torch.save "
                        f"file, refused (weightsim reads weights only from safetensors, so a zoo cannot run code)")
     raise ZooError(f"zoo file {path} is not a safetensors file (truncated or foreign)")

@@ -19,7 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 
 from weightsim.errors import ZooError
-from weightsim.zoo.store import check_safetensors_bytes, read_head, sha256_bytes
+from weightsim.zoo.store import check_safetensors_bytes, looks_like_pickle, read_head, sha256_bytes
 
 TMP = re.compile(r"^\..+\.tmp\d+$")  # store.atomic_write's temp names
 
@@ -72,10 +72,6 @@ def _ranges(xs: list[int]) -> str:
             out.append(f"{start}" if start == a else f"{start}-{a}")
             start = b
     return "seeds " + ",".join(out)
-
-
-def _is_pickle(data: bytes) -> bool:
-    return data[:2] == b"PK" or data[:1] == b"\x80"
 
 
 def verify_zoo(root: str | Path, expect_tasks: bool = True) -> VerifyReport:
@@ -174,7 +170,7 @@ def verify_zoo(root: str | Path, expect_tasks: bool = True) -> VerifyReport:
                              f"rerunning the zoo command retrains it)")
         else:
             head_bytes = f.read_bytes()[:2] if f.is_file() else b""
-            kind = "a pickle / torch.save file" if _is_pickle(head_bytes) else "not a zoo file"
+            kind = "a pickle / torch.save file" if looks_like_pickle(head_bytes) else "not a zoo file"
             rep.problems.append(f"{f}: {kind}: refused (a zoo holds only .safetensors weights and .json "
                                 f"manifest pieces)")
     if expect_tasks and head.get("tasks"):
