@@ -76,6 +76,27 @@ def chain_keys(feats: list[Tensor], plan: list[dict] | None) -> list:
     return [(p["rows_exact"], p["feature_dim"]) for p in plan]
 
 
+def features_of(parts: list[tuple[ZooReader, list[dict]]], normalized: bool,
+                opts: ChainOptions) -> list[list[Tensor] | None]:
+    """Features of several row lists, each zoo featurized once: per part, per chain (N_part, D);
+    None for an empty part. A zoo's rows are visited in (task, seed) order, the order of its files."""
+    out: list[list[Tensor] | None] = [None] * len(parts)
+    for zoo in {id(z): z for z, _ in parts}.values():
+        mine = [i for i, (z, rows) in enumerate(parts) if z is zoo and rows]
+        if not mine:
+            continue
+        rows = [r for i in mine for r in parts[i][1]]
+        order = sorted(range(len(rows)), key=lambda j: (rows[j]["task"], rows[j]["seed"]))
+        back = torch.argsort(torch.tensor(order))  # position of each original row in ``order``
+        feats = [f[back] for f in zoo_features(zoo, [rows[j] for j in order], normalized, opts)]
+        start = 0
+        for i in mine:
+            n = len(parts[i][1])
+            out[i] = [f[start:start + n] for f in feats]
+            start += n
+    return out
+
+
 def usable_rows(reader: ZooReader) -> tuple[list[dict], int]:
     rows = [r for r in reader.rows if not r["diverged"]]
     return rows, len(reader.rows) - len(rows)
@@ -123,9 +144,9 @@ def run_htt(zoo_dir: str, pc: ProtocolConfig, cc: ClassifierConfig, co: ChainOpt
     jobs = [(k, k == "normalized") for k in pc.kinds]
     bar = tqdm(desc="htt", unit="fit", disable=not progress)
     for kind, normalized in jobs:
-        feats_a = zoo_features(train_zoo, [seen_a[i] for i in tr_idx], normalized, co)
-        feats_b = zoo_features(eval_zoo, [seen_b[i] for i in te_idx], normalized, co)
-        feats_u = zoo_features(eval_zoo, unseen, normalized, co) if do_retrieval else None
+        feats_a, feats_b, feats_u = features_of([(train_zoo, [seen_a[i] for i in tr_idx]),
+                                                 (eval_zoo, [seen_b[i] for i in te_idx]),
+                                                 (eval_zoo, unseen if do_retrieval else [])], normalized, co)
         chains = shared_chains(chain_keys(feats_a, plan_a if normalized else None),
                                chain_keys(feats_b, plan_b if normalized else None), pc.chains,
                                eval_zoo is not train_zoo)

@@ -176,6 +176,8 @@ class ZooReader:
             raise ZooError(f"{self.root} is not a zoo (no zoo.json): pass the directory weightsim-zoo wrote")
         self.head = read_head(head)
         self.rows = self._read_rows()
+        # the last file parsed: batches that stream through one population file read it once
+        self._last: tuple[str, dict[str, torch.Tensor]] | None = None
 
     def _read_rows(self) -> list[dict]:
         rows, seen = [], {}
@@ -203,6 +205,9 @@ class ZooReader:
         return {k: torch.stack([by_file[r["file"]][k][r["index"]] for r in rows]) for k in keys}
 
     def load_file(self, name: str, verify_sha: str | None = None) -> dict[str, torch.Tensor]:
+        """The tensors of weights/``name`` (read-only use). A checksum check always reads the file."""
+        if verify_sha is None and self._last is not None and self._last[0] == name:
+            return self._last[1]
         path = self.root / "weights" / name
         if not name.endswith(".safetensors"):
             raise ZooError(f"zoo file {path} is not a .safetensors file: refused (no pickles)")
@@ -214,9 +219,11 @@ class ZooReader:
             raise ZooError(f"zoo file {path} does not match its manifest checksum (altered or truncated)")
         check_safetensors_bytes(data, path)
         try:
-            return st_load(data)
+            tensors = st_load(data)
         except (SafetensorError, ValueError) as e:
             raise ZooError(f"zoo file {path} is corrupt ({e})") from None
+        self._last = (name, tensors)
+        return tensors
 
     def write_manifest_csv(self) -> Path:
         path = self.root / "manifest.csv"
