@@ -120,3 +120,8 @@ def test_cross_network_evaluation_on_the_chains_both_nets_have(tmp_path):
     line = one_line_error(run_cli("htt", *TINY, f"zoo_dir={a}", f"eval_zoo_dir={b}", "protocol.chains=[4]",
                                   f"hydra.run.dir={tmp_path / 'bad'}"))
     assert "chain(s) [4] do not exist in both nets" in line and "protocol.chains" in line
+
+
+def test_more_queries_than_unseen_seeds_names_the_queries(tmp_path):
+    line = one_line_error(run_cli("run", *TINY, "protocol.queries=5", f"hydra.run.dir={tmp_path}"))
+    assert "5 queries per task" in line and "gallery seed" in line and "protocol.queries" in line

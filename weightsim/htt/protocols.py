@@ -9,22 +9,22 @@ from torch import Tensor
 from weightsim.errors import ConfigError
 
 
-def split_seeds(rows: list[dict], n_train: int) -> tuple[list[int], list[int]]:
-    """Fixed per-task split of a task's seeds: the n_train lowest seeds train, the rest test.
-    Returns indices into ``rows``."""
+def split_seeds(rows: list[dict], n_first: int, what: str = "training seeds", rest: str = "test seed",
+                knob: str = "protocol.train_seeds / protocol.train_fraction") -> tuple[list[int], list[int]]:
+    """Fixed per-task split of a task's seeds: the n_first lowest seeds, and the rest.
+    Returns indices into ``rows``; ``what``, ``rest`` and ``knob`` name the split in its error."""
     by_task: dict[int, list[int]] = {}
     for i, r in enumerate(rows):
         by_task.setdefault(r["task"], []).append(i)
-    train, test = [], []
+    first, others = [], []
     for task, idx in sorted(by_task.items()):
         idx = sorted(idx, key=lambda i: rows[i]["seed"])
-        if n_train >= len(idx):
-            raise ConfigError(f"protocol asks for {n_train} training seeds per task, but task {task} has only "
-                              f"{len(idx)} usable nets (need at least one test seed): lower "
-                              f"protocol.train_seeds / protocol.train_fraction or raise zoo.seeds")
-        train += idx[:n_train]
-        test += idx[n_train:]
-    return train, test
+        if n_first >= len(idx):
+            raise ConfigError(f"protocol asks for {n_first} {what} per task, but task {task} has only "
+                              f"{len(idx)} usable nets (need at least one {rest}): lower {knob} or raise zoo.seeds")
+        first += idx[:n_first]
+        others += idx[n_first:]
+    return first, others
 
 
 def cmc_curve(dist: Tensor, query_labels: Tensor, gallery_labels: Tensor, max_rank: int | None = None) -> np.ndarray:
@@ -41,8 +41,7 @@ def cmc_curve(dist: Tensor, query_labels: Tensor, gallery_labels: Tensor, max_ra
 
 def retrieval_split(rows: list[dict], queries: int) -> tuple[list[int], list[int]]:
     """Per unseen task: the ``queries`` lowest seeds are queries, the rest join the gallery."""
-    q, g = split_seeds(rows, queries)
-    return q, g
+    return split_seeds(rows, queries, "queries", "gallery seed", "protocol.queries")
 
 
 def distances(a: Tensor, b: Tensor, metric: str) -> Tensor:
