@@ -10,7 +10,10 @@ small workload both ways, in one process, side by side:
   budget, ``zoo.memory_budget_gb``), several per Trainer run.
 
 Both train and evaluate exactly the same nets (same tasks, seeds, steps, accuracies computed), so
-the nets/s ratio is the speed-up per net. It then measures the time of one SGD step at CIFAR-100
+the nets/s ratio is the speed-up per net. Beside it stands the *compute ceiling*: the matmul and
+convolution FLOPs one net of the workload needs (torch's FlopCounterMode) at this machine's best
+measured matmul rate, i.e. the most nets/s any way of training could reach here, and so the
+largest speed-up over one net per run that is physically possible on this machine. It then measures the time of one SGD step at CIFAR-100
 input shape (3 x 32 x 32, synthetic tensors: only the shape matters for speed), for one net and
 for a population, and extrapolates the time of one paper-size zoo (50 tasks x 100 seeds).
 
@@ -40,6 +43,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from weightsim.data.tasks import TaskSet, build_taskset
 from weightsim.zoo.generate import ZooConfig, size_population, train_population
+from weightsim.zoo.heap import reuse_freed_memory
 from weightsim.zoo.population import PopulationModule, init_member, member_seeds
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
@@ -155,11 +159,41 @@ def train_one_per_run(build: Callable[[], nn.Module], taskset: TaskSet, task: in
     return accs[0], accs[1]
 
 
+def net_flops(build: Callable[[], nn.Module], taskset: TaskSet, task: int, steps: int, batch_size: int) -> float:
+    """Floating-point operations one net of the workload needs, counted by torch's FlopCounterMode
+    (matmuls and convolutions only, so a lower bound): ``steps`` SGD steps (forward + backward of one
+    batch) plus the forward passes over its training and test samples that score it."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.random.fork_rng(devices=[]):
+        net = build()
+    t = taskset.tasks[task]
+    with FlopCounterMode(display=False) as step:
+        net(taskset.x[t.train_idx[:batch_size]]).sum().backward()
+    with FlopCounterMode(display=False) as score, torch.no_grad():
+        net(taskset.x[torch.cat([t.train_idx, t.test_idx])])
+    return float(steps * step.get_total_flops() + score.get_total_flops())
+
+
+def peak_flops(sizes: tuple[int, ...] = (512, 1024, 2048), repeats: int = 5) -> float:
+    """The best float32 matmul rate (FLOP/s) measured on this machine: square matmuls, the densest
+    work a CPU does, so no training step of any net runs faster per FLOP."""
+    best = 0.0
+    for n in sizes:
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        a @ b
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            a @ b
+        best = max(best, 2 * n**3 * repeats / (time.perf_counter() - t0))
+    return best
+
+
 def hours(s: float) -> str:
     return f"{s / 3600:.1f} h" if s >= 3600 else f"{s / 60:.1f} min"
 
 
-def bench_arch(name: str, single_nets: int, pop_nets: int, zc: ZooConfig, out: list[str]) -> dict:
+def bench_arch(name: str, single_nets: int, pop_nets: int, zc: ZooConfig, out: list[str], peak: float) -> dict:
     factory, image, origin = arch_factory(name)
     tasks = digits_tasks(image, 2)
     build = partial(factory, input_shape=tasks.input_shape, num_classes=2)
@@ -184,12 +218,18 @@ def bench_arch(name: str, single_nets: int, pop_nets: int, zc: ZooConfig, out: l
         train_population(build, tasks, nets[i:i + sizing.population_size], zc, eval_chunk=sizing.eval_chunk)
     pop_per_net = (time.perf_counter() - t0) / len(nets)
     ratio = single_per_net / pop_per_net
+    # compute ceiling: no implementation trains a net faster than its FLOPs at the peak matmul rate
+    flops = float(np.mean([net_flops(build, tasks, t, steps, zc.batch_size) for t in range(len(tasks.tasks))]))
+    ceiling = single_per_net * peak / flops
     row = {"arch": name, "single_nets_s": 1 / single_per_net, "pop_nets_s": 1 / pop_per_net, "ratio": ratio,
-           "population_size": sizing.population_size}
+           "population_size": sizing.population_size, "net_gflop": flops / 1e9, "ceiling_ratio": ceiling}
     print(f"  one net per Trainer run: {1 / single_per_net:8.2f} nets/s  (median of {single_nets} runs, "
           f"{single_per_net:.2f} s per net)")
     print(f"  population             : {1 / pop_per_net:8.2f} nets/s  ({len(nets)} nets, {sizing})")
     print(f"  speed-up per net       : {ratio:8.1f} x", flush=True)
+    print(f"  compute ceiling        : {peak / flops:8.2f} nets/s  ({flops / 1e9:.3f} GFLOP per net of matmuls "
+          f"and convolutions at {peak / 1e9:.0f} GFLOP/s, this machine's best matmul rate): no way of "
+          f"training can beat {ceiling:.1f} x here", flush=True)
 
     # paper-size extrapolation from step times at CIFAR-100 shape
     paper = cifar_shape_tasks(image)
@@ -216,7 +256,7 @@ def bench_arch(name: str, single_nets: int, pop_nets: int, zc: ZooConfig, out: l
     print(f"    extrapolated: population {hours(pop_total)} (populations of {psize.population_size}, "
           f"zoo.vectorize={best}), one net per run {hours(single_total)}", flush=True)
     row.update(paper_pop_s=pop_total, paper_single_s=single_total)
-    out.append(f"| {name} | {1 / single_per_net:.2f} | {1 / pop_per_net:.2f} | {ratio:.1f}x | "
+    out.append(f"| {name} | {1 / single_per_net:.2f} | {1 / pop_per_net:.2f} | {ratio:.1f}x | {ceiling:.1f}x | "
                f"{hours(pop_total)} | {hours(single_total)} |")
     return row
 
@@ -230,19 +270,25 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--paper-epochs", type=float, default=ZooConfig.epochs, help="epochs per paper net")
     ap.add_argument("--memory-budget-gb", type=float, default=ZooConfig.memory_budget_gb)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--system-heap", action="store_true",
+                    help="leave glibc's malloc as it is (default: zoo.reuse_freed_memory, as a zoo job does)")
     a = ap.parse_args(argv)
     if a.threads > 0:
         torch.set_num_threads(a.threads)
+    heap = "system malloc" if a.system_heap else ("freed memory reused" if reuse_freed_memory()
+                                                  else "system malloc (no glibc)")
     warnings.filterwarnings("ignore")
     import logging
 
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     zc = ZooConfig(epochs=a.epochs, memory_budget_gb=a.memory_budget_gb, accelerator="cpu")
     zc.paper_epochs = a.paper_epochs  # type: ignore[attr-defined]
-    print(f"weightsim bench: torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
-    table = ["| arch | one net per run (nets/s) | population (nets/s) | speed-up | paper zoo, population "
-             "| paper zoo, one per run |", "|---|---|---|---|---|---|"]
-    rows = [bench_arch(n.strip(), a.single_nets, a.pop_nets, zc, table) for n in a.archs.split(",")]
+    print(f"weightsim bench: torch {torch.__version__}, {torch.get_num_threads()} threads, CPU, {heap} "
+          f"(both ways of training)")
+    peak = peak_flops()
+    table = ["| arch | one net per run (nets/s) | population (nets/s) | speed-up | compute ceiling "
+             "| paper zoo, population | paper zoo, one per run |", "|---|---|---|---|---|---|---|"]
+    rows = [bench_arch(n.strip(), a.single_nets, a.pop_nets, zc, table, peak) for n in a.archs.split(",")]
     print("\n" + "\n".join(table))
     return rows
 

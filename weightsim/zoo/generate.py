@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from weightsim.data.tasks import TaskSet
 from weightsim.errors import ConfigError
+from weightsim.zoo.heap import reuse_freed_memory
 from weightsim.zoo.population import (PopulationModule, init_member, member_bytes, member_seeds,
                                       population_size_for, steps_for)
 from weightsim.zoo.store import ZooWriter
@@ -44,6 +45,7 @@ class ZooConfig:
     accelerator: str = "auto"
     threads: int | None = None  # torch CPU threads of this job (None: torch's default); not in the identity
     vectorize: str = "vmap"  # vmap: batched ops over members; loop: members one after another (CPU convs)
+    reuse_freed_memory: bool = True  # glibc: keep freed memory for reuse (zoo/heap.py); not in the identity
 
     def training(self) -> dict:
         """What defines the weights (not where or how fast): part of the zoo's identity."""
@@ -170,6 +172,8 @@ def generate_zoo(build: Callable[[], nn.Module], taskset: TaskSet, zc: ZooConfig
         if zc.threads < 1:
             raise ConfigError(f"zoo.threads={zc.threads} must be >= 1 (or null: torch's default)")
         torch.set_num_threads(zc.threads)
+    if zc.reuse_freed_memory:
+        reuse_freed_memory()
     writer = ZooWriter(zoo_dir, {**identity, "training": zc.training()})
     block = {(t.id, s) for t in taskset.tasks for s in range(zc.seed_offset, zc.seed_offset + zc.seeds)}
     done = writer.done_nets() & block
