@@ -16,7 +16,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from weightsim.data.digits import digits
+from weightsim.errors import ConfigError
+from weightsim.nets.conv import ResNet
 from weightsim.nets.mlp import MLP
+from weightsim.nets.resmlp import ResNetMLP
 from weightsim.zoo.generate import ZooConfig, train_population
 from weightsim.zoo.population import MemberStreams, init_member, member_seeds, steps_for
 
@@ -68,6 +71,11 @@ ARCHS = {
     "conv_bn": (ConvBN, True, "vmap"),
     "gru": (ExplicitGRU, False, "vmap"),
     "conv_bn_loop": (ConvBN, True, "loop"),  # the members-in-a-loop path, BN included
+    # the stacked layout (zoo/stacked.py): grouped channels-last convs, BN over K*C channels, bmm
+    "mlp_stacked": (partial(MLP, hidden=16, depth=3), False, "stacked"),
+    "conv_bn_stacked": (ConvBN, True, "stacked"),
+    "resnet_stacked": (partial(ResNet, channels=4), True, "stacked"),  # residual units, BN2d, max-pool
+    "resnet_mlp_stacked": (partial(ResNetMLP, width=8, blocks=2), False, "stacked"),  # residual, BN1d
 }
 ZC = ZooConfig(seeds=2, epochs=0.5, batch_size=16, lr=0.1, momentum=0.9, weight_decay=1e-3, grad_clip=0.5,
                population_size=6, accelerator="cpu")
@@ -107,6 +115,7 @@ def test_member_equals_net_trained_alone(arch):
     build = partial(net_cls, input_shape=taskset.input_shape, num_classes=2)
     nets = [(t.id, s) for t in taskset.tasks for s in range(zc.seeds)]  # 3 tasks x 2 seeds, one population
     pop, rows = train_population(build, taskset, nets, zc)
+    assert pop.vectorize == vectorize
     state = pop.state()
     assert [(r["task"], r["seed"]) for r in rows] == nets
     if arch.startswith("conv_bn"):  # BN statistics are per member and did move
@@ -125,6 +134,37 @@ def test_member_equals_net_trained_alone(arch):
     first = next(n for n in state if state[n].is_floating_point())
     assert not torch.allclose(state[first][0], init[first], atol=1e-3)
     assert not torch.allclose(state[first][0], state[first][1], atol=1e-3)
+
+
+@pytest.mark.parametrize("arch", ["conv_bn", "resnet_mlp_stacked"])
+def test_stacked_layout_trains_and_scores_like_vmap(arch):
+    """Same weights, BN statistics and eval-mode accuracies (running statistics) either way."""
+    net_cls, image, _ = ARCHS[arch]
+    taskset = digits(train_tasks=2, unseen_tasks=1, image=image)
+    build = partial(net_cls, input_shape=taskset.input_shape, num_classes=2)
+    nets = [(t.id, s) for t in taskset.tasks for s in range(2)]
+    out = {m: train_population(build, taskset, nets, ZooConfig(**{**ZC.__dict__, "vectorize": m}))
+           for m in ("vmap", "stacked")}
+    (vm, vrows), (st, srows) = out["vmap"], out["stacked"]
+    assert (vm.vectorize, st.vectorize) == ("vmap", "stacked")
+    for name, v in vm.state().items():  # float rounding differs by op order and grows through BN
+        torch.testing.assert_close(st.state()[name], v, rtol=1e-3, atol=1e-4, msg=lambda m: f"{arch} {name}: {m}")
+    for a, b in zip(vrows, srows):  # at most one sample's prediction flips at a decision boundary
+        assert a["train_acc"] == pytest.approx(b["train_acc"], abs=0.01)
+        assert a["test_acc"] == pytest.approx(b["test_acc"], abs=0.02)
+        assert a["final_loss"] == pytest.approx(b["final_loss"], rel=1e-3)
+
+
+def test_auto_stacks_what_it_can_and_names_what_it_cannot():
+    taskset = digits(train_tasks=2, unseen_tasks=0)
+    nets = [(0, 0), (1, 0)]
+    gru = partial(ExplicitGRU, input_shape=taskset.input_shape, num_classes=2)
+    mlp = partial(MLP, input_shape=taskset.input_shape, num_classes=2, hidden=8, depth=2)
+    auto = ZooConfig(**{**ZC.__dict__, "epochs": 0.1, "vectorize": "auto"})
+    assert train_population(mlp, taskset, nets, auto)[0].vectorize == "stacked"
+    assert train_population(gru, taskset, nets, auto)[0].vectorize == "vmap"
+    with pytest.raises(ConfigError, match=r"vectorize=stacked cannot run this net: module '<net>' \(ExplicitGRU\)"):
+        train_population(gru, taskset, nets, ZooConfig(**{**ZC.__dict__, "vectorize": "stacked"}))
 
 
 def test_clipping_is_per_member_and_loss_is_summed():

@@ -16,6 +16,7 @@ class Unit(nn.Module):
     ResNet the same parameter names (``<i>.body.<j>.weight``) as well as the same shapes."""
 
     chain_order = ("body",)  # the chain walk descends into these children, in forward order
+    elementwise_composition = True  # forward composes children with element-wise ops (zoo/stacked.py)
 
     def __init__(self, body: nn.Module):
         super().__init__()

@@ -45,6 +45,7 @@ from weightsim.data.tasks import TaskSet, build_taskset
 from weightsim.zoo.generate import ZooConfig, size_population, train_population
 from weightsim.zoo.heap import reuse_freed_memory
 from weightsim.zoo.population import PopulationModule, init_member, member_seeds
+from weightsim.zoo.stacked import why_not_stackable
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 if not CONF.is_dir():
@@ -105,7 +106,7 @@ def cifar_shape_tasks(image: bool, seed: int = 0) -> TaskSet:
 
 
 def seconds_per_step(build: Callable[[], nn.Module], taskset: TaskSet, k: int, zc: ZooConfig,
-                     steps: int = 3, vectorize: str = "vmap") -> float:
+                     steps: int = 3, vectorize: str = "auto") -> float:
     """Wall seconds of one SGD step (forward, backward, update) of a k-member population, after one
     warm-up step; no Trainer, so no per-run overhead is included."""
     nets = [(i % len(taskset.tasks), i) for i in range(k)]
@@ -239,9 +240,9 @@ def bench_arch(name: str, single_nets: int, pop_nets: int, zc: ZooConfig, out: l
     t1_small = seconds_per_step(build, tasks, 1, zc)
     overhead = max(0.0, single_per_net - steps * t1_small)  # Trainer set-up, fit loop, evaluation
     t1 = seconds_per_step(pbuild, paper, 1, zc)
-    modes = {"vmap": seconds_per_step(pbuild, paper, k, zc)}
-    if image:  # grouped convolutions vs members one by one (zoo.vectorize)
-        modes["loop"] = seconds_per_step(pbuild, paper, k, zc, vectorize="loop")
+    modes = {m: seconds_per_step(pbuild, paper, k, zc, vectorize=m) for m in ("stacked", "vmap", "loop")
+             if (m != "stacked" or why_not_stackable(pbuild(), tuple(paper.input_shape)) is None)
+             and (m != "loop" or image)}  # zoo.vectorize; loop only for convs
     best = min(modes, key=modes.get)
     tk = modes[best]
     psteps = math.ceil(zc.paper_epochs * PAPER_TRAIN_PER_TASK / zc.batch_size)

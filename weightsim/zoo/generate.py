@@ -44,7 +44,7 @@ class ZooConfig:
     base_seed: int = 0
     accelerator: str = "auto"
     threads: int | None = None  # torch CPU threads of this job (None: torch's default); not in the identity
-    vectorize: str = "vmap"  # vmap: batched ops over members; loop: members one after another (CPU convs)
+    vectorize: str = "auto"  # auto: stacked where the net allows, else vmap; loop: members one by one
     reuse_freed_memory: bool = True  # glibc: keep freed memory for reuse (zoo/heap.py); not in the identity
 
     def training(self) -> dict:
