@@ -61,6 +61,21 @@ def test_sigkill_midway_then_rerun_equals_uninterrupted_run(tmp_path):
     assert not [f for f in (zoo / "weights").iterdir() if f.name.startswith(".")]  # rerun left no temp files
 
 
+def test_concurrent_jobs_with_overlapping_seed_blocks_make_one_zoo_without_duplicates(tmp_path):
+    """Seed blocks [0, 3) and [1, 4) trained at the same time into one zoo: every net once."""
+    zoo = tmp_path / "zoo"
+    args = [a for a in SMALL if not a.startswith("zoo.seeds")]
+    jobs = [subprocess.Popen([*CLI, *args, "zoo.seeds=3", f"zoo.seed_offset={o}", f"zoo_dir={zoo}",
+                              f"hydra.run.dir={tmp_path / f'r{o}'}"], env=env(), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True) for o in (0, 1)]
+    for j in jobs:
+        _, err = j.communicate(timeout=600)
+        assert j.returncode == 0, err[-2000:]
+    keys = [(r["task"], r["seed"]) for r in ZooReader(zoo).rows]  # refuses a net held twice
+    assert sorted(keys) == [(t, s) for t in range(4) for s in range(4)]
+    assert verify_zoo(zoo).ok
+
+
 def test_multirun_of_two_seed_blocks_fills_one_zoo_then_verify_and_refuse(tmp_path):
     zoo = tmp_path / "zoo"
     cmd = [*CLI, "-m", *[a for a in SMALL if not a.startswith("zoo.seeds")], "zoo.seeds=2",

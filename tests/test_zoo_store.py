@@ -149,6 +149,22 @@ def test_duplicate_nets_are_refused(zoo, tmp_path):
     assert any("duplicate" in p for p in verify_zoo(dup).problems)
 
 
+def test_nets_already_written_by_another_job_are_left_out(tmp_path):
+    """Two populations that overlap in one net (concurrent jobs with overlapping seed blocks): the
+    second write keeps only its new nets, tensors and rows alike, so the zoo never holds a net twice."""
+    w = ZooWriter(tmp_path / "z", identity())
+    a = {"w": torch.arange(6.0).view(2, 3)}  # members (0, 0), (0, 1)
+    b = {"w": torch.arange(6.0, 12.0).view(2, 3)}  # members (0, 1), (0, 2)
+    row = lambda t, s: {"task": t, "seed": s, "train_acc": 1.0}  # noqa: E731
+    assert w.write("pop_a", a, [row(0, 0), row(0, 1)]) == 2
+    assert w.write("pop_b", b, [row(0, 1), row(0, 2)]) == 1
+    assert w.write("pop_a", a, [row(0, 0), row(0, 1)]) == 0  # all on disk: nothing added, pop_a untouched
+    r = ZooReader(tmp_path / "z")
+    assert [(x["task"], x["seed"]) for x in r.rows] == [(0, 0), (0, 1), (0, 2)]
+    got = r.load()["w"]
+    assert torch.equal(got, torch.tensor([[0.0, 1, 2], [3, 4, 5], [9, 10, 11]]))  # (0, 2) is b's second member
+
+
 def test_diverged_nets_are_flagged_and_left_out_of_htt(tmp_path):
     root = make(tmp_path / "div", lr=1e4, momentum=0.0)
     reader = ZooReader(root)

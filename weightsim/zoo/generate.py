@@ -184,7 +184,12 @@ def generate_zoo(build: Callable[[], nn.Module], taskset: TaskSet, zc: ZooConfig
               f"{sum(len(n) for _, n in todo)} to train; {sizing}", flush=True)
     bar = tqdm(total=len(block), initial=len(done), unit="net", desc=f"zoo {Path(zoo_dir).name}",
                disable=not progress)
-    for name, nets in todo:
+    for name, planned in todo:
+        on_disk = writer.done_nets()  # a concurrent job with an overlapping seed block may have trained some
+        nets = [n for n in planned if n not in on_disk]
+        bar.update(len(planned) - len(nets))
+        if not nets:
+            continue
         module, rows = train_population(build, taskset, nets, zc, logger, sizing.eval_chunk, progress)
         writer.write(name, module.state(), [{**r, "config_hash": writer.identity.get("config_hash")} for r in rows])
         bar.update(len(nets))

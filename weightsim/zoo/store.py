@@ -19,7 +19,9 @@ import hashlib
 import io
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from safetensors import SafetensorError
@@ -74,6 +76,24 @@ def check_safetensors_bytes(data: bytes, path: Path) -> None:
     raise ZooError(f"zoo file {path} is not a safetensors file (truncated or foreign)")
 
 
+@contextmanager
+def zoo_lock(root: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the zoo at ``root`` (POSIX ``flock`` on ``root/.lock``) while a job
+    reads what is on disk and adds to it; concurrent jobs on one zoo take turns. Where there is no
+    flock (Windows) it does nothing."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(root / ".lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 class ZooWriter:
     """Creates or reopens a zoo directory and adds populations to it atomically."""
 
@@ -95,8 +115,29 @@ class ZooWriter:
         """(task, seed) of every net already complete on disk (its manifest piece exists)."""
         return {(r["task"], r["seed"]) for r in read_pieces(self.root)}
 
-    def write(self, name: str, stacked: dict[str, torch.Tensor], rows: list[dict]) -> None:
-        """Write one population: stacked (K, ...) tensors and its K manifest rows."""
+    def write(self, name: str, stacked: dict[str, torch.Tensor], rows: list[dict]) -> int:
+        """Write one population: stacked (K, ...) tensors and its K manifest rows; returns how many
+        nets it added.
+
+        Under the zoo's lock, nets that another job has written meanwhile (seed blocks of concurrent
+        jobs that overlap) are left out, so the zoo never holds a net twice; a population whose
+        nets are all on disk already adds nothing.
+        """
+        with zoo_lock(self.root):
+            done = self.done_nets()
+            keep = [i for i, r in enumerate(rows) if (r["task"], r["seed"]) not in done]
+            if len(keep) < len(rows):
+                if not keep:
+                    return 0
+                idx = torch.tensor(keep)
+                stacked = {k: v.index_select(0, idx.to(v.device)) for k, v in stacked.items()}
+                rows = [rows[i] for i in keep]
+            while (self.root / "weights" / f"{name}.json").exists():  # a piece of that name holds other nets
+                name += "+"
+            self._write(name, stacked, rows)
+        return len(rows)
+
+    def _write(self, name: str, stacked: dict[str, torch.Tensor], rows: list[dict]) -> None:
         # one metadata entry: safetensors writes a multi-key metadata map in hash order, which would
         # make the bytes differ from run to run
         data = st_save({k: v.detach().cpu().contiguous() for k, v in stacked.items()},
