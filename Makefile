@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 # The CPU build of torch; on a GPU box install your CUDA torch into .venv first and this is a no-op.
 TORCH  ?= torch==2.13.0
 
-.PHONY: demo test test-all bench clean
+.PHONY: demo test test-all bench bench-gpu clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ bench: $(VENV)/.installed
 	$(PY) -m weightsim.zoo.bench
 	$(PY) -m weightsim.chains.bench --nets 1000
 	$(PY) -m weightsim.chains.bench --memory
+
+# The same on a CUDA GPU, plus a real 50 tasks x 100 seeds mlp4 zoo at CIFAR-100 shape, timed.
+bench-gpu: $(VENV)/.installed
+	$(PY) -m weightsim.zoo.bench --accelerator gpu --paper-zoo 50x100
 
 clean:
 	rm -rf outputs multirun wandb

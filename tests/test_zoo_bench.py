@@ -57,9 +57,11 @@ def test_net_flops_counts_every_matmul_of_training_and_scoring():
 
 def test_bench_runs_both_ways_and_reports_the_ceiling(capsys):
     rows = bench.main(["--archs", "mlp", "--single-nets", "1", "--pop-nets", "4", "--epochs", "0.2",
-                       "--paper-epochs", "0.1"])
+                       "--paper-epochs", "0.1", "--paper-zoo", "2x3", "--paper-zoo-arch", "mlp"])
     out = capsys.readouterr().out
-    (row,) = rows
+    row, zoo = rows
+    assert zoo["paper_zoo_nets"] == 6 and zoo["paper_zoo_s"] > 0  # a real zoo of 2 tasks x 3 seeds was written
+    assert "paper zoo, measured: 2 tasks x 3 seeds of mlp" in out
     assert row["single_nets_s"] > 0 and row["pop_nets_s"] > 0
     assert row["ratio"] == pytest.approx(row["pop_nets_s"] / row["single_nets_s"])
     assert row["ceiling_ratio"] > 0 and row["net_gflop"] > 0

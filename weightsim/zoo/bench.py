@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import argparse
 import math
+import tempfile
 import time
 import warnings
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Callable
@@ -42,10 +44,11 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from weightsim.data.tasks import TaskSet, build_taskset
-from weightsim.zoo.generate import ZooConfig, size_population, train_population
+from weightsim.zoo.generate import ZooConfig, generate_zoo, size_population, train_population
 from weightsim.zoo.heap import reuse_freed_memory
 from weightsim.zoo.population import PopulationModule, init_member, member_seeds
 from weightsim.zoo.stacked import why_not_stackable
+from weightsim.zoo.store import ZooReader
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 if not CONF.is_dir():
@@ -94,15 +97,27 @@ def digits_tasks(image: bool, tasks: int) -> TaskSet:
     return digits(train_tasks=tasks, unseen_tasks=0, image=image)
 
 
-def cifar_shape_tasks(image: bool, seed: int = 0) -> TaskSet:
-    """Two 2-class tasks of synthetic samples at CIFAR-100 shape (3 x 32 x 32, or 3072 flat)."""
-    n = 2 * PAPER_TRAIN_PER_TASK
+def cifar_shape_tasks(image: bool, seed: int = 0, tasks: int = 2, test_per_task: int = 50) -> TaskSet:
+    """``tasks`` 2-class tasks of synthetic samples at CIFAR-100 shape (3 x 32 x 32, or 3072 flat),
+    each with PAPER_TRAIN_PER_TASK training samples (CIFAR-100: 2 classes x 500) and
+    ``test_per_task`` test samples: Gaussian noise around a random mean per class, so the nets
+    have something to learn. Only the shape matters for speed."""
+    per_class = (PAPER_TRAIN_PER_TASK + test_per_task) // 2
+    n = 2 * tasks * per_class
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, 3, 32, 32, generator=g)
+    y = np.repeat(np.arange(2 * tasks), per_class)
+    means = 0.1 * torch.randn(2 * tasks, 3, 32, 32, generator=g)
+    x = torch.randn(n, 3, 32, 32, generator=g) + means[torch.from_numpy(y)]
     x = x if image else x.flatten(1)
-    y = np.repeat(np.arange(4), n // 4)
-    return build_taskset("cifar-shape", x, y, [str(i) for i in range(4)], classes_per_task=2,
-                         grouping="consecutive", train_tasks=2, unseen_tasks=0, test_fraction=0.05)
+    return build_taskset("cifar-shape", x, y, [str(i) for i in range(2 * tasks)], classes_per_task=2,
+                         grouping="consecutive", train_tasks=tasks, unseen_tasks=0,
+                         test_fraction=test_per_task / (PAPER_TRAIN_PER_TASK + test_per_task))
+
+
+def sync(device: torch.device | str) -> None:
+    """Wait for queued GPU work, so that wall-clock times measure it."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
 
 
 def seconds_per_step(build: Callable[[], nn.Module], taskset: TaskSet, k: int, zc: ZooConfig,
@@ -113,16 +128,22 @@ def seconds_per_step(build: Callable[[], nn.Module], taskset: TaskSet, k: int, z
     seeds = [member_seeds(zc.base_seed, t, s) for t, s in nets]
     module = PopulationModule([init_member(build, a) for a, _ in seeds], taskset.x,
                               [taskset.tasks[t] for t, _ in nets], [b for _, b in seeds], zc.batch_size,
-                              zc.lr, zc.momentum, vectorize=vectorize)
+                              zc.lr, zc.momentum, vectorize=vectorize).to(device_of(zc))
     opt = module.configure_optimizers()
     t0 = 0.0
     for i in range(steps + 1):
         if i == 1:
+            sync(module.device)
             t0 = time.perf_counter()
         opt.zero_grad()
         module.training_step(torch.tensor(i), i).backward()
         opt.step()
+    sync(module.device)
     return (time.perf_counter() - t0) / steps
+
+
+def device_of(zc: ZooConfig) -> torch.device:
+    return torch.device("cuda" if zc.accelerator in ("gpu", "cuda") else "cpu")
 
 
 class OneNet(L.LightningModule):
@@ -150,12 +171,14 @@ def train_one_per_run(build: Callable[[], nn.Module], taskset: TaskSet, task: in
     loader = DataLoader(TensorDataset(taskset.x[t.train_idx], t.train_y), batch_size=zc.batch_size, shuffle=True,
                         generator=torch.Generator().manual_seed(data_seed))
     module = OneNet(init_member(build, init_seed), zc)
-    trainer = L.Trainer(max_steps=steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    trainer = L.Trainer(max_steps=steps, accelerator=zc.accelerator, devices=1, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        num_sanity_val_steps=0)
     trainer.fit(module, loader)
     module.eval()
+    dev = next(module.parameters()).device
     with torch.no_grad():
-        accs = [float((module.net(taskset.x[i]).argmax(-1) == y).float().mean())
+        accs = [float((module.net(taskset.x[i].to(dev)).argmax(-1) == y.to(dev)).float().mean())
                 for i, y in ((t.train_idx, t.train_y), (t.test_idx, t.test_y))]
     return accs[0], accs[1]
 
@@ -176,22 +199,51 @@ def net_flops(build: Callable[[], nn.Module], taskset: TaskSet, task: int, steps
     return float(steps * step.get_total_flops() + score.get_total_flops())
 
 
-def peak_flops(sizes: tuple[int, ...] = (512, 1024, 2048), repeats: int = 5) -> float:
-    """The best float32 matmul rate (FLOP/s) measured on this machine: square matmuls, the densest
-    work a CPU does, so no training step of any net runs faster per FLOP."""
+def peak_flops(device: torch.device | str = "cpu", sizes: tuple[int, ...] = (512, 1024, 2048),
+               repeats: int = 5) -> float:
+    """The best float32 matmul rate (FLOP/s) measured on ``device``: square matmuls, the densest
+    work a processor does, so no training step of any net runs faster per FLOP."""
     best = 0.0
     for n in sizes:
-        a, b = torch.randn(n, n), torch.randn(n, n)
+        a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
         a @ b
+        sync(device)
         t0 = time.perf_counter()
         for _ in range(repeats):
             a @ b
+        sync(device)
         best = max(best, 2 * n**3 * repeats / (time.perf_counter() - t0))
     return best
 
 
+def measure_paper_zoo(name: str, tasks: int, seeds: int, zc: ZooConfig, epochs: float) -> dict:
+    """Generate a real zoo of ``tasks`` x ``seeds`` nets of ``name`` at CIFAR-100 shape (synthetic
+    samples, PAPER_TRAIN_PER_TASK per task) into a temporary directory, exactly as `weightsim-zoo`
+    does (populations, safetensors files, manifest), and report its wall time."""
+    factory, image, origin = arch_factory(name)
+    taskset = cifar_shape_tasks(image, tasks=tasks)
+    build = partial(factory, input_shape=taskset.input_shape, num_classes=2)
+    zcp = replace(zc, seeds=seeds, epochs=epochs)
+    identity = {"dataset": {"name": "cifar-shape", "config": {"tasks": tasks}}, "arch": {"name": name, "config": {}},
+                "tasks": [t.meta() for t in taskset.tasks], "config_hash": "bench",
+                "input_shape": list(taskset.input_shape), "num_classes": 2}
+    print(f"\npaper zoo, measured: {tasks} tasks x {seeds} seeds of {name} ({origin}) at CIFAR-100 shape "
+          f"{tuple(taskset.input_shape)}, {epochs:g} epochs of {PAPER_TRAIN_PER_TASK} samples, batch "
+          f"{zc.batch_size}", flush=True)
+    with tempfile.TemporaryDirectory() as d:
+        t0 = time.perf_counter()
+        generate_zoo(build, taskset, zcp, Path(d) / "zoo", identity, progress=True)
+        wall = time.perf_counter() - t0
+        rows = ZooReader(Path(d) / "zoo").rows
+        size = sum(f.stat().st_size for f in (Path(d) / "zoo" / "weights").glob("*.safetensors"))
+    n = len(rows)
+    print(f"  {n} nets in {hours(wall)} ({n / wall:.2f} nets/s), {size / 2**30:.2f} GiB of safetensors, "
+          f"{sum(r['diverged'] for r in rows)} flagged diverged", flush=True)
+    return {"arch": name, "paper_zoo_nets": n, "paper_zoo_s": wall}
+
+
 def hours(s: float) -> str:
-    return f"{s / 3600:.1f} h" if s >= 3600 else f"{s / 60:.1f} min"
+    return f"{s / 3600:.1f} h" if s >= 3600 else f"{s / 60:.1f} min" if s >= 60 else f"{s:.1f} s"
 
 
 def bench_arch(name: str, single_nets: int, pop_nets: int, zc: ZooConfig, out: list[str], peak: float) -> dict:
@@ -273,6 +325,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--system-heap", action="store_true",
                     help="leave glibc's malloc as it is (default: zoo.reuse_freed_memory, as a zoo job does)")
+    ap.add_argument("--accelerator", default="cpu", choices=("cpu", "gpu"), help="where both ways train")
+    ap.add_argument("--paper-zoo", default=None, metavar="TASKSxSEEDS",
+                    help="also generate a zoo of that many nets at CIFAR-100 shape and time it (e.g. 50x100)")
+    ap.add_argument("--paper-zoo-arch", default="mlp4", help="arch of --paper-zoo")
     a = ap.parse_args(argv)
     if a.threads > 0:
         torch.set_num_threads(a.threads)
@@ -282,15 +338,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
     import logging
 
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    zc = ZooConfig(epochs=a.epochs, memory_budget_gb=a.memory_budget_gb, accelerator="cpu")
+    zc = ZooConfig(epochs=a.epochs, memory_budget_gb=a.memory_budget_gb, accelerator=a.accelerator)
     zc.paper_epochs = a.paper_epochs  # type: ignore[attr-defined]
-    print(f"weightsim bench: torch {torch.__version__}, {torch.get_num_threads()} threads, CPU, {heap} "
+    where = f"GPU {torch.cuda.get_device_name()}" if a.accelerator == "gpu" else "CPU"
+    print(f"weightsim bench: torch {torch.__version__}, {torch.get_num_threads()} threads, {where}, {heap} "
           f"(both ways of training)")
-    peak = peak_flops()
+    peak = peak_flops(device_of(zc))
     table = ["| arch | one net per run (nets/s) | population (nets/s) | speed-up | compute ceiling "
              "| paper zoo, population | paper zoo, one per run |", "|---|---|---|---|---|---|---|"]
-    rows = [bench_arch(n.strip(), a.single_nets, a.pop_nets, zc, table, peak) for n in a.archs.split(",")]
+    rows = [bench_arch(n.strip(), a.single_nets, a.pop_nets, zc, table, peak) for n in a.archs.split(",") if n]
     print("\n" + "\n".join(table))
+    if a.paper_zoo:
+        tasks, seeds = (int(v) for v in a.paper_zoo.lower().split("x"))
+        rows.append(measure_paper_zoo(a.paper_zoo_arch, tasks, seeds, zc, a.paper_epochs))
     return rows
 
 
