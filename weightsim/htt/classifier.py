@@ -10,6 +10,11 @@ orthonormal basis of that space and r <= N. We therefore solve for R (r x C) wit
 reduced features Z V: the same optimum as in the full space, at a cost set by the number of
 training nets instead of the feature size (D reaches 10^5-10^6 for raw layers).
 
+Everything needs only inner products of standardized features: with the Gram Z Z^T = U S^2 U^T,
+V = Z^T U S^-1, so the reduced training features are Z V = U S, and a net x reduces to
+z(x) V = (z(x) Z^T) U S^-1. ``gram_reduction`` gives both from Grams alone, which is how HTT runs
+on zoos whose features do not fit in memory (htt/gram.py streams the Grams).
+
 ``n_heads`` independent heads share the input and are fitted together with the objective summed
 over heads: head 0 learns the true task labels, the others seeded shuffles of them, which gives the
 label-permutation null in the same fit.
@@ -25,31 +30,43 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-def span_basis(z: Tensor, rtol: float = 1e-6) -> Tensor:
-    """Orthonormal basis V (D, r) of the row space of z (N, D), via the eigendecomposition of the
-    N x N Gram z z^T = U S^2 U^T (V = z^T U S^-1); directions with S^2 < rtol * max are dropped."""
-    k = (z.double() @ z.double().T)
-    evals, u = torch.linalg.eigh(k)
+def gram_reduction(gram: Tensor, rtol: float = 1e-6) -> tuple[Tensor, Tensor]:
+    """From the N x N Gram Z Z^T = U S^2 U^T of the standardized training features: the map
+    P = U S^-1 (N, r) that takes a net's inner products with them, z(x) Z^T (1, N), to its reduced
+    coordinates z(x) V, and the training nets' own reduced coordinates U S (N, r). Directions with
+    S^2 < rtol * max are dropped. float64 throughout."""
+    evals, u = torch.linalg.eigh(gram.double())
     keep = evals > rtol * evals.max().clamp_min(1e-300)
-    return ((z.double().T @ u[:, keep]) / evals[keep].sqrt()).to(z.dtype)
+    u, s = u[:, keep], evals[keep].sqrt()
+    return u / s, u * s
+
+
+def span_basis(z: Tensor, rtol: float = 1e-6) -> Tensor:
+    """Orthonormal basis V (D, r) of the row space of z (N, D): V = z^T U S^-1 (``gram_reduction``)."""
+    proj, _ = gram_reduction(z.double() @ z.double().T, rtol)
+    return (z.double().T @ proj).to(z.dtype)
 
 
 class WeightClassifier(L.LightningModule):
     """x: (N, D) chain features -> logits (H, N, C); the logits are the weight representation.
 
-    mean, std: (D,) standardization fitted on the training nets; basis: (D, r) from ``span_basis``.
-    The linear projection of head h is W_h = basis @ weight[h] (D x C), plus bias[h].
+    Fitted on reduced coordinates (N, r) (``head``). With features: mean, std (D,) standardization
+    fitted on the training nets and basis (D, r) from ``span_basis``; the linear projection of head
+    h is W_h = basis @ weight[h] (D x C), plus bias[h]. Without (``fit_reduced``), ``head`` takes
+    reduced coordinates that the caller computed from Grams.
     """
 
-    def __init__(self, mean: Tensor, std: Tensor, basis: Tensor, num_classes: int, n_heads: int = 1,
-                 l2: float = 1.0, max_iter: int = 500, tag: str = "classifier"):
+    def __init__(self, mean: Tensor | None, std: Tensor | None, basis: Tensor | None, num_classes: int,
+                 n_heads: int = 1, l2: float = 1.0, max_iter: int = 500, tag: str = "classifier",
+                 rank: int | None = None, dtype: torch.dtype | None = None):
         super().__init__()
-        self.save_hyperparameters(ignore=["mean", "std", "basis"])
+        self.save_hyperparameters(ignore=["mean", "std", "basis", "dtype"])
         self.register_buffer("mean", mean)
         self.register_buffer("std", std)
         self.register_buffer("basis", basis)
-        self.weight = nn.Parameter(torch.zeros(n_heads, basis.shape[1], num_classes, dtype=basis.dtype))
-        self.bias = nn.Parameter(torch.zeros(n_heads, 1, num_classes, dtype=basis.dtype))
+        r, dt = (basis.shape[1], basis.dtype) if basis is not None else (rank, dtype or torch.float32)
+        self.weight = nn.Parameter(torch.zeros(n_heads, r, num_classes, dtype=dt))
+        self.bias = nn.Parameter(torch.zeros(n_heads, 1, num_classes, dtype=dt))
 
     def reduce(self, x: Tensor) -> Tensor:
         """(N, D) features -> (N, r) coordinates of the standardized features in the basis."""
@@ -102,15 +119,31 @@ def fit_classifier(x: Tensor, labels: Tensor, num_classes: int, n_null: int = 0,
 
     x: (N, D) float training features; labels: (N,) int64 in [0, num_classes).
     """
+    mean, std = standardization(x)
+    z = (x - mean) / std
+    proj, reduced = gram_reduction(z.double() @ z.double().T)
+    model = fit_reduced(reduced.to(x.dtype), labels, num_classes, n_null, seed, l2, max_iter, accelerator,
+                        logger, tag)
+    model.register_buffer("mean", mean)
+    model.register_buffer("std", std)
+    model.register_buffer("basis", (z.double().T @ proj).to(x.dtype))  # V = Z^T U S^-1
+    return model
+
+
+def fit_reduced(reduced: Tensor, labels: Tensor, num_classes: int, n_null: int = 0, seed: int = 0,
+                l2: float = 1.0, max_iter: int = 500, accelerator: str = "cpu", logger=None,
+                tag: str = "classifier") -> WeightClassifier:
+    """Fit on the training nets' reduced coordinates (N, r) (``gram_reduction``): head 0 on
+    ``labels``, ``n_null`` heads on seeded shuffles of them. The model's ``head`` then scores
+    reduced coordinates (M, r) of any nets."""
     g = torch.Generator().manual_seed(seed)
     ys = torch.stack([labels] + [labels[torch.randperm(len(labels), generator=g)] for _ in range(n_null)])
-    mean, std = standardization(x)
-    basis = span_basis((x - mean) / std)
-    model = WeightClassifier(mean, std, basis, num_classes, 1 + n_null, l2, max_iter, tag)
+    model = WeightClassifier(None, None, None, num_classes, 1 + n_null, l2, max_iter, tag,
+                             rank=reduced.shape[1], dtype=reduced.dtype)
     trainer = L.Trainer(max_epochs=1, accelerator=accelerator, devices=1, logger=logger or False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         log_every_n_steps=1, num_sanity_val_steps=0)
-    loader = torch.utils.data.DataLoader(_FullBatch(model.reduce(x).detach(), ys), batch_size=None)
+    loader = torch.utils.data.DataLoader(_FullBatch(reduced.detach(), ys), batch_size=None)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         trainer.fit(model, loader)

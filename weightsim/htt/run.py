@@ -4,7 +4,6 @@ the classification protocol (held-out seeds of the training tasks) and the retri
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -13,8 +12,10 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from weightsim.errors import ChainError, ConfigError, ZooError
-from weightsim.htt.classifier import fit_classifier
-from weightsim.htt.features import ChainOptions, describe_zoo_chains, zoo_features
+from weightsim.chains.core import chain_layers
+from weightsim.htt.classifier import fit_reduced, gram_reduction
+from weightsim.htt.features import ChainOptions, describe_zoo_chains, zoo_features, zoo_template
+from weightsim.htt.gram import chain_grams
 from weightsim.htt.protocols import cmc_curve, decide, distances, retrieval_split, split_seeds
 from weightsim.htt.stats import clopper_pearson, permutation_p_value
 from weightsim.zoo.store import ZooReader
@@ -33,6 +34,7 @@ class ProtocolConfig:
     protocols: list[str] = field(default_factory=lambda: ["classification", "retrieval"])
     kinds: list[str] = field(default_factory=lambda: ["normalized", "raw"])
     chains: list[int] | None = None  # which chains to test (1-based); null: all that both nets have
+    feature_budget_gb: float = 4.0  # chain features held at once; larger zoos stream their Grams (htt/gram.py)
 
 
 @dataclass
@@ -52,6 +54,8 @@ def check_protocol(pc: ProtocolConfig) -> None:
     for k in pc.kinds:
         if k not in ("normalized", "raw"):
             raise ConfigError(f"unknown feature kind '{k}': choose normalized, raw")
+    if pc.feature_budget_gb <= 0:
+        raise ConfigError(f"protocol.feature_budget_gb={pc.feature_budget_gb} must be > 0")
 
 
 def shared_chains(keys_a: list, keys_b: list, wanted: list[int] | None, cross: bool) -> list[int]:
@@ -69,32 +73,37 @@ def shared_chains(keys_a: list, keys_b: list, wanted: list[int] | None, cross: b
     return list(wanted) if wanted else both
 
 
-def chain_keys(feats: list[Tensor], plan: list[dict] | None) -> list:
-    """Per chain: (d_l, feature size) from the chain plan (normalized), or the feature size (raw)."""
-    if plan is None:
-        return [int(f.shape[1]) for f in feats]
-    return [(p["rows_exact"], p["feature_dim"]) for p in plan]
+def chain_keys(reader: ZooReader, plan: list[dict] | None) -> list:
+    """Per chain: (d_l, feature size) from the chain plan (normalized), or the layer's weight count
+    (raw), read off the architecture without loading any net."""
+    if plan is not None:
+        return [(p["rows_exact"], p["feature_dim"]) for p in plan]
+    template = zoo_template(reader)
+    shapes = {k: v.numel() for k, v in template.state_dict().items()}
+    return [sum(shapes[n] for n in layer.raw) for layer in chain_layers(template)]
 
 
-def features_of(parts: list[tuple[ZooReader, list[dict]]], normalized: bool,
-                opts: ChainOptions) -> list[list[Tensor] | None]:
-    """Features of several row lists, each zoo featurized once: per part, per chain (N_part, D);
-    None for an empty part. A zoo's rows are visited in (task, seed) order, the order of its files."""
-    out: list[list[Tensor] | None] = [None] * len(parts)
-    for zoo in {id(z): z for z, _ in parts}.values():
-        mine = [i for i, (z, rows) in enumerate(parts) if z is zoo and rows]
-        if not mine:
-            continue
-        rows = [r for i in mine for r in parts[i][1]]
-        order = sorted(range(len(rows)), key=lambda j: (rows[j]["task"], rows[j]["seed"]))
-        back = torch.argsort(torch.tensor(order))  # position of each original row in ``order``
-        feats = [f[back] for f in zoo_features(zoo, [rows[j] for j in order], normalized, opts)]
-        start = 0
-        for i in mine:
-            n = len(parts[i][1])
-            out[i] = [f[start:start + n] for f in feats]
-            start += n
-    return out
+def file_order(rows: list[dict]) -> tuple[list[dict], Tensor]:
+    """``rows`` in (task, seed) order, the order of the zoo's files, and the permutation back:
+    sorted_rows[back[i]] is rows[i]."""
+    order = sorted(range(len(rows)), key=lambda j: (rows[j]["task"], rows[j]["seed"]))
+    return [rows[j] for j in order], torch.argsort(torch.tensor(order, dtype=torch.long))
+
+
+def grams_of(parts: list[tuple[ZooReader, list[dict]]], chains: list[int], normalized: bool, opts: ChainOptions,
+             budget_gb: float, progress=None) -> list[tuple[Tensor, list[Tensor]]]:
+    """Per chain in ``chains``: the Gram of the standardized features of parts[0] (the training
+    nets) and the cross-Grams of the other parts with them, rows in each part's given order
+    (htt/gram.py: streamed in blocks when the features exceed ``budget_gb``)."""
+    ordered = [file_order(rows) for _, rows in parts]
+
+    def featurize(g: int, rows: list[dict]) -> list[Tensor]:
+        feats = zoo_features(parts[g][0], rows, normalized, opts)
+        return [feats[c - 1] for c in chains]
+
+    grams = chain_grams([o[0] for o in ordered], featurize, budget_gb * 2**30, progress)
+    b0 = ordered[0][1]
+    return [(g.train[b0][:, b0], [x[back][:, b0] for x, (_, back) in zip(g.cross, ordered[1:])]) for g in grams]
 
 
 def usable_rows(reader: ZooReader) -> tuple[list[dict], int]:
@@ -144,26 +153,27 @@ def run_htt(zoo_dir: str, pc: ProtocolConfig, cc: ClassifierConfig, co: ChainOpt
     jobs = [(k, k == "normalized") for k in pc.kinds]
     bar = tqdm(desc="htt", unit="fit", disable=not progress)
     for kind, normalized in jobs:
-        feats_a, feats_b, feats_u = features_of([(train_zoo, [seen_a[i] for i in tr_idx]),
-                                                 (eval_zoo, [seen_b[i] for i in te_idx]),
-                                                 (eval_zoo, unseen if do_retrieval else [])], normalized, co)
-        chains = shared_chains(chain_keys(feats_a, plan_a if normalized else None),
-                               chain_keys(feats_b, plan_b if normalized else None), pc.chains,
+        chains = shared_chains(chain_keys(train_zoo, plan_a if normalized else None),
+                               chain_keys(eval_zoo, plan_b if normalized else None), pc.chains,
                                eval_zoo is not train_zoo)
         bar.total = len(jobs) * len(chains)
-        for c in chains:
-            xa, xb = feats_a[c - 1], feats_b[c - 1]
-            model = fit_classifier(xa.float(), y_train, len(tasks), pc.n_permutations, seed + c,
-                                   cc.l2, cc.max_iter, cc.accelerator, logger, tag=f"classifier/chain{c}_{kind}")
+        grams = grams_of([(train_zoo, [seen_a[i] for i in tr_idx]), (eval_zoo, [seen_b[i] for i in te_idx]),
+                          (eval_zoo, unseen if do_retrieval else [])], chains, normalized, co,
+                         pc.feature_budget_gb, bar.set_postfix_str)
+        dims = chain_keys(train_zoo, None) if not normalized else [p["feature_dim"] for p in plan_a]
+        for c, (g_train, (g_test, g_unseen)) in zip(chains, grams):
+            proj, reduced = gram_reduction(g_train)  # z(x) V = (z(x) Z^T) U S^-1
+            model = fit_reduced(reduced.float(), y_train, len(tasks), pc.n_permutations, seed + c,
+                                cc.l2, cc.max_iter, cc.accelerator, logger, tag=f"classifier/chain{c}_{kind}")
             with torch.no_grad():
-                logits = model(xb.float())  # (H, N_test, T)
-            base = {"chain": c, "normalized": normalized, "feature_dim": int(xa.shape[1]), "alpha": pc.alpha}
+                logits = model.head((g_test @ proj).float())  # (H, N_test, T)
+            base = {"chain": c, "normalized": normalized, "feature_dim": int(dims[c - 1]), "alpha": pc.alpha}
             if "classification" in pc.protocols:
                 accs = (logits.argmax(-1) == y_test).float().mean(1).numpy()
                 report.append(_row("classification", base, float(accs[0]), len(y_test), accs[1:], pc))
             if do_retrieval:
                 with torch.no_grad():
-                    reps = model(feats_u[c - 1].float())  # (H, N_unseen, T): the weight representation
+                    reps = model.head((g_unseen @ proj).float())  # (H, N_unseen, T): the weight representation
                 curves = [cmc_curve(distances(r[q_idx], r[g_idx], pc.metric), q_lab, g_lab, pc.max_rank)
                           for r in reps]
                 cmcs[(c, kind)] = curves[0]
