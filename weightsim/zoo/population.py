@@ -170,8 +170,11 @@ class PopulationModule(L.LightningModule):
             g.mul_(scale.view(-1, *[1] * (g.dim() - 1)))
 
     def configure_optimizers(self):
+        # one fused kernel per tensor where torch has it: the update reads and writes each stacked
+        # parameter, gradient and momentum once (~10 % of a 96-member mlp4 step on a CPU)
+        fused = self.device.type in ("cpu", "cuda")
         return torch.optim.SGD(self.parameters(), lr=self.lr, momentum=self.momentum,
-                               weight_decay=self.weight_decay)
+                               weight_decay=self.weight_decay, fused=fused or None)
 
     # -- evaluation ----------------------------------------------------------------------------
     @torch.no_grad()
