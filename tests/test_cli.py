@@ -90,6 +90,17 @@ def test_alpha_outside_unit_interval(tmp_path, alpha):
     assert "protocol.alpha" in line and "(0, 1)" in line
 
 
+@pytest.mark.parametrize("app,override,expect", [
+    ("htt", "protocol.feature_budget_gb=0", "protocol.feature_budget_gb=0 must be > 0"),
+    ("zoo", "zoo.vectorize=wide", "zoo.vectorize='wide': choose from auto, stacked, vmap, loop"),
+])
+def test_bad_zoo_and_protocol_settings_say_what_to_change(tmp_path, app, override, expect):
+    res = run_cli(app, *TINY, override, f"zoo_dir={tmp_path / 'z' if app == 'zoo' else tmp_path}",
+                  f"hydra.run.dir={tmp_path}")
+    line = one_line_error(res)
+    assert expect in line, line
+
+
 def test_missing_zoo_dir(tmp_path):
     line = one_line_error(run_cli("htt", f"zoo_dir={tmp_path / 'nope'}", f"hydra.run.dir={tmp_path}"))
     assert "nope" in line and "does not exist" in line
