@@ -157,7 +157,7 @@ def train_population(build: Callable[[], nn.Module], taskset: TaskSet, nets: lis
         rows.append({"task": t, "seed": s, "classes": task.classes, "role": task.role,
                      "train_acc": round(float(train_acc[k]), 6), "test_acc": round(float(test_acc[k]), 6),
                      "final_loss": float(train_loss[k]), "diverged": bool(diverged),
-                     "wall_time": round(wall, 6), "steps": steps})
+                     "wall_time": round(wall, 6), "steps": steps, "vectorize": module.vectorize})
     return module, rows
 
 
@@ -181,7 +181,7 @@ def generate_zoo(build: Callable[[], nn.Module], taskset: TaskSet, zc: ZooConfig
     todo = plan_populations(taskset, zc, sizing.population_size, done)
     if progress:
         print(f"zoo {zoo_dir}: {len(done)} of {len(block)} nets of this seed block on disk; "
-              f"{sum(len(n) for _, n in todo)} to train; {sizing}", flush=True)
+              f"{sum(len(n) for _, n in todo)} to train; {sizing}; zoo.vectorize={zc.vectorize}", flush=True)
     bar = tqdm(total=len(block), initial=len(done), unit="net", desc=f"zoo {Path(zoo_dir).name}",
                disable=not progress)
     for name, planned in todo:
