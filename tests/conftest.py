@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ["WANDB_MODE"] = "disabled"
+# decoded-dataset caches of the tests go to a temporary folder, never to the user's ~/.cache,
+# removed when the test session ends
+if "WEIGHTSIM_CACHE" not in os.environ:
+    os.environ["WEIGHTSIM_CACHE"] = tempfile.mkdtemp(prefix="weightsim-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["WEIGHTSIM_CACHE"], True)
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("WEIGHTSIM_SHARED_DATA", ROOT.parent / "shared" / "data"))
 

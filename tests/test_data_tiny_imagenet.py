@@ -101,6 +101,36 @@ def test_only_used_classes_are_decoded_and_train_per_class(tiny_dir: Path):
     assert all(len(t.train_idx) == 4 for t in ts.tasks)
 
 
+def test_decoded_images_are_cached_and_rebuilt_when_an_image_changes(tiny_dir: Path, tmp_path: Path,
+                                                                     monkeypatch):
+    monkeypatch.setenv("WEIGHTSIM_CACHE", str(tmp_path / "cache"))
+    calls = []
+    real = tin.decode
+    monkeypatch.setattr(tin, "decode", lambda p, size: calls.append(p) or real(p, size))
+    load = lambda **kw: tiny_imagenet(str(tiny_dir), train_tasks=2, unseen_tasks=0, **kw)  # noqa: E731
+    first = load()
+    n = len(calls)
+    (cached,) = (tmp_path / "cache").glob("tiny_imagenet-*.npy")
+    assert n == 40 and np.load(cached, allow_pickle=False).shape == (40, 64, 64, 3)
+    again = load()
+    assert len(calls) == n and torch.equal(again.x, first.x)  # read back, nothing decoded
+    load(size=32)
+    assert len(calls) == 2 * n  # another size is another entry
+    # an image rewritten with other pixels changes the key: decoded again, and the new pixels show
+    img = sorted((tiny_dir / "train" / WNIDS[0] / "images").glob("*.JPEG"))[0]
+    Image.new("RGB", (64, 64), (250, 250, 250)).save(img, quality=95)
+    changed = load()
+    assert len(calls) == 3 * n and not torch.equal(changed.x, first.x)
+    # a corrupt cache file is rebuilt, not trusted; cache=false neither reads nor writes
+    for f in (tmp_path / "cache").glob("*.npy"):
+        f.write_bytes(b"not numpy")
+    assert torch.equal(load().x, changed.x) and len(calls) == 4 * n
+    before = sorted(p.stat().st_mtime_ns for p in (tmp_path / "cache").glob("*.npy"))
+    load(cache=False)
+    assert len(calls) == 5 * n
+    assert sorted(p.stat().st_mtime_ns for p in (tmp_path / "cache").glob("*.npy")) == before
+
+
 def test_too_many_tasks_for_the_subset(tiny_dir: Path):
     with pytest.raises(ConfigError, match="only 3: lower dataset.train_tasks"):
         tiny_imagenet(str(tiny_dir))  # 40 + 10 tasks of 4 need 200 classes

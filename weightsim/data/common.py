@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -13,8 +15,9 @@ from weightsim.errors import DataError
 
 # Dataset config keys that say where the data is or how to get it, not what it is: they are left
 # out of a zoo's identity, so the same zoo can be extended from another machine or folder.
-LOCATION_KEYS = ("data_dir", "download")
+LOCATION_KEYS = ("data_dir", "download", "cache")
 ENV_DATA = "WEIGHTSIM_DATA"
+ENV_CACHE = "WEIGHTSIM_CACHE"
 
 
 def dataset_dir(data_dir: str | os.PathLike | None, folder: str) -> Path:
@@ -67,3 +70,45 @@ def channel_normalize(x: np.ndarray, mean: tuple[float, ...], std: tuple[float, 
 def used_mask(y: np.ndarray, groups: list[list[int]]) -> np.ndarray:
     """(N,) bool: the samples whose class belongs to one of the task groups."""
     return np.isin(y, sorted({c for g in groups for c in g}))
+
+
+def cache_dir() -> Path:
+    """Where decoded datasets are cached: ``$WEIGHTSIM_CACHE``, else ``$XDG_CACHE_HOME/weightsim``,
+    else ``~/.cache/weightsim``."""
+    if os.environ.get(ENV_CACHE):
+        return Path(os.environ[ENV_CACHE]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "weightsim"
+
+
+def files_key(files: list[Path], *extra: object) -> str:
+    """A key that changes when any file's path, size or modification time does, or ``extra`` does."""
+    h = hashlib.sha256(repr(extra).encode())
+    for f in files:
+        st = f.stat()
+        h.update(f"{f.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:32]
+
+
+def cached_uint8(name: str, key: str, shape: tuple[int, ...], build: Callable[[], np.ndarray]) -> np.ndarray:
+    """``build()`` (a uint8 array of ``shape``) once per key; later calls read it back from
+    ``<cache_dir>/<name>-<key>.npy`` (numpy's format, read without pickle). A cache file that is
+    unreadable or of another shape is rebuilt; a cache that cannot be written only costs the
+    rebuild next time."""
+    path = cache_dir() / f"{name}-{key}.npy"
+    if path.is_file():
+        try:
+            x = np.load(path, allow_pickle=False)
+            if x.shape == tuple(shape) and x.dtype == np.uint8:
+                return x
+        except (OSError, ValueError, EOFError):
+            pass
+    x = build()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        with open(tmp, "wb") as f:
+            np.save(f, x, allow_pickle=False)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+    return x

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from weightsim.data.common import channel_normalize, dataset_dir, require
+from weightsim.data.common import cached_uint8, channel_normalize, dataset_dir, files_key, require
 from weightsim.data.download import Source
 from weightsim.data.tasks import TaskSet, build_taskset, plan_groups
 from weightsim.errors import ConfigError, DataError
@@ -80,13 +80,15 @@ def decode(path: Path, size: int) -> np.ndarray:
 def tiny_imagenet(data_dir: str | None = None, download: bool = False, train_tasks: int = 40,
                   unseen_tasks: int = 10, classes_per_task: int = 4, grouping: str = "consecutive",
                   task_seed: int = 0, size: int = NATIVE, train_per_class: int | None = None,
-                  normalize: bool = True) -> TaskSet:
+                  normalize: bool = True, cache: bool = True) -> TaskSet:
     """Tiny ImageNet as tasks of wnid groups.
 
     Returns a TaskSet whose pool x is (N, 3, size, size) float32 (channel-normalized with the
     training set's constants, or only scaled to [0, 1]); size < 64 box-downscales (64 -> 32 averages
     2x2 blocks). train_per_class: keep only the first n training images of each class (sorted file
-    names), for quick runs. y holds indices into wnids.txt.
+    names), for quick runs. y holds indices into wnids.txt. cache: keep the decoded images in the
+    cache folder (common.cache_dir), keyed by every file's path, size and mtime and by ``size``, so
+    the next run with the same images skips decoding.
     """
     if not 1 <= size <= NATIVE:
         raise ConfigError(f"dataset.size={size}: choose 1..{NATIVE} (64 is native; 32 halves each side)")
@@ -114,11 +116,18 @@ def tiny_imagenet(data_dir: str | None = None, download: bool = False, train_tas
         files += train + tests
         ys += [c] * (len(train) + len(tests))
         split += [True] * len(train) + [False] * len(tests)
-    x = np.empty((len(files), size, size, 3), dtype=np.uint8)
-    for i, f in enumerate(files):
+    for f in files:
         if not f.is_file():
             raise DataError(f"tiny_imagenet: {f} is missing (listed in val_annotations.txt; partial copy?)")
-        x[i] = decode(f, size)
+
+    def decode_all() -> np.ndarray:  # (N, size, size, 3) uint8
+        out = np.empty((len(files), size, size, 3), dtype=np.uint8)
+        for i, f in enumerate(files):
+            out[i] = decode(f, size)
+        return out
+
+    shape = (len(files), size, size, 3)
+    x = cached_uint8("tiny_imagenet", files_key(files, size), shape, decode_all) if cache else decode_all()
     x = x.transpose(0, 3, 1, 2)
     x = channel_normalize(x, MEAN, STD) if normalize else channel_normalize(x, (0.0,) * 3, (1.0,) * 3)
     return build_taskset("tiny_imagenet", x, np.asarray(ys, dtype=np.int64), read_words(root, wnids),
