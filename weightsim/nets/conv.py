@@ -87,25 +87,22 @@ class PlainNet(nn.Sequential):
     input (N, C, H, W) -> logits (N, num_classes). ``units=4``: PlainNet-5, ``units=5``: PlainNet-6.
     """
 
+    residual = False  # identity shortcuts around units 2..units (ResNet)
+
     def __init__(self, input_shape: tuple[int, ...], num_classes: int, units: int = 4,
                  channels: int | list[int] = 16, kernel: int = 3, activation: str = "relu",
                  norm: str = "bn", pool: str | list[bool] = "auto"):
         super().__init__(*conv_stack(input_shape, num_classes, units, channels, kernel, activation, norm, pool,
-                                     residual=False))
+                                     residual=self.residual))
         self.input_shape = tuple(input_shape)
 
 
-class ResNet(nn.Sequential):
+class ResNet(PlainNet):
     """ResNet-(units+1): PlainNet with identity shortcuts around units 2..units:
     x <- pool(x + BN(act(conv(x)))). Same parameter names and shapes as ``PlainNet`` with
     equal widths, so cross-network evaluation works chain by chain."""
 
-    def __init__(self, input_shape: tuple[int, ...], num_classes: int, units: int = 4,
-                 channels: int | list[int] = 16, kernel: int = 3, activation: str = "relu",
-                 norm: str = "bn", pool: str | list[bool] = "auto"):
-        super().__init__(*conv_stack(input_shape, num_classes, units, channels, kernel, activation, norm, pool,
-                                     residual=True))
-        self.input_shape = tuple(input_shape)
+    residual = True
 
 
 def conv_stack(input_shape: tuple[int, ...], num_classes: int, units: int, channels: int | list[int],
