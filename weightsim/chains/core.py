@@ -22,7 +22,7 @@ parameters under ``torch.func.vmap``) share one code path.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor, nn
@@ -83,10 +83,6 @@ class ChainLayer:
     raw: tuple[str, ...] = ()  # weight tensors of the raw baseline of this layer
     kind: str = "linear"
 
-    @property
-    def weight(self) -> str:  # the first block's weight (used by simple callers)
-        return self.blocks[0].weight
-
 
 @dataclass
 class _Walk:
@@ -106,9 +102,7 @@ def _add(walk: _Walk, layer: ChainLayer) -> None:
         prev = walk.layers[-1]
         raise ChainError(f"module '{layer.module}' takes {layer.c_in} units but the previous weight layer "
                          f"'{prev.module}' gives {prev.c_out}: not a chain")
-    walk.layers.append(layer if not walk.pending_bn else ChainLayer(
-        layer.module, layer.blocks, layer.c_in, layer.c_out, layer.kernel, tuple(walk.pending_bn),
-        layer.raw, layer.kind))
+    walk.layers.append(replace(layer, bn_before=tuple(walk.pending_bn)))
     walk.pending_bn = []
 
 
@@ -344,26 +338,25 @@ def _opts(opts: ChainOptions | None, kw: dict) -> ChainOptions:
     return opts or ChainOptions(**kw)
 
 
+def _model_chains(model: nn.Module, opts: ChainOptions) -> list[Tensor]:
+    """C_1..C_L of one model, each (parts, rows, c_l[+1]) as ``_walk_params`` gives them."""
+    layers = chain_layers(model)
+    state = _state(model)
+    sketches = sketch_matrices(plan_chains(layers, opts), opts, dtype=_dtype(layers, state))
+    return _walk_params(layers, state, opts, sketches)
+
+
 def chain_matrices(model: nn.Module, opts: ChainOptions | None = None, **kw) -> list[Tensor]:
     """C_1..C_L of ``model`` in paper orientation: (rows, n_l), rows = input-side coordinates
     (sketched rows where the plan sketches), columns = layer-l units (GRU: all parts side by side).
     Keyword options as in ChainOptions, e.g. ``chain_matrices(net, bias=True)``."""
-    opts = _opts(opts, kw)
-    layers = chain_layers(model)
-    plan = plan_chains(layers, opts)
-    state = _state(model)
-    chains = _walk_params(layers, state, opts, sketch_matrices(plan, opts, dtype=_dtype(layers, state)))
-    return [c.permute(1, 0, 2).reshape(c.shape[1], -1) for c in chains]
+    return [c.permute(1, 0, 2).reshape(c.shape[1], -1) for c in _model_chains(model, _opts(opts, kw))]
 
 
 def chain_features(model: nn.Module, opts: ChainOptions | None = None, **kw) -> list[Tensor]:
     """Per chain, the upper triangle of G_l = C_l C_l^T (optionally / ||G_l||_F) as a 1-D tensor."""
     opts = _opts(opts, kw)
-    layers = chain_layers(model)
-    plan = plan_chains(layers, opts)
-    state = _state(model)
-    chains = _walk_params(layers, state, opts, sketch_matrices(plan, opts, dtype=_dtype(layers, state)))
-    return [_gram_features(c, opts.scale) for c in chains]
+    return [_gram_features(c, opts.scale) for c in _model_chains(model, opts)]
 
 
 def describe_chains(model: nn.Module, opts: ChainOptions | None = None, **kw) -> list[dict]:
