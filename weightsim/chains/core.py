@@ -30,13 +30,12 @@ from torch.func import vmap
 
 from weightsim.chains.options import ChainOptions
 from weightsim.errors import ChainError
+from weightsim.nets.kinds import BATCHNORMS, ELEMENTWISE
 
 # modules that act per unit / per channel, or move data without mixing units: ignored by the
 # chain, as in the paper (BatchNorm can be folded into the next layer with fold_bn)
-PASS_THROUGH = (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.ELU, nn.Identity,
-                nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Flatten, nn.MaxPool2d, nn.AvgPool2d,
-                nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
-BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
+PASS_THROUGH = ELEMENTWISE + (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Flatten, nn.MaxPool2d,
+                              nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 GATES = ("r", "z", "n")  # torch's gate order in weight_ih / weight_hh
 
 

@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.ELU, nn.Identity)
+from weightsim.nets.kinds import BATCHNORMS, ELEMENTWISE
+
 POOLS = (nn.MaxPool2d, nn.AvgPool2d)
-BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
 
 
 class StackedLeaf(nn.Module):
