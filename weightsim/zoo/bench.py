@@ -17,9 +17,7 @@ largest speed-up over one net per run that is physically possible on this machin
 input shape (3 x 32 x 32, synthetic tensors: only the shape matters for speed), for one net and
 for a population, and extrapolates the time of one paper-size zoo (50 tasks x 100 seeds).
 
-An arch name without a conf/arch/<name>.yaml on this checkout falls back to a stand-in of the same
-shape (said so in the output): mlp4 = MLP 3 x 500 hidden, plainnet5 = 4 units of (3x3 conv 16 ch ->
-ReLU -> BN -> 2x2 max-pool while the map is >= 4 wide) + FC.
+An arch name is a config of conf/arch (the same configs `weightsim-zoo arch=...` uses).
 """
 
 from __future__ import annotations
@@ -43,6 +41,7 @@ from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from weightsim.cli import CONF, choices
 from weightsim.data.tasks import TaskSet, build_taskset
 from weightsim.zoo.generate import ZooConfig, generate_zoo, size_population, train_population
 from weightsim.zoo.heap import reuse_freed_memory
@@ -50,45 +49,18 @@ from weightsim.zoo.population import PopulationModule, init_member, member_seeds
 from weightsim.zoo.stacked import why_not_stackable
 from weightsim.zoo.store import ZooReader
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
-if not CONF.is_dir():
-    CONF = Path(__file__).resolve().parent.parent.parent / "conf"
-
 PAPER_NETS = 50 * 100  # tasks x seeds of one paper zoo
 PAPER_TRAIN_PER_TASK = 1000  # CIFAR-100, 2 classes x 500 training images
 
 
-class StandInPlainNet5(nn.Sequential):
-    """PlainNet-5 shape: 4 x (conv3x3 16 ch -> ReLU -> BN -> max-pool while >= 4 wide) -> FC.
-    (N, C, H, W) -> (N, num_classes). Used only when conf/arch/plainnet5.yaml is absent."""
-
-    def __init__(self, input_shape: tuple[int, ...], num_classes: int, channels: int = 16):
-        c, h, _ = input_shape
-        layers: list[nn.Module] = []
-        for _ in range(4):
-            layers += [nn.Conv2d(c, channels, 3, padding=1), nn.ReLU(), nn.BatchNorm2d(channels)]
-            if h >= 4:
-                layers.append(nn.MaxPool2d(2))
-                h //= 2
-            c = channels
-        super().__init__(*layers, nn.Flatten(), nn.Linear(c * h * h, num_classes))
-
-
 def arch_factory(name: str) -> tuple[Callable[..., nn.Module], bool, str]:
     """(builder taking input_shape and num_classes, wants image input, where it came from)."""
-    path = CONF / "arch" / f"{name}.yaml"
-    if path.exists():
-        cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-        cfg["_partial_"] = True
-        image = "conv" in str(cfg["_target_"]).lower() or "resnet" in name or "plain" in name
-        return instantiate(cfg), image, f"conf/arch/{name}.yaml"
-    if name == "mlp4":
-        from weightsim.nets.mlp import MLP
-
-        return partial(MLP, hidden=500, depth=4), False, "stand-in (MLP 3 x 500; no conf/arch/mlp4.yaml here)"
-    if name == "plainnet5":
-        return StandInPlainNet5, True, "stand-in conv net of PlainNet-5 shape (no conf/arch/plainnet5.yaml here)"
-    raise SystemExit(f"unknown arch '{name}': no conf/arch/{name}.yaml and no stand-in")
+    if name not in choices("arch"):
+        raise SystemExit(f"unknown arch '{name}': choose from {', '.join(choices('arch'))}")
+    cfg = OmegaConf.to_container(OmegaConf.load(CONF / "arch" / f"{name}.yaml"), resolve=True)
+    cfg["_partial_"] = True
+    image = "conv" in str(cfg["_target_"]).lower() or "resnet" in name or "plain" in name
+    return instantiate(cfg), image, f"conf/arch/{name}.yaml"
 
 
 def digits_tasks(image: bool, tasks: int) -> TaskSet:
