@@ -43,9 +43,10 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from weightsim.cli import CONF, choices
 from weightsim.data.tasks import TaskSet, build_taskset
-from weightsim.zoo.generate import ZooConfig, generate_zoo, size_population, train_population
+from weightsim.zoo.generate import (ZooConfig, generate_zoo, population_module, size_population,
+                                    train_population)
 from weightsim.zoo.heap import reuse_freed_memory
-from weightsim.zoo.population import PopulationModule, init_member, member_seeds
+from weightsim.zoo.population import init_member, member_seeds
 from weightsim.zoo.stacked import why_not_stackable
 from weightsim.zoo.store import ZooReader
 
@@ -97,10 +98,7 @@ def seconds_per_step(build: Callable[[], nn.Module], taskset: TaskSet, k: int, z
     """Wall seconds of one SGD step (forward, backward, update) of a k-member population, after one
     warm-up step; no Trainer, so no per-run overhead is included."""
     nets = [(i % len(taskset.tasks), i) for i in range(k)]
-    seeds = [member_seeds(zc.base_seed, t, s) for t, s in nets]
-    module = PopulationModule([init_member(build, a) for a, _ in seeds], taskset.x,
-                              [taskset.tasks[t] for t, _ in nets], [b for _, b in seeds], zc.batch_size,
-                              zc.lr, zc.momentum, vectorize=vectorize).to(device_of(zc))
+    module = population_module(build, taskset, nets, replace(zc, vectorize=vectorize)).to(device_of(zc))
     opt = module.configure_optimizers()
     t0 = 0.0
     for i in range(steps + 1):

@@ -122,15 +122,22 @@ class StepBar(L.Callback):
         self.bar.close()
 
 
+def population_module(build: Callable[[], nn.Module], taskset: TaskSet, nets: list[tuple[int, int]],
+                      zc: ZooConfig) -> PopulationModule:
+    """The untrained population of nets [(task, seed), ...]: each member drawn from its own init
+    seed, fed in its own data order, trained as ``zc`` says."""
+    seeds = [member_seeds(zc.base_seed, t, s) for t, s in nets]
+    return PopulationModule([init_member(build, a) for a, _ in seeds], taskset.x, [taskset.tasks[t] for t, _ in nets],
+                            [b for _, b in seeds], zc.batch_size, zc.lr, zc.momentum, zc.weight_decay, zc.grad_clip,
+                            zc.vectorize)
+
+
 def train_population(build: Callable[[], nn.Module], taskset: TaskSet, nets: list[tuple[int, int]],
                      zc: ZooConfig, logger=None, eval_chunk: int = 512,
                      progress: bool = False) -> tuple[PopulationModule, list[dict]]:
     """Train the nets [(task, seed), ...] as one population; returns the module and manifest rows."""
-    seeds = [member_seeds(zc.base_seed, t, s) for t, s in nets]
-    members = [init_member(build, a) for a, _ in seeds]
+    module = population_module(build, taskset, nets, zc)
     tasks = [taskset.tasks[t] for t, _ in nets]
-    module = PopulationModule(members, taskset.x, tasks, [b for _, b in seeds], zc.batch_size, zc.lr,
-                              zc.momentum, zc.weight_decay, zc.grad_clip, zc.vectorize)
     steps = steps_for(zc.epochs, taskset.tasks, zc.batch_size)
     trainer = L.Trainer(max_steps=steps, accelerator=zc.accelerator, devices=1, logger=logger or False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
