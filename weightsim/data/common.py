@@ -9,6 +9,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from PIL import Image, UnidentifiedImageError
 
 from weightsim.data.download import Source, install
 from weightsim.errors import DataError
@@ -54,6 +55,21 @@ def require(name: str, root: Path, required: list[str], layout: str, source: Sou
     else:
         how = "set dataset.data_dir to your folder"
     raise DataError(f"{name}: {what} (expected layout: {layout}); {how}")
+
+
+def read_image(path: Path, mode: str, size: tuple[int, int] | None, resample: int, dataset: str,
+               fix: str = "") -> np.ndarray:
+    """One image as uint8 (H, W, C) in PIL mode ``mode`` ("RGB" or "L"), resized with ``resample``
+    to size=(H, W) (None: as it is). An unreadable file ends in one DataError naming it, then ``fix``."""
+    try:
+        with Image.open(path) as im:
+            im = im.convert(mode)
+            if size is not None and im.size != (size[1], size[0]):
+                im = im.resize((size[1], size[0]), resample)
+            a = np.asarray(im, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise DataError(f"{dataset}: image {path} is unreadable ({e}): corrupt or truncated{fix}") from None
+    return a[:, :, None] if a.ndim == 2 else a
 
 
 def channel_normalize(x: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from weightsim.data.common import channel_normalize, require
+from weightsim.data.common import channel_normalize, read_image, require
 from weightsim.data.tasks import TaskSet, build_taskset, plan_groups
 from weightsim.errors import ConfigError, DataError
 
@@ -33,19 +33,6 @@ def list_classes(root: Path) -> tuple[list[str], list[list[Path]]]:
             raise DataError(f"image_folder: class folder {root / c} has no images ({', '.join(EXTENSIONS)})")
         files.append(fs)
     return classes, files
-
-
-def load_image(path: Path, mode: str, size: tuple[int, int] | None) -> np.ndarray:
-    """One image as uint8 (H, W, C) in PIL mode ``mode`` ("RGB" or "L"), resized (bilinear) to size=(H, W)."""
-    try:
-        with Image.open(path) as im:
-            im = im.convert(mode)
-            if size is not None and im.size != (size[1], size[0]):
-                im = im.resize((size[1], size[0]), Image.BILINEAR)
-            a = np.asarray(im, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"image_folder: image {path} is unreadable ({e}): corrupt or truncated") from None
-    return a[:, :, None] if a.ndim == 2 else a
 
 
 def image_folder(data_dir: str | None = None, download: bool = False, train_tasks: int = 2,
@@ -76,10 +63,10 @@ def image_folder(data_dir: str | None = None, download: bool = False, train_task
     paths = [p for c in used for p in files[c]]
     ys = np.asarray([c for c in used for _ in files[c]], dtype=np.int64)
     mode = "RGB" if channels == 3 else "L"
-    first = load_image(paths[0], mode, hw)
+    first = read_image(paths[0], mode, hw, Image.BILINEAR, "image_folder")
     x = np.empty((len(paths), *first.shape), dtype=np.uint8)
     for i, p in enumerate(paths):
-        a = first if i == 0 else load_image(p, mode, hw)
+        a = first if i == 0 else read_image(p, mode, hw, Image.BILINEAR, "image_folder")
         if a.shape != first.shape:
             raise DataError(f"image_folder: {p} is {a.shape[1]}x{a.shape[0]} but {paths[0]} is "
                             f"{first.shape[1]}x{first.shape[0]}: set dataset.size to resize them all")

@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from weightsim.data.common import cached_uint8, channel_normalize, dataset_dir, files_key, require
+from weightsim.data.common import cached_uint8, channel_normalize, dataset_dir, files_key, read_image, require
 from weightsim.data.download import Source
 from weightsim.data.tasks import TaskSet, build_taskset, plan_groups
 from weightsim.errors import ConfigError, DataError
@@ -66,15 +66,7 @@ def read_val_annotations(root: Path) -> dict[str, list[str]]:
 
 def decode(path: Path, size: int) -> np.ndarray:
     """One image as uint8 (size, size, 3): RGB, box-downscaled when size < its side."""
-    try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            if im.size != (size, size):
-                im = im.resize((size, size), Image.BOX)
-            return np.asarray(im, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"tiny_imagenet: image {path} is unreadable ({e}): corrupt or truncated; "
-                        f"download {SOURCE.url} again") from None
+    return read_image(path, "RGB", (size, size), Image.BOX, "tiny_imagenet", f"; download {SOURCE.url} again")
 
 
 def tiny_imagenet(data_dir: str | None = None, download: bool = False, train_tasks: int = 40,
