@@ -127,6 +127,12 @@ def test_pickle_in_a_zoo_is_refused(zoo, tmp_path):
     piece.write_text(json.dumps([{**r, "file": "extra.pt"} for r in rows]))
     with pytest.raises(ZooError, match="not a .safetensors file: refused"):
         ZooReader(bad).load()
+    # a manifest that points outside weights/ is refused by the loader and by verify alike
+    outside = "../../" + target.name
+    piece.write_text(json.dumps([{**r, "file": outside} for r in rows]))
+    with pytest.raises(ZooError, match=r"names '\.\./\.\./.*', outside weights/: refused"):
+        ZooReader(bad).load()
+    assert any("outside weights/: refused" in p for p in verify_zoo(bad).problems)
 
 
 def test_zoo_of_another_arch_or_dataset_is_refused_naming_both(zoo):

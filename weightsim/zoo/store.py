@@ -54,6 +54,11 @@ def atomic_write(path: Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
+def inside_weights(name: str) -> bool:
+    """A manifest's file name names a file directly in weights/ (no path separators, no leading dot)."""
+    return "/" not in name and "\\" not in name and not name.startswith(".")
+
+
 def looks_like_pickle(data: bytes) -> bool:
     """A torch.save zip ('PK') or a pickle of protocol 2-5 (0x80 then the protocol byte); needs the
     first 2 bytes. Only meaningful for bytes that failed the safetensors structure check."""
@@ -250,6 +255,8 @@ class ZooReader:
         if verify_sha is None and self._last is not None and self._last[0] == name:
             return self._last[1]
         path = self.root / "weights" / name
+        if not inside_weights(name):
+            raise ZooError(f"zoo {self.root}: the manifest names {name!r}, outside weights/: refused")
         if not name.endswith(".safetensors"):
             raise ZooError(f"zoo file {path} is not a .safetensors file: refused (no pickles)")
         try:

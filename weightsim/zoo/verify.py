@@ -19,7 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 
 from weightsim.errors import ZooError
-from weightsim.zoo.store import check_safetensors_bytes, looks_like_pickle, read_head, sha256_bytes
+from weightsim.zoo.store import check_safetensors_bytes, inside_weights, looks_like_pickle, read_head, sha256_bytes
 
 TMP = re.compile(r"^\..+\.tmp\d+$")  # store.atomic_write's temp names
 
@@ -124,7 +124,7 @@ def verify_zoo(root: str | Path, expect_tasks: bool = True) -> VerifyReport:
     for name, rows in sorted(by_file.items()):
         path = wdir / name
         referenced.add(name)
-        if "/" in name or "\\" in name or name.startswith("."):
+        if not inside_weights(name):
             rep.problems.append(f"{rows[0][0]}: refers to {name!r}, outside weights/: refused")
             continue
         if not path.is_file():
