@@ -1,7 +1,8 @@
 """Population training: K nets of one architecture trained together in one LightningModule.
 
 Member k has its own init seed and its own data order; its parameters are slices [k] of stacked
-parameters, and its forward pass is ``vmap(functional_call)`` over the member axis. Because the
+parameters. The forward pass runs all members at once: as one K-times-wider net (zoo/stacked.py)
+where the architecture allows, else ``vmap(functional_call)`` over the member axis. Because the
 loss is *summed* over members and SGD is element-wise, every member takes exactly the step it
 would take alone.
 """
@@ -81,7 +82,7 @@ class PopulationModule(L.LightningModule):
 
     def __init__(self, members: list[nn.Module], x: Tensor, tasks: list[Task], data_seeds: list[int],
                  batch_size: int, lr: float, momentum: float = 0.0, weight_decay: float = 0.0,
-                 grad_clip: float | None = None, vectorize: str = "vmap"):
+                 grad_clip: float | None = None, vectorize: str = "auto"):
         super().__init__()
         if vectorize not in VECTORIZE:
             raise ConfigError(f"zoo.vectorize='{vectorize}': choose from {', '.join(VECTORIZE)}")
