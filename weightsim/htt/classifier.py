@@ -41,32 +41,23 @@ def gram_reduction(gram: Tensor, rtol: float = 1e-6) -> tuple[Tensor, Tensor]:
     return u / s, u * s
 
 
-def span_basis(z: Tensor, rtol: float = 1e-6) -> Tensor:
-    """Orthonormal basis V (D, r) of the row space of z (N, D): V = z^T U S^-1 (``gram_reduction``)."""
-    proj, _ = gram_reduction(z.double() @ z.double().T, rtol)
-    return (z.double().T @ proj).to(z.dtype)
-
-
 class WeightClassifier(L.LightningModule):
     """x: (N, D) chain features -> logits (H, N, C); the logits are the weight representation.
 
     Fitted on reduced coordinates (N, r) (``head``). With features: mean, std (D,) standardization
-    fitted on the training nets and basis (D, r) from ``span_basis``; the linear projection of head
+    fitted on the training nets and basis (D, r) = Z^T U S^-1 (``fit_classifier``); the projection of head
     h is W_h = basis @ weight[h] (D x C), plus bias[h]. Without (``fit_reduced``), ``head`` takes
     reduced coordinates that the caller computed from Grams.
     """
 
-    def __init__(self, mean: Tensor | None, std: Tensor | None, basis: Tensor | None, num_classes: int,
-                 n_heads: int = 1, l2: float = 1.0, max_iter: int = 500, tag: str = "classifier",
-                 rank: int | None = None, dtype: torch.dtype | None = None):
+    def __init__(self, rank: int, num_classes: int, n_heads: int = 1, l2: float = 1.0, max_iter: int = 500,
+                 tag: str = "classifier", dtype: torch.dtype = torch.float32):
         super().__init__()
-        self.save_hyperparameters(ignore=["mean", "std", "basis", "dtype"])
-        self.register_buffer("mean", mean)
-        self.register_buffer("std", std)
-        self.register_buffer("basis", basis)
-        r, dt = (basis.shape[1], basis.dtype) if basis is not None else (rank, dtype or torch.float32)
-        self.weight = nn.Parameter(torch.zeros(n_heads, r, num_classes, dtype=dt))
-        self.bias = nn.Parameter(torch.zeros(n_heads, 1, num_classes, dtype=dt))
+        self.save_hyperparameters(ignore=["dtype"])
+        for name in ("mean", "std", "basis"):  # set by fit_classifier, for scoring features directly
+            self.register_buffer(name, None)
+        self.weight = nn.Parameter(torch.zeros(n_heads, rank, num_classes, dtype=dtype))
+        self.bias = nn.Parameter(torch.zeros(n_heads, 1, num_classes, dtype=dtype))
 
     def reduce(self, x: Tensor) -> Tensor:
         """(N, D) features -> (N, r) coordinates of the standardized features in the basis."""
@@ -108,8 +99,12 @@ class _FullBatch(torch.utils.data.Dataset):
 
 def standardization(x: Tensor) -> tuple[Tensor, Tensor]:
     """Per-feature mean and std of the training features; constant features get std 1 (z = 0)."""
-    std = x.std(0)
-    return x.mean(0), torch.where(std > 1e-12 * std.max().clamp_min(1e-30), std, torch.ones_like(std))
+    return x.mean(0), constant_to_one(x.std(0))
+
+
+def constant_to_one(std: Tensor) -> Tensor:
+    """Per-feature std with the constant features' (std ~ 0 relative to the largest) set to 1."""
+    return torch.where(std > 1e-12 * std.max().clamp_min(1e-30), std, torch.ones_like(std))
 
 
 def fit_classifier(x: Tensor, labels: Tensor, num_classes: int, n_null: int = 0, seed: int = 0,
@@ -138,8 +133,7 @@ def fit_reduced(reduced: Tensor, labels: Tensor, num_classes: int, n_null: int =
     reduced coordinates (M, r) of any nets."""
     g = torch.Generator().manual_seed(seed)
     ys = torch.stack([labels] + [labels[torch.randperm(len(labels), generator=g)] for _ in range(n_null)])
-    model = WeightClassifier(None, None, None, num_classes, 1 + n_null, l2, max_iter, tag,
-                             rank=reduced.shape[1], dtype=reduced.dtype)
+    model = WeightClassifier(reduced.shape[1], num_classes, 1 + n_null, l2, max_iter, tag, reduced.dtype)
     trainer = L.Trainer(max_epochs=1, accelerator=accelerator, devices=1, logger=logger or False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         log_every_n_steps=1, num_sanity_val_steps=0)

@@ -24,6 +24,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from weightsim.htt.classifier import constant_to_one
+
 # featurize(part, rows) -> per chain an (n, D_c) float tensor of the nets ``rows`` of group ``part``
 Featurize = Callable[[int, list[dict]], list[Tensor]]
 COLUMNS = 1 << 16  # float64 columns per matmul chunk: bounds the float64 copies of a block
@@ -58,8 +60,7 @@ def _merge(a: tuple[int, Tensor, Tensor] | None, b: tuple[int, Tensor, Tensor]) 
 def standardizer(n: int, mean: Tensor, m2: Tensor) -> tuple[Tensor, Tensor]:
     """Mean and unbiased std (as torch.std); a constant feature gets std 1 (its z is 0), as in
     classifier.standardization."""
-    std = (m2 / max(1, n - 1)).sqrt()
-    return mean, torch.where(std > 1e-12 * std.max().clamp_min(1e-30), std, torch.ones_like(std))
+    return mean, constant_to_one((m2 / max(1, n - 1)).sqrt())
 
 
 def _dot(a: Tensor, b: Tensor) -> Tensor:
