@@ -153,14 +153,14 @@ def run_htt(zoo_dir: str, pc: ProtocolConfig, cc: ClassifierConfig, co: ChainOpt
     jobs = [(k, k == "normalized") for k in pc.kinds]
     bar = tqdm(desc="htt", unit="fit", disable=not progress)
     for kind, normalized in jobs:
-        chains = shared_chains(chain_keys(train_zoo, plan_a if normalized else None),
-                               chain_keys(eval_zoo, plan_b if normalized else None), pc.chains,
+        keys_a = chain_keys(train_zoo, plan_a if normalized else None)
+        chains = shared_chains(keys_a, chain_keys(eval_zoo, plan_b if normalized else None), pc.chains,
                                eval_zoo is not train_zoo)
+        dims = [k[1] for k in keys_a] if normalized else keys_a  # feature size per chain
         bar.total = len(jobs) * len(chains)
         grams = grams_of([(train_zoo, [seen_a[i] for i in tr_idx]), (eval_zoo, [seen_b[i] for i in te_idx]),
                           (eval_zoo, unseen if do_retrieval else [])], chains, normalized, co,
                          pc.feature_budget_gb, bar.set_postfix_str)
-        dims = chain_keys(train_zoo, None) if not normalized else [p["feature_dim"] for p in plan_a]
         for c, (g_train, (g_test, g_unseen)) in zip(chains, grams):
             proj, reduced = gram_reduction(g_train)  # z(x) V = (z(x) Z^T) U S^-1
             model = fit_reduced(reduced.float(), y_train, len(tasks), pc.n_permutations, seed + c,
