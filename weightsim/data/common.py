@@ -13,6 +13,7 @@ from PIL import Image, UnidentifiedImageError
 
 from weightsim.data.download import Source, install
 from weightsim.errors import DataError
+from weightsim.files import atomic_write
 
 # Dataset config keys that say where the data is or how to get it, not what it is: they are left
 # out of a zoo's identity, so the same zoo can be extended from another machine or folder.
@@ -121,10 +122,7 @@ def cached_uint8(name: str, key: str, shape: tuple[int, ...], build: Callable[[]
     x = build()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        with open(tmp, "wb") as f:
-            np.save(f, x, allow_pickle=False)
-        os.replace(tmp, path)
+        atomic_write(path, lambda f: np.save(f, x, allow_pickle=False))
     except OSError:
         pass
     return x

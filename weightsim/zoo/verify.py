@@ -21,7 +21,7 @@ from safetensors.torch import load as st_load
 from weightsim.errors import ZooError
 from weightsim.zoo.store import check_safetensors_bytes, inside_weights, looks_like_pickle, read_head, sha256_bytes
 
-TMP = re.compile(r"^\..+\.tmp\d+$")  # store.atomic_write's temp names
+TMP = re.compile(r"^\..+\.tmp\d+$")  # files.atomic_write's temp names
 
 
 @dataclass
