@@ -60,7 +60,7 @@ def arch_factory(name: str) -> tuple[Callable[..., nn.Module], bool, str]:
         raise SystemExit(f"unknown arch '{name}': choose from {', '.join(choices('arch'))}")
     cfg = OmegaConf.to_container(OmegaConf.load(CONF / "arch" / f"{name}.yaml"), resolve=True)
     cfg["_partial_"] = True
-    image = "conv" in str(cfg["_target_"]).lower() or "resnet" in name or "plain" in name
+    image = str(cfg["_target_"]).startswith("weightsim.nets.conv.")  # conv nets take C x H x W
     return instantiate(cfg), image, f"conf/arch/{name}.yaml"
 
 
