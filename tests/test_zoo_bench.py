@@ -67,3 +67,12 @@ def test_bench_runs_both_ways_and_reports_the_ceiling(capsys):
     assert row["ceiling_ratio"] > 0 and row["net_gflop"] > 0
     assert "compute ceiling" in out and "| mlp |" in out
     assert torch.isfinite(torch.tensor(row["paper_pop_s"]))
+
+
+def test_bad_bench_arguments_end_in_one_line(capsys):
+    with pytest.raises(SystemExit, match="unknown arch 'nope': choose from .*mlp4.*plainnet5"):
+        bench.main(["--archs", "nope"])
+    with pytest.raises(SystemExit):
+        bench.main(["--archs", "", "--paper-zoo", "50by100"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "argument --paper-zoo: '50by100' is not TASKSxSEEDS, e.g. 50x100" in err

@@ -284,6 +284,14 @@ def bench_arch(name: str, single_nets: int, pop_nets: int, zc: ZooConfig, out: l
     return row
 
 
+def tasks_by_seeds(text: str) -> tuple[int, int]:
+    """'50x100' -> (50, 100): the size of a zoo, tasks x seeds, each at least 1."""
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.isdigit() and int(p) >= 1 for p in parts):
+        raise argparse.ArgumentTypeError(f"'{text}' is not TASKSxSEEDS, e.g. 50x100")
+    return int(parts[0]), int(parts[1])
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--archs", default="mlp4,plainnet5,mlp", help="arch names (conf/arch/<name>.yaml)")
@@ -296,7 +304,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--system-heap", action="store_true",
                     help="leave glibc's malloc as it is (default: zoo.reuse_freed_memory, as a zoo job does)")
     ap.add_argument("--accelerator", default="cpu", choices=("cpu", "gpu"), help="where both ways train")
-    ap.add_argument("--paper-zoo", default=None, metavar="TASKSxSEEDS",
+    ap.add_argument("--paper-zoo", default=None, metavar="TASKSxSEEDS", type=tasks_by_seeds,
                     help="also generate a zoo of that many nets at CIFAR-100 shape and time it (e.g. 50x100)")
     ap.add_argument("--paper-zoo-arch", default="mlp4", help="arch of --paper-zoo")
     a = ap.parse_args(argv)
@@ -319,7 +327,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     rows = [bench_arch(n.strip(), a.single_nets, a.pop_nets, zc, table, peak) for n in a.archs.split(",") if n]
     print("\n" + "\n".join(table))
     if a.paper_zoo:
-        tasks, seeds = (int(v) for v in a.paper_zoo.lower().split("x"))
+        tasks, seeds = a.paper_zoo
         rows.append(measure_paper_zoo(a.paper_zoo_arch, tasks, seeds, zc, a.paper_epochs))
     return rows
 
