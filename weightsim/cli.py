@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -15,7 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from weightsim.errors import WeightsimError
+from weightsim.errors import WeightsimError, WeightsimWarning
 
 CONF = Path(__file__).parent / "conf"  # installed wheel
 if not CONF.is_dir():
@@ -66,7 +67,7 @@ def fill_from_data(arch_cfg: DictConfig, info: dict) -> None:
 
 
 # -- the stages ------------------------------------------------------------------------------------
-def zoo_stage(cfg: DictConfig, logger=None) -> Path:
+def zoo_stage(cfg: DictConfig, logger=None, notes: list[str] | None = None) -> Path:
     from weightsim.data.common import LOCATION_KEYS
     from weightsim.zoo.generate import ZooConfig, builder, generate_zoo
 
@@ -89,7 +90,7 @@ def zoo_stage(cfg: DictConfig, logger=None) -> Path:
                         cfg.zoo_dir, identity, logger, cfg.progress)
 
 
-def htt_stage(cfg: DictConfig, logger=None) -> dict:
+def htt_stage(cfg: DictConfig, logger=None, notes: list[str] | None = None) -> dict:
     from weightsim.htt.features import ChainOptions
     from weightsim.htt.run import ClassifierConfig, ProtocolConfig, run_htt
     from weightsim.report import markdown_table, plot_accuracy, plot_cmc, write_report
@@ -99,6 +100,7 @@ def htt_stage(cfg: DictConfig, logger=None) -> dict:
                      ClassifierConfig(**container(cfg.classifier)), ChainOptions(**container(cfg.chains)),
                      cfg.eval_zoo_dir, cfg.seed, logger, cfg.progress)
     result["meta"]["config"] = container(cfg)
+    result["meta"]["warnings"] = list(notes or [])  # every WeightsimWarning of the job, zoo stage included
     paths = write_report(run_dir, result)
     plots = [plot_accuracy(result["rows"], run_dir / "accuracy.png", result["meta"]["chance_classification"])]
     if result["cmc"]:
@@ -131,6 +133,31 @@ def finish(logger) -> None:
         wandb.finish()
 
 
+@contextlib.contextmanager
+def collect_warnings():
+    """Within a job: every WeightsimWarning is printed at once as one ``warning: ...`` line on stderr,
+    written to the job's log file, and kept in the yielded list so the report can record it. Other
+    warnings pass as usual."""
+    seen: list[str] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", WeightsimWarning)
+        show = warnings.showwarning
+
+        def record(message, category, *args, **kwargs):
+            if not issubclass(category, WeightsimWarning):
+                return show(message, category, *args, **kwargs)
+            if str(message) not in seen:
+                seen.append(str(message))
+                print(f"warning: {message}", file=sys.stderr)
+                entry = logging.LogRecord("weightsim", logging.WARNING, __file__, 0, str(message), None, None)
+                for handler in logging.getLogger().handlers:  # Hydra's job log file, not the console twice
+                    if isinstance(handler, logging.FileHandler):
+                        handler.handle(entry)
+
+        warnings.showwarning = record
+        yield seen
+
+
 # -- entry points ----------------------------------------------------------------------------------
 def _app(stage):
     def task(cfg: DictConfig) -> None:
@@ -138,7 +165,8 @@ def _app(stage):
         logger = None
         try:
             logger = make_logger(cfg)
-            stage(cfg, logger)
+            with collect_warnings() as notes:
+                stage(cfg, logger, notes)
         except WeightsimError as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
@@ -157,14 +185,14 @@ def _app(stage):
     return main
 
 
-def _zoo(cfg, logger):
-    path = zoo_stage(cfg, logger)
+def _zoo(cfg, logger, notes):
+    path = zoo_stage(cfg, logger, notes)
     print(f"zoo: {path}")
 
 
-def _run(cfg, logger):
-    zoo_stage(cfg, logger)
-    htt_stage(cfg, logger)
+def _run(cfg, logger, notes):
+    zoo_stage(cfg, logger, notes)
+    htt_stage(cfg, logger, notes)
 
 
 _zoo_main = _app(_zoo)

@@ -1,4 +1,8 @@
-"""User-facing errors: one clear line that names the thing and the fix."""
+"""User-facing errors and warnings: one clear line that names the thing and the fix."""
+
+from __future__ import annotations
+
+import warnings
 
 
 class WeightsimError(Exception):
@@ -19,3 +23,14 @@ class DataError(WeightsimError):
 
 class ChainError(WeightsimError):
     """A model (or a pair of models) the chain rule cannot handle."""
+
+
+class WeightsimWarning(UserWarning):
+    """Something that changes a result without being an error (a protocol skipped, a chain
+    sketched, nets left out). The CLI prints each as one ``warning: ...`` line and records it in
+    run.json and report.md."""
+
+
+def warn(message: str) -> None:
+    """Say out loud a change the user did not ask for (see ``WeightsimWarning``)."""
+    warnings.warn(message, WeightsimWarning, stacklevel=2)

@@ -25,7 +25,7 @@ def markdown_table(rows: list[dict], columns: list[str] = COLUMNS) -> str:
 def run_section(meta: dict) -> list[str]:
     """The run's facts as Markdown: scalars as a list, the per-chain feature plan as a table
     (the whole config stays in run.json and .hydra/)."""
-    lines = [f"- {k}: {v}" for k, v in meta.items() if not isinstance(v, (dict, list))]
+    lines = [f"- {k}: {v}" for k, v in meta.items() if not isinstance(v, (dict, list))]  # warnings: own section
     feats = meta.get("features", {})
     for kind in ("normalized", "raw"):
         if kind in feats:
@@ -62,6 +62,8 @@ def write_report(run_dir: str | Path, result: dict, title: str = "weightsim repo
           "Decision: accept H0 (the seeds' solutions form one class) when error < alpha. "
           "`error_ci_high`: upper Clopper-Pearson bound on the error; `p_value`: label-permutation null "
           "(accuracy above chance).", "", "## Run", ""]
+    if meta.get("warnings"):
+        md += ["## Warnings", ""] + [f"- {w}" for w in meta["warnings"]] + [""]
     md += run_section(meta)
     md += ["", "Plots: `accuracy.png` (per-chain accuracy, normalized vs raw), `cmc.png` (CMC curves)."]
     paths["md"].write_text("\n".join(md) + "\n")
