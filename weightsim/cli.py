@@ -15,6 +15,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
 from weightsim.errors import WeightsimError, WeightsimWarning
 
@@ -159,6 +160,23 @@ def collect_warnings():
 
 
 # -- entry points ----------------------------------------------------------------------------------
+def user_error(e: BaseException) -> str | None:
+    """The one line a user sees for ``e``, or None when it is a bug (then the traceback is shown).
+
+    A WeightsimError counts wherever it sits in the ``__cause__`` chain: Hydra's ``instantiate``
+    re-raises whatever a ``_target_`` raises as an InstantiationException ``from`` it. A required
+    config value left at ``???`` (OmegaConf's MissingMandatoryValue) names the key to set.
+    """
+    while e is not None:
+        if isinstance(e, WeightsimError):
+            return str(e)
+        if isinstance(e, MissingMandatoryValue):
+            key = e.full_key or "a required value"
+            return f"{key} is required and has no value: add {key}=... to the command"
+        e = e.__cause__
+    return None
+
+
 def _app(stage):
     def task(cfg: DictConfig) -> None:
         quiet()
@@ -167,8 +185,11 @@ def _app(stage):
             logger = make_logger(cfg)
             with collect_warnings() as notes:
                 stage(cfg, logger, notes)
-        except WeightsimError as e:
-            print(f"error: {e}", file=sys.stderr)
+        except Exception as e:
+            line = user_error(e)
+            if line is None:
+                raise
+            print(f"error: {line}", file=sys.stderr)
             sys.exit(2)
         finally:
             finish(logger)

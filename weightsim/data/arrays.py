@@ -26,15 +26,20 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise DataError(f"arrays: no file {path} (expected {LAYOUT}); set dataset.data_dir to your .npz")
     try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+        z = np.load(path, allow_pickle=False)
+        if isinstance(z, np.lib.npyio.NpzFile):
+            with z:
+                return {k: z[k] for k in z.files}
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
         raise DataError(f"arrays: {path} is not a readable .npz ({e}): corrupt, truncated, or holds "
                         f"object arrays (refused)") from None
+    # np.load gave one bare array: a .npy file (whatever its name), which has no labels
+    raise DataError(f"arrays: {path} is a single array {tuple(z.shape)} (.npy), not {LAYOUT}: save "
+                    f"inputs and labels together with np.savez('data.npz', x=x, y=y)")
 
 
-def arrays(data_dir: str | None = None, download: bool = False, train_tasks: int = 2,
-           unseen_tasks: int = 0, classes_per_task: int = 2, grouping: str = "consecutive",
+def arrays(data_dir: str | None = None, download: bool = False, train_tasks: int | None = None,
+           unseen_tasks: int | None = None, classes_per_task: int = 2, grouping: str = "consecutive",
            task_seed: int = 0, test_fraction: float = 0.25, normalize: str = "global",
            tokens: bool = False) -> TaskSet:
     """An .npz file (``data_dir`` is its path) as tasks of label groups.
@@ -56,7 +61,7 @@ def arrays(data_dir: str | None = None, download: bool = False, train_tasks: int
     for key in ("x", "y"):
         if key not in z:
             raise DataError(f"arrays: {path} has no '{key}' array (it has {', '.join(sorted(z)) or 'none'}; "
-                            f"expected {LAYOUT})")
+                            f"expected {LAYOUT}): save it with the names x and y, np.savez('data.npz', x=x, y=y)")
     if ("x_test" in z) != ("y_test" in z):
         raise DataError(f"arrays: {path} has only one of x_test / y_test: give both or neither")
     xs, ys = [z["x"]], [z["y"]]
@@ -101,7 +106,7 @@ def arrays(data_dir: str | None = None, download: bool = False, train_tasks: int
             t = (t - mean.view(shape)) / std.view(shape)
             info = {"mean": mean.tolist(), "std": std.tolist()}
     groups = plan_groups(list(range(len(labels))), classes_per_task=classes_per_task, grouping=grouping,
-                         train_tasks=train_tasks, unseen_tasks=unseen_tasks, task_seed=task_seed)
+                         train_tasks=train_tasks, unseen_tasks=unseen_tasks, task_seed=task_seed, name="arrays")
     return build_taskset("arrays", t, y, names, classes_per_task=classes_per_task, grouping=grouping,
                          train_tasks=train_tasks, unseen_tasks=unseen_tasks, task_seed=task_seed,
                          test_fraction=test_fraction, pool_split=pool_split, info=info, groups=groups)

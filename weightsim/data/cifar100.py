@@ -80,8 +80,8 @@ def read_class_names(path: Path) -> list[str]:
     return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
 
 
-def cifar100(data_dir: str | None = None, download: bool = False, train_tasks: int = 40,
-             unseen_tasks: int = 10, classes_per_task: int = 2, grouping: str = "consecutive",
+def cifar100(data_dir: str | None = None, download: bool = False, train_tasks: int | None = 40,
+             unseen_tasks: int | None = 10, classes_per_task: int = 2, grouping: str = "consecutive",
              task_seed: int = 0, size: int = 32, normalize: bool = True) -> TaskSet:
     """CIFAR-100 as tasks of fine-class groups.
 
@@ -96,7 +96,7 @@ def cifar100(data_dir: str | None = None, download: bool = False, train_tasks: i
                    SOURCE, download)
     names = read_class_names(root / "meta")
     groups = plan_groups(list(range(100)), classes_per_task=classes_per_task, grouping=grouping,
-                         train_tasks=train_tasks, unseen_tasks=unseen_tasks, task_seed=task_seed)
+                         train_tasks=train_tasks, unseen_tasks=unseen_tasks, task_seed=task_seed, name="cifar100")
     xs, ys, split = [], [], []
     for part in ("train", "test"):
         x, y = read_split(root / part)

@@ -73,6 +73,16 @@ def read_image(path: Path, mode: str, size: tuple[int, int] | None, resample: in
     return a[:, :, None] if a.ndim == 2 else a
 
 
+def stored_bands(path: Path, dataset: str, fix: str = "") -> tuple[str, ...]:
+    """The bands the file stores, from its header only (no decoding): ("L",) for grayscale,
+    ("R", "G", "B", "A") for RGBA, ("P",) for a palette, ... An unreadable file ends in one DataError."""
+    try:
+        with Image.open(path) as im:
+            return im.getbands()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise DataError(f"{dataset}: image {path} is unreadable ({e}): corrupt or truncated{fix}") from None
+
+
 def channel_normalize(x: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
     """uint8 images (N, C, H, W) -> float32 (N, C, H, W): scaled to [0, 1], then (v - mean_c) / std_c.
 

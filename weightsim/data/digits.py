@@ -9,7 +9,7 @@ from sklearn.datasets import load_digits
 from weightsim.data.tasks import TaskSet, build_taskset
 
 
-def digits(train_tasks: int = 10, unseen_tasks: int = 5, classes_per_task: int = 2,
+def digits(train_tasks: int | None = 10, unseen_tasks: int | None = 5, classes_per_task: int = 2,
            grouping: str = "combinations", task_seed: int = 0, test_fraction: float = 0.25,
            image: bool = False) -> TaskSet:
     """Digits as tasks of class groups. x: (N, 64), or (N, 1, 8, 8) with image=True; pixels scaled

@@ -23,7 +23,7 @@ import torch
 from weightsim.data.common import dataset_dir, require
 from weightsim.data.download import Source
 from weightsim.data.tasks import TaskSet, build_taskset, plan_groups
-from weightsim.errors import ConfigError, DataError
+from weightsim.errors import ConfigError, DataError, warn
 
 FOLDER = "names"
 # code 0 is padding; code i (1..58) is ALPHABET[i-1]
@@ -109,8 +109,8 @@ def read_languages(root: Path) -> dict[str, list[str]]:
     return out
 
 
-def namedata(data_dir: str | None = None, download: bool = False, train_tasks: int = 6,
-             unseen_tasks: int = 3, classes_per_task: int = 2, grouping: str = "consecutive",
+def namedata(data_dir: str | None = None, download: bool = False, train_tasks: int | None = 6,
+             unseen_tasks: int | None = 3, classes_per_task: int = 2, grouping: str = "consecutive",
              task_seed: int = 0, test_fraction: float = 0.25, max_len: int | None = None,
              unique: bool = False) -> TaskSet:
     """NameData as tasks of language groups.
@@ -127,21 +127,30 @@ def namedata(data_dir: str | None = None, download: bool = False, train_tasks: i
     root = require("namedata", dataset_dir(data_dir, FOLDER), ["*.txt"], LAYOUT, SOURCE, download)
     raw = read_languages(root)
     languages = list(raw)
-    names, ys, dropped = [], [], 0
+    names, ys, dropped, emptied = [], [], 0, []
     for c, lang in enumerate(languages):
         seen = set()
         for n in raw[lang]:
             a, d = fold(n)
             dropped += d
+            if not a:
+                emptied.append(f"{n!r} in {lang}.txt")
             if not a or (unique and a in seen):
                 continue
             seen.add(a)
             names.append(a)
             ys.append(c)
-    t = max_len or max(len(n) for n in names)
+    if emptied:
+        warn(f"namedata: {len(emptied)} names have no character left in the alphabet after folding to ASCII "
+             f"and are left out (e.g. {emptied[0]}): transliterate them in the file to keep them")
+    longest = max((len(n) for n in names), default=1)
+    t = max_len or longest
     truncated = sum(len(n) > t for n in names)
+    if truncated:
+        warn(f"namedata: {truncated} of {len(names)} names are longer than dataset.max_len={t} and are cut to "
+             f"their first {t} characters (the longest has {longest}): dataset.max_len=null keeps every name whole")
     groups = plan_groups(list(range(len(languages))), classes_per_task=classes_per_task, grouping=grouping,
-                         train_tasks=train_tasks, unseen_tasks=unseen_tasks, task_seed=task_seed)
+                         train_tasks=train_tasks, unseen_tasks=unseen_tasks, task_seed=task_seed, name="namedata")
     y = np.asarray(ys, dtype=np.int64)
     keep = np.isin(y, sorted({c for g in groups for c in g}))
     x = encode([n for n, k in zip(names, keep) if k], t)

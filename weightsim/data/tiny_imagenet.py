@@ -69,8 +69,8 @@ def decode(path: Path, size: int) -> np.ndarray:
     return read_image(path, "RGB", (size, size), Image.BOX, "tiny_imagenet", f"; download {SOURCE.url} again")
 
 
-def tiny_imagenet(data_dir: str | None = None, download: bool = False, train_tasks: int = 40,
-                  unseen_tasks: int = 10, classes_per_task: int = 4, grouping: str = "consecutive",
+def tiny_imagenet(data_dir: str | None = None, download: bool = False, train_tasks: int | None = 40,
+                  unseen_tasks: int | None = 10, classes_per_task: int = 4, grouping: str = "consecutive",
                   task_seed: int = 0, size: int = NATIVE, train_per_class: int | None = None,
                   normalize: bool = True, cache: bool = True) -> TaskSet:
     """Tiny ImageNet as tasks of wnid groups.
@@ -90,7 +90,7 @@ def tiny_imagenet(data_dir: str | None = None, download: bool = False, train_tas
                    ["wnids.txt", "train", "val/images", "val/val_annotations.txt"], LAYOUT, SOURCE, download)
     wnids = read_wnids(root)
     groups = plan_groups(list(range(len(wnids))), classes_per_task=classes_per_task, grouping=grouping,
-                         train_tasks=train_tasks, unseen_tasks=unseen_tasks, task_seed=task_seed)
+                         train_tasks=train_tasks, unseen_tasks=unseen_tasks, task_seed=task_seed, name="tiny_imagenet")
     val = read_val_annotations(root)
     files, ys, split = [], [], []
     for c in sorted({c for g in groups for c in g}):
