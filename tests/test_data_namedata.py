@@ -11,7 +11,7 @@ import torch
 
 from weightsim.data import namedata as nd
 from weightsim.data.namedata import ALPHABET, VOCAB_SIZE, decode, fold, namedata
-from weightsim.errors import DataError
+from weightsim.errors import DataError, WeightsimWarning
 
 LANGS = {
     "Zulu": ["Dlamini", "Zulu", "Nkosi", "Mkhize", "Ngcobo", "Dube"],
@@ -66,7 +66,10 @@ def test_split_is_fixed_and_options(names_dir: Path):
     assert all(torch.equal(s.train_idx, t.train_idx) for s, t in zip(a.tasks, b.tasks))
     u = namedata(str(names_dir), train_tasks=3, unseen_tasks=0, unique=True)
     assert u.x.shape[0] == a.x.shape[0] - 2  # the repeated Novák and Nader
-    short = namedata(str(names_dir), train_tasks=3, unseen_tasks=0, max_len=6)
+    with pytest.warns(WeightsimWarning, match=r"namedata: 9 of 33 names are longer than dataset.max_len=6 and are "
+                                             r"cut to their first 6 characters \(the longest has 14\): "
+                                             r"dataset.max_len=null keeps every name whole"):
+        short = namedata(str(names_dir), train_tasks=3, unseen_tasks=0, max_len=6)
     assert short.x.shape[1] == 6 and short.info["truncated_names"] == 9
     assert "Svobod" in [decode(r) for r in short.x]
 
@@ -125,3 +128,11 @@ def test_download_rejects_changed_file(tmp_path: Path, monkeypatch):
 
 def test_official_checksums_cover_18_languages():
     assert len(nd.NAME_FILES_SHA256) == 18 and all(len(v) == 64 for v in nd.NAME_FILES_SHA256.values())
+
+
+def test_names_with_no_letter_left_are_named_in_a_warning(tmp_path: Path):
+    langs = {**LANGS, "Zulu": LANGS["Zulu"] + ["\u4e2d\u6587", "123"]}  # nothing of the alphabet survives folding
+    with pytest.warns(WeightsimWarning, match=r"namedata: 2 names have no character left in the alphabet after "
+                                             r"folding to ASCII and are left out \(e.g. '\u4e2d\u6587' in Zulu.txt\)"):
+        ts = namedata(str(write_names(tmp_path / "names", langs)), train_tasks=3, unseen_tasks=0)
+    assert torch.bincount(ts.y)[5] == len(LANGS["Zulu"])  # Zulu is class 5; only its real names are kept

@@ -1,9 +1,10 @@
-"""Integration: the real dataset copies in ../shared/data (or $WEIGHTSIM_SHARED_DATA), counts as in
-its README. Skipped, with the reason, when that folder is absent."""
+"""Integration: the real dataset copies in $WEIGHTSIM_SHARED_DATA (default: the folder shared/data beside
+the repository), counts as in its README. Skipped, with the reason, when that folder is absent."""
 
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from weightsim.data.cifar100 import cifar100, read_split
 from weightsim.data.download import file_digest
 from weightsim.data.namedata import NAME_FILES_SHA256, decode, namedata
 from weightsim.data.tiny_imagenet import tiny_imagenet
+from weightsim.errors import WeightsimWarning
 
 pytestmark = pytest.mark.data
 
@@ -56,7 +58,9 @@ def test_namedata_counts_and_checksums():
     root = folder("names")
     for name, digest in NAME_FILES_SHA256.items():
         assert file_digest(root / name) == digest, name
-    ts = namedata(str(root), train_tasks=9, unseen_tasks=0)
+    with warnings.catch_warnings():  # the official data needs no warning: no name is cut or emptied
+        warnings.simplefilter("error", WeightsimWarning)
+        ts = namedata(str(root), train_tasks=9, unseen_tasks=0)
     assert ts.x.shape == (20074, 20) and ts.info["vocab_size"] == 59 and ts.info["max_len"] == 20
     counts = dict(zip([n for t in ts.tasks for n in t.class_names], torch.bincount(ts.y).tolist()))
     assert len(counts) == 18 and counts["English"] == 3668 and counts["Russian"] == 9408 and counts["Vietnamese"] == 73

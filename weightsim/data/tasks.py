@@ -158,7 +158,8 @@ def plan_groups(classes: list[int], *, classes_per_task: int, grouping: str, tra
     if classes_per_task < 2:
         raise ConfigError(f"dataset.classes_per_task={classes_per_task}: a task needs at least 2 classes")
     available = count_groups(len(classes), classes_per_task, grouping)
-    what = f"{len(classes)} classes in '{grouping}' groups of {classes_per_task} make {available} tasks"
+    what = (f"{len(classes)} classes in '{grouping}' groups of {classes_per_task} make {available} "
+            f"task{'' if available == 1 else 's'}")
     given = {"train": train_tasks is not None, "unseen": unseen_tasks is not None}
     train_tasks, unseen_tasks = task_counts(available, train_tasks, unseen_tasks)
     if train_tasks < 2:
