@@ -187,7 +187,7 @@ def _app(stage):
                 stage(cfg, logger, notes)
         except Exception as e:
             line = user_error(e)
-            if line is None:
+            if line is None or os.environ.get("HYDRA_FULL_ERROR") == "1":  # a bug, or asked for the traceback
                 raise
             print(f"error: {line}", file=sys.stderr)
             sys.exit(2)
