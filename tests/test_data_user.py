@@ -169,7 +169,7 @@ def test_image_folder_detects_grayscale_and_warns_when_channels_do_not_match(tmp
 def test_image_folder_warns_when_alpha_is_dropped(tmp_path: Path):
     root = write_gray_folder(tmp_path / "rgba", 4, mode="RGBA")
     with pytest.warns(WeightsimWarning, match=r"12 of 12 images have an alpha channel \(e.g. c0/0.png\); it is dropped"):
-        ts = image_folder(str(root))
+        ts = image_folder(str(root), train_tasks=2, unseen_tasks=0)
     assert ts.input_shape == (3, 4, 4)
 
 
