@@ -133,6 +133,10 @@ def test_arrays_errors(tmp_path: Path):
         z.writestr("y.npy", buf.getvalue())
     with pytest.raises(DataError, match=r"p.npz is not a readable .npz .*object arrays"):
         arrays(str(tmp_path / "p.npz"))
+    x = np.ones((12, 2))
+    x[7, 1] = np.nan
+    with pytest.raises(DataError, match=r"nan.npz has NaN or inf .* in 1 row\(s\), the first row 7 of x: drop"):
+        arrays(str(save_npz(tmp_path / "nan.npz", x=x, y=np.arange(12) % 4)))
     with pytest.raises(ConfigError, match="normalize='per-pixel'"):
         arrays(str(f), normalize="per-pixel")
 

@@ -5,6 +5,7 @@ TaskSet: one shared sample pool and per-task index tensors. See docs/data.md.
 """
 
 from weightsim.data.common import LOCATION_KEYS, dataset_dir
-from weightsim.data.tasks import Task, TaskSet, build_taskset, class_groups, plan_groups
+from weightsim.data.tasks import Task, TaskSet, build_taskset, class_groups, plan_groups, task_counts
 
-__all__ = ["LOCATION_KEYS", "Task", "TaskSet", "build_taskset", "class_groups", "dataset_dir", "plan_groups"]
+__all__ = ["LOCATION_KEYS", "Task", "TaskSet", "build_taskset", "class_groups", "dataset_dir", "plan_groups",
+           "task_counts"]

@@ -92,6 +92,11 @@ def arrays(data_dir: str | None = None, download: bool = False, train_tasks: int
         if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
             raise DataError(f"arrays: {path} x has dtype {x.dtype}, expected numbers")
         t = torch.from_numpy(x.astype(np.float32))
+        bad = ~torch.isfinite(t).flatten(1).all(dim=1) if t.dim() > 1 else ~torch.isfinite(t)
+        if bad.any():  # one NaN would turn every normalized value into NaN and every net into a diverged one
+            where = "x and x_test stacked" if pool_split is not None else "x"
+            raise DataError(f"arrays: {path} has NaN or inf (or values beyond float32) in {int(bad.sum())} row(s), "
+                            f"the first row {int(bad.nonzero()[0])} of {where}: drop or fill them")
         fit = t[torch.from_numpy(pool_split)] if pool_split is not None else t
         if normalize == "global":
             mean, std = fit.mean(), fit.std().clamp_min(1e-6)
