@@ -58,6 +58,9 @@ def require(name: str, root: Path, required: list[str], layout: str, source: Sou
     raise DataError(f"{name}: {what} (expected layout: {layout}); {how}")
 
 
+UNREADABLE = (UnidentifiedImageError, OSError, SyntaxError, ValueError)  # what PIL raises for a bad file
+
+
 def read_image(path: Path, mode: str, size: tuple[int, int] | None, resample: int, dataset: str,
                fix: str = "") -> np.ndarray:
     """One image as uint8 (H, W, C) in PIL mode ``mode`` ("RGB" or "L"), resized with ``resample``
@@ -68,8 +71,8 @@ def read_image(path: Path, mode: str, size: tuple[int, int] | None, resample: in
             if size is not None and im.size != (size[1], size[0]):
                 im = im.resize((size[1], size[0]), resample)
             a = np.asarray(im, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"{dataset}: image {path} is unreadable ({e}): corrupt or truncated{fix}") from None
+    except UNREADABLE as e:
+        raise unreadable(dataset, path, e, fix) from None
     return a[:, :, None] if a.ndim == 2 else a
 
 
@@ -79,8 +82,12 @@ def stored_bands(path: Path, dataset: str, fix: str = "") -> tuple[str, ...]:
     try:
         with Image.open(path) as im:
             return im.getbands()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"{dataset}: image {path} is unreadable ({e}): corrupt or truncated{fix}") from None
+    except UNREADABLE as e:
+        raise unreadable(dataset, path, e, fix) from None
+
+
+def unreadable(dataset: str, path: Path, e: Exception, fix: str) -> DataError:
+    return DataError(f"{dataset}: image {path} is unreadable ({e}): corrupt or truncated{fix}")
 
 
 def channel_normalize(x: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
