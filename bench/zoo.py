@@ -18,6 +18,8 @@ input shape (3 x 32 x 32, synthetic tensors: only the shape matters for speed), 
 for a population, and extrapolates the time of one paper-size zoo (50 tasks x 100 seeds).
 
 An arch name is a config of conf/arch (the same configs `weightsim-zoo arch=...` uses).
+Run from the repository root: ``python -m bench.zoo [--archs mlp4,plainnet5,mlp]`` (bench/ is not
+part of the installed package).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from weightsim.cli import CONF, choices
+from weightsim.config import CONF, choices
 from weightsim.data.tasks import TaskSet, build_taskset
 from weightsim.zoo.generate import (ZooConfig, generate_zoo, population_module, size_population,
                                     train_population)
