@@ -42,6 +42,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
+from torchmetrics.functional.classification import multiclass_accuracy
 
 from weightsim.config import CONF, choices
 from weightsim.data.tasks import TaskSet, build_taskset
@@ -149,8 +150,9 @@ def train_one_per_run(build: Callable[[], nn.Module], taskset: TaskSet, task: in
     trainer.fit(module, loader)
     module.eval()
     dev = next(module.parameters()).device
-    with torch.no_grad():
-        accs = [float((module.net(taskset.x[i].to(dev)).argmax(-1) == y.to(dev)).float().mean())
+    with torch.no_grad():  # accuracy as the zoo counts it (torchmetrics, micro: share of correct predictions)
+        accs = [float(multiclass_accuracy(module.net(taskset.x[i].to(dev)).argmax(-1), y.to(dev),
+                                          num_classes=taskset.classes_per_task, average="micro"))
                 for i, y in ((t.train_idx, t.train_y), (t.test_idx, t.test_y))]
     return accs[0], accs[1]
 

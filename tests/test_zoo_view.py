@@ -183,8 +183,9 @@ def test_taskset_round_trips_for_digits(cli_zoo):
     assert [t.id for t in rebuilt.tasks] == sorted({r["task"] for r in zoo.rows})
 
 
-def test_missing_data_names_the_dataset_and_data_dir(tmp_path):
+def test_missing_data_names_the_dataset_and_data_dir(tmp_path, monkeypatch):
     """A zoo trained on CIFAR-100 whose data is not where it is looked for: one DataError."""
+    monkeypatch.setenv("WEIGHTSIM_DATA", str(tmp_path / "empty"))  # the default location holds nothing
     root = tmp_path / "zoo"
     (root / "weights").mkdir(parents=True)
     head = {"format": "weightsim-zoo", "version": 1, "arch": {"name": "mlp", "config": MLP},
@@ -192,10 +193,13 @@ def test_missing_data_names_the_dataset_and_data_dir(tmp_path):
                         "config": {"_target_": "weightsim.data.cifar100.cifar100", "train_tasks": 2,
                                    "unseen_tasks": 1}}, "input_shape": [3, 32, 32], "num_classes": 2}
     (root / "zoo.json").write_text(json.dumps(head))
-    with pytest.raises(DataError, match=rf"trained on dataset 'cifar100', which does not load with "
-                                        rf"data_dir={tmp_path / 'nope'}: cifar100: no folder .*"
+    with pytest.raises(DataError, match=rf"trained on dataset 'cifar100', which does not load "
+                                        rf"from data_dir={tmp_path / 'nope'}: cifar100: no folder .*"
                                         rf"pass Zoo.taskset\(data_dir="):
         Zoo(root).taskset(data_dir=tmp_path / "nope")
+    with pytest.raises(DataError, match=r"'cifar100', which does not load without a data_dir \(the loader's "
+                                        r"default: \$WEIGHTSIM_DATA/<folder>, else ./data/<folder>\): cifar100: "):
+        Zoo(root).taskset()
 
 
 def test_other_data_than_the_zoo_was_trained_on_is_refused(zoos, tmp_path):

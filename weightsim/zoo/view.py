@@ -144,10 +144,10 @@ class Zoo:
             inner = cause(e)
             if inner is None:
                 raise
-            where = (f"data_dir={data_dir}" if data_dir is not None else
-                     f"no data_dir given, so the loader's default (${ENV_DATA}/<folder>, else ./data/<folder>)")
-            raise type(inner)(f"zoo {self.root} was trained on dataset '{name}', which does not load with "
-                              f"{where}: {inner}; pass Zoo.taskset(data_dir=<the dataset's folder or file>)") from None
+            where = (f"from data_dir={data_dir}" if data_dir is not None else
+                     f"without a data_dir (the loader's default: ${ENV_DATA}/<folder>, else ./data/<folder>)")
+            raise type(inner)(f"zoo {self.root} was trained on dataset '{name}', which does not load {where}: "
+                              f"{inner}; pass Zoo.taskset(data_dir=<the dataset's folder or file>)") from None
         want = ds.get("fingerprint")
         if want is not None and taskset.fingerprint() != want:
             raise ZooError(f"zoo {self.root}: dataset '{name}' at "
