@@ -97,7 +97,8 @@ def first_tensor(out) -> Tensor:
 
 @contextlib.contextmanager
 def capturing(net: nn.Module, names: tuple[str, ...], into: dict[str, Tensor], convert=lambda y: y):
-    """While inside, the output of each module ``names`` of ``net`` is stored in ``into[name]``."""
+    """While inside, the output of each module of ``net`` named in ``names`` goes to ``into[name]``
+    (through ``convert``)."""
     hooks = [net.get_submodule(n).register_forward_hook(
         lambda _m, _i, out, n=n: into.__setitem__(n, convert(first_tensor(out)))) for n in names]
     try:
