@@ -27,14 +27,15 @@ test-all: $(VENV)/.installed
 	$(PY) -m pytest -q -m "slow or not slow"
 
 # Speed checks, each a ratio measured side by side in one run (never timed assertions in tests).
+# The benchmarks live in bench/, outside the package: run from this directory.
 bench: $(VENV)/.installed
-	$(PY) -m weightsim.zoo.bench
-	$(PY) -m weightsim.chains.bench --nets 1000
-	$(PY) -m weightsim.chains.bench --memory
+	$(PY) -m bench.zoo
+	$(PY) -m bench.chains --nets 1000
+	$(PY) -m bench.chains --memory
 
 # The same on a CUDA GPU, plus a real 50 tasks x 100 seeds mlp4 zoo at CIFAR-100 shape, timed.
 bench-gpu: $(VENV)/.installed
-	$(PY) -m weightsim.zoo.bench --accelerator gpu --paper-zoo 50x100
+	$(PY) -m bench.zoo --accelerator gpu --paper-zoo 50x100
 
 clean:
 	rm -rf outputs multirun wandb

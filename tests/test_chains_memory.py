@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from weightsim.chains.bench import memory_peak
+from bench.chains import memory_peak
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
 
@@ -23,7 +23,7 @@ def test_plainnet5_32x32_default_budget_under_200mb() -> None:
 
 def test_featurization_bench_runs_and_agrees_with_the_loop():
     """`make bench` must keep working: a 3-net run of it, batched path equal to the per-net loop."""
-    from weightsim.chains.bench import bench
+    from bench.chains import bench
 
     out = bench(nets=3, input_shape=(1, 8, 8))
     assert out["batched_equals_loop"] is True and out["nets"] == 3 and len(out["feature_dims"]) == 5

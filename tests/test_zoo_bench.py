@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from functools import partial
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 from weightsim.nets.mlp import MLP
-from weightsim.zoo import bench
+from bench import zoo as bench
 
 FAULTS = """
 import resource, sys, torch
@@ -76,3 +77,29 @@ def test_bad_bench_arguments_end_in_one_line(capsys):
         bench.main(["--archs", "", "--paper-zoo", "50by100"])
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "argument --paper-zoo: '50by100' is not TASKSxSEEDS, e.g. 50x100" in err
+
+
+def test_the_library_never_imports_the_cli_or_the_benches():
+    """Every module of the package imported in a fresh process: neither weightsim.cli nor bench.*
+    comes along, and no module names them in an import (the benches read weightsim.config)."""
+    import ast
+    from pathlib import Path
+
+    import weightsim
+
+    pkg = Path(weightsim.__file__).parent
+    for f in pkg.rglob("*.py"):
+        if f.name == "cli.py" and f.parent == pkg:
+            continue
+        for node in ast.walk(ast.parse(f.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            assert not any(n == "weightsim.cli" or n.startswith("bench") for n in names), (f, names)
+    code = ("import importlib, pkgutil, sys, weightsim\n"
+            "mods = [m.name for m in pkgutil.walk_packages(weightsim.__path__, 'weightsim.') if m.name != 'weightsim.cli']\n"
+            "for m in mods: importlib.import_module(m)\n"
+            "print(len(mods), sorted(k for k in sys.modules if k == 'weightsim.cli' or k.split('.')[0] == 'bench'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=pkg.parent, env={**os.environ, "PYTHONPATH": str(pkg.parent)})
+    n, loaded = out.stdout.strip().split(" ", 1)
+    assert int(n) > 20 and loaded == "[]", out.stdout

@@ -186,3 +186,34 @@ def test_member_streams_do_not_depend_on_the_population():
         assert torch.equal(a.positions(step)[1], b.positions(step)[0])
     epoch0 = torch.cat([b.positions(0)[0], b.positions(1)[0][:3]])  # the first 7 positions: one permutation
     assert sorted(epoch0.tolist()) == list(range(7))
+
+
+@pytest.mark.parametrize("vectorize", ["stacked", "vmap"])
+def test_member_accuracy_is_each_nets_own_accuracy(vectorize):
+    """evaluate() (torchmetrics' true positives per member, in chunks that cut tasks of different
+    sizes and their padding) gives what each net alone scores on its own task, and what the
+    masked count it replaced gave."""
+    taskset = digits(train_tasks=4, unseen_tasks=0)
+    tasks = taskset.tasks
+    assert len({len(t.test_idx) for t in tasks}) > 1  # tasks of different sizes: padding is exercised
+    build = partial(MLP, input_shape=taskset.input_shape, num_classes=2, hidden=8, depth=2)
+    nets = [(t.id, 0) for t in tasks]
+    pop, rows = train_population(build, taskset, nets, ZooConfig(**{**ZC.__dict__, "epochs": 0.3,
+                                                                    "vectorize": vectorize}))
+    pad = torch.nn.utils.rnn.pad_sequence
+    idx, y = pad([t.test_idx for t in tasks], batch_first=True), pad([t.test_y for t in tasks], batch_first=True)
+    sizes = [len(t.test_idx) for t in tasks]
+    acc, _ = pop.evaluate(idx, y, sizes, chunk=7)
+    with torch.no_grad():
+        logits = pop(taskset.x[idx])  # (K, n_max, 2): the replaced masked count, in one chunk
+    valid = (torch.arange(idx.shape[1])[None] < torch.tensor(sizes)[:, None]).float()
+    masked = ((logits.argmax(-1) == y).float() * valid).sum(1) / torch.tensor(sizes)
+    state = pop.state()
+    for k, t in enumerate(tasks):
+        net = build()
+        net.load_state_dict({name: v[k] for name, v in state.items()})
+        with torch.no_grad():
+            alone = (net(taskset.x[t.test_idx]).argmax(-1) == t.test_y).float().mean()
+        assert float(acc[k]) == float(alone) == float(masked[k]), (k, acc[k], alone, masked[k])
+        assert round(float(acc[k]), 6) == rows[k]["test_acc"]  # the manifest's, from chunks of 512
+    assert len(set(acc.tolist())) > 1  # not vacuous: the members score differently

@@ -17,16 +17,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
+from weightsim.config import CONF, choices
 from weightsim.errors import WeightsimError, WeightsimWarning
 
-CONF = Path(__file__).parent / "conf"  # installed wheel
-if not CONF.is_dir():
-    CONF = Path(__file__).parent.parent / "conf"  # source checkout / editable install
 GROUPS = ("dataset", "arch", "zoo", "classifier", "protocol", "logger", "launcher", "experiment")
-
-
-def choices(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
 def check_choices(argv: list[str]) -> None:

@@ -2,5 +2,6 @@
 
 from weightsim.zoo.generate import ZooConfig, generate_zoo
 from weightsim.zoo.store import ZooReader, ZooWriter
+from weightsim.zoo.view import Zoo, hidden_layers
 
-__all__ = ["ZooConfig", "generate_zoo", "ZooReader", "ZooWriter"]
+__all__ = ["ZooConfig", "generate_zoo", "ZooReader", "ZooWriter", "Zoo", "hidden_layers"]

@@ -6,7 +6,7 @@ it to the OS on ``free``; its next allocation faults the memory back in page by 
 A population allocates such blocks every step (the stacked gradients of a layer: K x its weights;
 activations of K members), so on a CPU it spends as much time faulting pages as computing: one
 mlp4 population of 96 members took 3.5 ms per member-step with the default and 1.9 ms with this
-(``python -m weightsim.zoo.bench`` measures both ways of training in one process, this applied to
+(``python -m bench.zoo`` in the repository measures both ways of training in one process, this applied to
 both). The price is resident memory: the process keeps its peak heap (+20-25 % peak RSS there).
 """
 

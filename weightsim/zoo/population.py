@@ -9,8 +9,10 @@ would take alone.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
+from functools import partial
 
 import lightning as L
 import numpy as np
@@ -18,10 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
+from torchmetrics.functional.classification import multiclass_stat_scores
 
 from weightsim.data.tasks import Task
 from weightsim.errors import ConfigError
-from weightsim.zoo.stacked import stacked_net, to_stacked, why_not_stackable
+from weightsim.zoo.stacked import from_stacked, stacked_net, to_stacked, why_not_stackable
 
 VECTORIZE = ("auto", "stacked", "vmap", "loop")
 
@@ -74,6 +77,80 @@ class MemberStreams:
         return perms[e - lo, torch.arange(len(self.sizes))[:, None], off]
 
 
+def choose_vectorize(vectorize: str, template: nn.Module, sample_shape: tuple[int, ...]) -> str:
+    """The mode that runs ``template``: stacked, vmap or loop (auto: stacked where the net allows)."""
+    if vectorize not in VECTORIZE:
+        raise ConfigError(f"zoo.vectorize='{vectorize}': choose from {', '.join(VECTORIZE)}")
+    if vectorize in ("auto", "stacked"):
+        why = why_not_stackable(template, tuple(sample_shape))
+        if why and vectorize == "stacked":
+            raise ConfigError(f"zoo.vectorize=stacked cannot run this net: {why}; use zoo.vectorize=auto "
+                              f"(stacked where it can, else vmap) or vmap")
+        vectorize = "vmap" if why else "stacked"
+    return vectorize
+
+
+def first_tensor(out) -> Tensor:
+    """A module's output as one tensor: a tuple (a recurrent layer's (sequence, last states)) gives its first."""
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+@contextlib.contextmanager
+def capturing(net: nn.Module, names: tuple[str, ...], into: dict[str, Tensor], convert=lambda y: y):
+    """While inside, the output of each module of ``net`` named in ``names`` goes to ``into[name]``
+    (through ``convert``)."""
+    hooks = [net.get_submodule(n).register_forward_hook(
+        lambda _m, _i, out, n=n: into.__setitem__(n, convert(first_tensor(out)))) for n in names]
+    try:
+        yield into
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+class ManyNets:
+    """The forward pass of K nets of one architecture at once, each with its own weights and input.
+
+    Called with stacked params / buffers (name -> (K, *shape), names as in ``template``) and
+    x (K, B, *input_shape); returns logits (K, B, C) and, for each module named in ``capture``,
+    its output (K, B, ...) (a tuple output gives its first element). Modes:
+
+    stacked: the members as one K-times-wider net (zoo/stacked.py): grouped channels-last
+    convolutions, BN over K*C channels, batched matmuls; the fastest where the net allows it.
+    vmap: one batched op per layer (batched matmul; grouped convolution for convs).
+    loop: the members one after another, each on its own slices of the stacked tensors (the
+    same parameters, the same summed loss, one optimizer): on a CPU this beats grouped
+    convolutions at large inputs; the per-run overhead stays amortized either way.
+    The template's train / eval mode is the mode of every member (BN: batch or running statistics).
+    """
+
+    def __init__(self, template: nn.Module, k: int, sample_shape: tuple[int, ...], vectorize: str = "auto"):
+        self.template, self.k = template, k
+        self.mode = choose_vectorize(vectorize, template, sample_shape)
+        if self.mode == "stacked":
+            self.wide_net, self.ctx = stacked_net(template, k)
+
+    def __call__(self, params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor,
+                 capture: tuple[str, ...] = ()) -> tuple[Tensor, dict[str, Tensor]]:
+        capture = tuple(capture)
+        if self.mode == "stacked":
+            self.ctx.params, self.ctx.buffers = params, buffers
+            self.wide_net.train(self.template.training)
+            with capturing(self.wide_net, capture, {}, partial(from_stacked, k=self.k)) as acts:
+                return self.wide_net(to_stacked(x)), acts
+
+        def one(p: dict[str, Tensor], b: dict[str, Tensor], xb: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+            with capturing(self.template, capture, {}) as acts:
+                return functional_call(self.template, (p, b), (xb,)), acts
+
+        if self.mode == "vmap":
+            return vmap(one)(params, buffers, x)
+        per = {k: v.unbind(0) for k, v in params.items()}  # one backward node per tensor
+        outs = [one({k: v[i] for k, v in per.items()}, {k: v[i] for k, v in buffers.items()}, x[i])
+                for i in range(self.k)]
+        return torch.stack([o for o, _ in outs]), {n: torch.stack([a[n] for _, a in outs]) for n in capture}
+
+
 class PopulationModule(L.LightningModule):
     """K members of one architecture, trained with SGD on their own tasks and data orders.
 
@@ -84,15 +161,6 @@ class PopulationModule(L.LightningModule):
                  batch_size: int, lr: float, momentum: float = 0.0, weight_decay: float = 0.0,
                  grad_clip: float | None = None, vectorize: str = "auto"):
         super().__init__()
-        if vectorize not in VECTORIZE:
-            raise ConfigError(f"zoo.vectorize='{vectorize}': choose from {', '.join(VECTORIZE)}")
-        if vectorize in ("auto", "stacked"):
-            why = why_not_stackable(members[0], tuple(x.shape[1:]))
-            if why and vectorize == "stacked":
-                raise ConfigError(f"zoo.vectorize=stacked cannot run this net: {why}; use zoo.vectorize=auto "
-                                  f"(stacked where it can, else vmap) or vmap")
-            vectorize = "vmap" if why else "stacked"
-        self.vectorize = vectorize  # the mode in use: stacked, vmap or loop
         params, buffers = stack_module_state(members)
         self.names = list(params)
         # real parameters of the module (Lightning moves and saves them); dots are not allowed in names
@@ -103,8 +171,9 @@ class PopulationModule(L.LightningModule):
         # the architecture without data, kept out of the module tree (Lightning must not move it)
         self.__dict__["template"] = copy.deepcopy(members[0]).to("meta")
         self.k = len(members)
-        if vectorize == "stacked":  # kept out of the module tree like the template
-            self.__dict__["wide_net"], self.__dict__["ctx"] = stacked_net(self.template, self.k)
+        # the many-net forward, kept out of the module tree like the template
+        self.__dict__["many"] = ManyNets(self.template, self.k, tuple(x.shape[1:]), vectorize)
+        self.vectorize = self.many.mode  # the mode in use: stacked, vmap or loop
         self.register_buffer("x", x, persistent=False)
         n_max = max(len(t.train_idx) for t in tasks)
         pad = lambda v: F.pad(v, (0, n_max - len(v)))  # noqa: E731
@@ -126,28 +195,8 @@ class PopulationModule(L.LightningModule):
         return {**{k: v.detach() for k, v in self.params().items()}, **self.buffers_()}
 
     def forward(self, x: Tensor) -> Tensor:
-        """x: (K, B, *input_shape) -> logits (K, B, C).
-
-        stacked: the members as one K-times-wider net (zoo/stacked.py): grouped channels-last
-        convolutions, BN over K*C channels, batched matmuls; the fastest where the net allows it.
-        vmap: one batched op per layer (batched matmul; grouped convolution for convs).
-        loop: the members one after another, each on its own slices of the stacked tensors (the
-        same parameters, the same summed loss, one optimizer): on a CPU this beats grouped
-        convolutions at large inputs; the per-run overhead stays amortized either way.
-        """
-        if self.vectorize == "stacked":
-            self.ctx.params, self.ctx.buffers = self.params(), self.buffers_()
-            self.wide_net.train(self.template.training)
-            return self.wide_net(to_stacked(x))
-        if self.vectorize == "vmap":
-            def one(p, b, xb):
-                return functional_call(self.template, (p, b), (xb,))
-            return vmap(one)(self.params(), self.buffers_(), x)
-        per = {k: v.unbind(0) for k, v in self.params().items()}  # one backward node per tensor
-        bufs = self.buffers_()
-        return torch.stack([functional_call(self.template, ({k: v[i] for k, v in per.items()},
-                                                            {k: v[i] for k, v in bufs.items()}), (x[i],))
-                            for i in range(self.k)])
+        """x: (K, B, *input_shape) -> logits (K, B, C), in the mode of ``ManyNets``."""
+        return self.many(self.params(), self.buffers_(), x)[0]
 
     # -- training ------------------------------------------------------------------------------
     def training_step(self, step: Tensor, _batch_idx: int) -> Tensor:
@@ -191,10 +240,24 @@ class PopulationModule(L.LightningModule):
             valid = (torch.arange(s, s + i.shape[1], device=self.device)[None] < n[:, None]).float()
             logits = self(self.x[i])
             loss = F.cross_entropy(logits.flatten(0, 1), t.flatten(), reduction="none").view_as(valid)
-            correct += ((logits.argmax(-1) == t).float() * valid).sum(1)
+            correct += member_correct(logits, t, [min(max(z - s, 0), i.shape[1]) for z in sizes])
             total_loss += (loss * valid).sum(1)
         self.template.train()
         return (correct / n).cpu(), (total_loss / n).cpu()
+
+
+def member_correct(logits: Tensor, y: Tensor, counts: list[int]) -> Tensor:
+    """Correct predictions per member: logits (K, B, C) and labels y (K, B), of which member k's first
+    counts[k] positions are samples (the rest padding) -> (K,) float.
+
+    torchmetrics' multiclass true positives (micro: correct predictions), member by member: its
+    one-call per-member form (``multidim_average="samplewise"``) one-hot encodes every prediction and,
+    to skip padding, copies and masks them, 10-20x the time of a comparison; one call per member
+    on its own samples is the plain comparison, at about the cost of the masked sum it replaced.
+    """
+    pred = logits.argmax(-1)
+    return torch.stack([multiclass_stat_scores(pred[k, :m], y[k, :m], num_classes=logits.shape[-1], average="micro",
+                                               validate_args=False)[0] for k, m in enumerate(counts)]).to(logits.dtype)
 
 
 def member_bytes(build, x: Tensor, batch_size: int) -> tuple[int, int]:

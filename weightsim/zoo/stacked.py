@@ -140,3 +140,12 @@ def to_stacked(x: Tensor) -> Tensor:
         k, b, c, h, w = x.shape
         return x.transpose(0, 1).reshape(b, k * c, h, w).contiguous(memory_format=torch.channels_last)
     return x.flatten(2)
+
+
+def from_stacked(y: Tensor, k: int) -> Tensor:
+    """A layer's output in the stacked layout -> members first: conv (B, K*C, H, W) -> (K, B, C, H, W);
+    flat (K, B, F) stays as it is."""
+    if y.dim() == 4:
+        b, kc, h, w = y.shape
+        return y.reshape(b, k, kc // k, h, w).transpose(0, 1)
+    return y

@@ -1,10 +1,11 @@
 """Benchmarks of chain featurization: batched zoo path against a per-net loop, and peak memory.
 
-    python -m weightsim.chains.bench                 # 1000 plainnet5 nets on 3x32x32, batched vs loop
-    python -m weightsim.chains.bench --memory        # peak memory of one plainnet5 (all chains)
+    python -m bench.chains                 # 1000 plainnet5 nets on 3x32x32, batched vs loop
+    python -m bench.chains --memory        # peak memory of one plainnet5 (all chains)
 
 Both use the default ChainOptions (budget, sketch size) unless told otherwise; random weights
-(the cost does not depend on training).
+(the cost does not depend on training). Run from the repository root (bench/ is not part of the
+installed package).
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -22,6 +25,8 @@ from torch import Tensor, nn
 from weightsim.chains.core import chain_features, zoo_chain_features
 from weightsim.chains.options import ChainOptions
 from weightsim.nets.conv import PlainNet
+
+ROOT = Path(__file__).resolve().parent.parent  # the repository: the child imports bench.chains from it
 
 
 def random_zoo(template: nn.Module, n: int, seed: int = 0) -> dict[str, Tensor]:
@@ -103,9 +108,10 @@ def memory_peak(input_shape: tuple[int, ...] = (3, 32, 32), **opts) -> dict:
     """Peak resident memory of chain features of one plainnet5, measured in a fresh subprocess
     (Linux /proc): the resident set before (after imports and a warm-up), the peak resident set
     during the computation (VmHWM, reset just before), and their difference, MiB."""
-    code = (f"import json; from weightsim.chains.bench import _memory_child; "
+    code = (f"import json; from bench.chains import _memory_child; "
             f"print(json.dumps(_memory_child({tuple(input_shape)!r}, {opts!r})))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

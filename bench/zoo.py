@@ -18,6 +18,8 @@ input shape (3 x 32 x 32, synthetic tensors: only the shape matters for speed), 
 for a population, and extrapolates the time of one paper-size zoo (50 tasks x 100 seeds).
 
 An arch name is a config of conf/arch (the same configs `weightsim-zoo arch=...` uses).
+Run from the repository root: ``python -m bench.zoo [--archs mlp4,plainnet5,mlp]`` (bench/ is not
+part of the installed package).
 """
 
 from __future__ import annotations
@@ -40,8 +42,9 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
+from torchmetrics.functional.classification import multiclass_accuracy
 
-from weightsim.cli import CONF, choices
+from weightsim.config import CONF, choices
 from weightsim.data.tasks import TaskSet, build_taskset
 from weightsim.zoo.generate import (ZooConfig, generate_zoo, population_module, size_population,
                                     train_population)
@@ -147,8 +150,9 @@ def train_one_per_run(build: Callable[[], nn.Module], taskset: TaskSet, task: in
     trainer.fit(module, loader)
     module.eval()
     dev = next(module.parameters()).device
-    with torch.no_grad():
-        accs = [float((module.net(taskset.x[i].to(dev)).argmax(-1) == y.to(dev)).float().mean())
+    with torch.no_grad():  # accuracy as the zoo counts it (torchmetrics, micro: share of correct predictions)
+        accs = [float(multiclass_accuracy(module.net(taskset.x[i].to(dev)).argmax(-1), y.to(dev),
+                                          num_classes=taskset.classes_per_task, average="micro"))
                 for i, y in ((t.train_idx, t.train_y), (t.test_idx, t.test_y))]
     return accs[0], accs[1]
 
