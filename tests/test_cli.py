@@ -12,6 +12,9 @@ from omegaconf import OmegaConf
 
 from tests.conftest import TINY, run_cli
 from weightsim.cli import CONF, GROUPS, choices
+from weightsim.config import register_configs
+
+register_configs()  # the structured configs (zoo, ...), as the CLI does before Hydra starts
 
 
 def all_group_choices():

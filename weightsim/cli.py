@@ -17,7 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from weightsim.config import CONF, choices
+from weightsim.config import CONF, choices, register_configs
 from weightsim.errors import WeightsimError, WeightsimWarning
 
 GROUPS = ("dataset", "arch", "zoo", "classifier", "protocol", "logger", "launcher", "experiment")
@@ -195,6 +195,7 @@ def _app(stage):
         except WeightsimError as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
+        register_configs()
         hydra.main(config_path=str(CONF), config_name="config", version_base="1.3")(task)()
 
     return main

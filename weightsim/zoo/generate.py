@@ -31,20 +31,26 @@ CHANCE_MARGIN = 0.05
 
 @dataclass
 class ZooConfig:
+    """How each task net is trained: ``seeds`` nets per task, trained in populations (docs/zoo.md).
+
+    The one source of the ``zoo`` config group's defaults: Hydra reads this class as the structured
+    config ``zoo=default`` (weightsim/config.py), so a value set on the command line is type-checked.
+    """
+
     seeds: int = 30
-    seed_offset: int = 0  # first seed: seed blocks of a sweep are [offset, offset + seeds)
-    epochs: float = 30
+    seed_offset: int = 0  # seed block: this job trains seeds [seed_offset, seed_offset + seeds)
+    epochs: float = 30  # passes over the largest task's training set (same step count for every net)
     batch_size: int = 32
     lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 0.0
-    grad_clip: float | None = None
-    population_size: int | None = None  # most members trained together; None: what fits memory_budget_gb
-    memory_budget_gb: float = 2.0  # device memory one population may use (when population_size is None)
-    base_seed: int = 0
+    grad_clip: float | None = None  # per-member gradient-norm clipping
+    population_size: int | None = None  # most nets trained together; None: as many as fit memory_budget_gb
+    memory_budget_gb: float = 2.0  # memory one population may use (params, grads, momentum, activations)
+    base_seed: int = 0  # net (task, seed) draws init and data order from SeedSequence([base_seed, task, seed])
     accelerator: str = "auto"
     threads: int | None = None  # torch CPU threads of this job (None: torch's default); not in the identity
-    vectorize: str = "auto"  # auto: stacked where the net allows, else vmap; loop: members one by one
+    vectorize: str = "auto"  # auto: stacked (one wide net) where the net allows, else vmap; or stacked | vmap | loop
     reuse_freed_memory: bool = True  # glibc: keep freed memory for reuse (zoo/heap.py); not in the identity
 
     def training(self) -> dict:
