@@ -204,6 +204,8 @@ def test_member_accuracy_is_each_nets_own_accuracy(vectorize):
     idx, y = pad([t.test_idx for t in tasks], batch_first=True), pad([t.test_y for t in tasks], batch_first=True)
     sizes = [len(t.test_idx) for t in tasks]
     acc, _ = pop.evaluate(idx, y, sizes, chunk=7)
+    # a chunk in which the smallest task has no sample left (counts 0 for that member)
+    assert torch.equal(pop.evaluate(idx, y, sizes, chunk=min(sizes))[0], acc)
     with torch.no_grad():
         logits = pop(taskset.x[idx])  # (K, n_max, 2): the replaced masked count, in one chunk
     valid = (torch.arange(idx.shape[1])[None] < torch.tensor(sizes)[:, None]).float()

@@ -256,8 +256,11 @@ def member_correct(logits: Tensor, y: Tensor, counts: list[int]) -> Tensor:
     on its own samples is the plain comparison, at about the cost of the masked sum it replaced.
     """
     pred = logits.argmax(-1)
+    # a member whose task has run out of samples in this chunk has none: 0 correct (torchmetrics
+    # cannot reshape an empty batch)
     return torch.stack([multiclass_stat_scores(pred[k, :m], y[k, :m], num_classes=logits.shape[-1], average="micro",
-                                               validate_args=False)[0] for k, m in enumerate(counts)]).to(logits.dtype)
+                                               validate_args=False)[0] if m else pred.new_zeros(())
+                        for k, m in enumerate(counts)]).to(logits.dtype)
 
 
 def member_bytes(build, x: Tensor, batch_size: int) -> tuple[int, int]:
