@@ -78,8 +78,11 @@ class WeightClassifier(L.LightningModule):
     def training_step(self, batch, _batch_idx):
         r, y = batch  # (N, r) reduced training features, (H, N) labels per head
         loss = self.objective(r, y)
-        self.log(f"{self.hparams.tag}/objective", loss / y.shape[0])
+        self._last = loss.detach() / y.numel()  # L-BFGS calls this once per evaluation: logged once, at the end
         return loss
+
+    def on_train_batch_end(self, *_):
+        self.log(f"{self.hparams.tag}/objective", self._last)  # per net and head
 
     def configure_optimizers(self):
         return torch.optim.LBFGS(self.parameters(), lr=1.0, max_iter=self.hparams.max_iter, history_size=20,
