@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from weightsim.chains import ChainOptions
 from weightsim.errors import ChainError, ConfigError, ZooError, warn
-from weightsim.htt.classifier import fit_reduced, gram_reduction
+from weightsim.htt.classifier import fit_reduced, gram_reduction, one_thread
 from weightsim.htt.gram import chain_grams
 from weightsim.htt.measures import Measure, get_measure
 from weightsim.htt.protocols import (METRICS, accuracy, cmc_curve, decide, distances, effect_size, random_order,
@@ -308,7 +308,8 @@ def evaluate_measure(study: Study, measure: Measure, splits: list[Split], pc: Pr
         grams = grams_of(parts, chains, measure, co, pc.feature_budget_gb, bar.set_postfix_str)
         for c, (g_train, (g_test, g_unseen)) in zip(chains, grams):
             tag = f"classifier/chain{c}_{measure.name}" + (f"_repeat{split.repeat}" if split.repeat else "")
-            runs[c].append(evaluate_chain(g_train, g_test, g_unseen, split, study, pc, cc, seed + c, logger, tag))
+            with one_thread():
+                runs[c].append(evaluate_chain(g_train, g_test, g_unseen, split, study, pc, cc, seed + c, logger, tag))
             bar.update(1)
     rows, cmc = [], {}
     for protocol in [p for p in PROTOCOLS if p in runs[chains[0]][0]]:
