@@ -57,7 +57,7 @@ def test_weightsim_run_end_to_end(tmp_path):
     assert (out / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     meta = json.loads((out / "run.json").read_text())
     assert meta["training_tasks"] == 3 and meta["unseen_tasks"] == 2 and meta["train_seeds_per_task"] == 3
-    assert "| protocol | chain |" in res.stdout  # the table is printed at the end
+    assert "| protocol | measure | chain |" in res.stdout  # the table is printed at the end
     assert len(list((out / "zoo" / "weights").glob("*.safetensors"))) >= 1
     # weightsim-htt alone on the zoo just written, in another run dir, gives the same rows
     again = run_cli("htt", *TINY, f"zoo_dir={out / 'zoo'}", f"hydra.run.dir={tmp_path / 'htt'}")

@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import TINY, run_cli
 from weightsim.chains import ChainOptions
 from weightsim.data.digits import digits
-from weightsim.errors import WeightsimWarning
+from weightsim.errors import ConfigError, WeightsimWarning
 from weightsim.htt.run import ClassifierConfig, ProtocolConfig, run_htt
 from weightsim.nets.mlp import MLP
 from weightsim.zoo.generate import ZooConfig, generate_zoo
@@ -47,6 +47,8 @@ def test_retrieval_skipped_without_unseen_tasks_says_why(tmp_path):
     with pytest.warns(WeightsimWarning, match=r"retrieval skipped: the zoo has 0 unseen task\(s\).*dataset.unseen_tasks"):
         res = htt(root, measures=["chain_gram"])
     assert {r["protocol"] for r in res["rows"]} == {"classification"} and not res["cmc"]
+    with pytest.warns(WeightsimWarning), pytest.raises(ConfigError, match="nothing to test.*add classification"):
+        htt(root, protocols=["retrieval"])
 
 
 def test_retrieval_switched_off_is_said_when_the_zoo_has_unseen_tasks(zoo):

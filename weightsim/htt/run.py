@@ -291,17 +291,22 @@ def overall_row(rows: list[dict]) -> dict:
             "p_value": None if None in ps else max(ps), "null_mean": None, "rank5": None, "feature_dim": None}
 
 
-def evaluate_measure(study: Study, measure: Measure, splits: list[Split], pc: ProtocolConfig, cc: ClassifierConfig,
-                 co: ChainOptions, seed: int, logger, bar) -> tuple[list[dict], dict]:
-    """Every chain of one measure over every split: its report rows (per chain, then the overall
-    row per protocol) and its CMC curves {(chain, measure): curve} of the paper's split."""
+def measure_chains(study: Study, measure: Measure, pc: ProtocolConfig, co: ChainOptions) -> tuple[list[int], list]:
+    """The chains of ``measure`` to test and the train zoo's (key, feature size) per chain."""
     keys_a = measure.chain_keys(study.train_zoo, co)
     keys_b = measure.chain_keys(study.eval_zoo, co) if study.cross else keys_a
     chains = shared_chains([k for k, _ in keys_a], [k for k, _ in keys_b], pc.chains, study.cross)
     measure.announce(study.train_zoo, co, chains)
     if study.cross:
         measure.announce(study.eval_zoo, co, chains)
-    bar.total = (bar.total or 0) + len(splits) * len(chains)
+    return chains, keys_a
+
+
+def evaluate_measure(study: Study, measure: Measure, chains: list[int], keys_a: list, splits: list[Split],
+                     pc: ProtocolConfig, cc: ClassifierConfig, co: ChainOptions, seed: int, logger,
+                     bar) -> tuple[list[dict], dict]:
+    """Every chain of one measure over every split: its report rows (per chain, then the overall
+    row per protocol) and its CMC curves {(chain, measure): curve} of the paper's split."""
     runs: dict[int, list[dict[str, Outcome]]] = {c: [] for c in chains}
     for split in splits:
         parts = [(study.train_zoo, split.train), (study.eval_zoo, split.test), (study.eval_zoo, study.unseen)]
@@ -331,11 +336,16 @@ def run_htt(zoo_dir: str, pc: ProtocolConfig, cc: ClassifierConfig, co: ChainOpt
     """
     measures = check_protocol(pc)
     study = open_study(zoo_dir, eval_zoo_dir, pc)
+    if "classification" not in pc.protocols and not study.unseen:
+        raise ConfigError("nothing to test: protocol.protocols has only retrieval and it is skipped (see the "
+                          "warning); add classification to protocol.protocols")
     splits = [make_split(study, pc, r, seed) for r in range(pc.repeats)]
+    plan = [(m, *measure_chains(study, m, pc, co)) for m in measures]
     report, cmcs = [], {}
-    bar = tqdm(desc="htt", unit="fit", disable=not progress)
-    for measure in measures:
-        rows, cmc = evaluate_measure(study, measure, splits, pc, cc, co, seed, logger, bar)
+    bar = tqdm(desc="htt", unit="fit", total=len(splits) * sum(len(chains) for _, chains, _ in plan),
+               disable=not progress)
+    for measure, chains, keys in plan:
+        rows, cmc = evaluate_measure(study, measure, chains, keys, splits, pc, cc, co, seed, logger, bar)
         report += rows
         cmcs.update(cmc)
     bar.close()

@@ -26,12 +26,13 @@ def plot_accuracy(rows: list[dict], path: str | Path, chance: float | None = Non
         chains = sorted({r["chain"] for r in sel})
         x = np.arange(len(chains))
         for i, measure in enumerate(measures):
-            acc = [next((r["accuracy"] for r in sel if r["chain"] == c and r["measure"] == measure), np.nan)
-                   for c in chains]
-            sd = [next((r["accuracy_sd"] or 0.0 for r in sel if r["chain"] == c and r["measure"] == measure), 0.0)
-                  for c in chains]
-            ax.bar(x + (i - (len(measures) - 1) / 2) * width, acc, width, yerr=sd, capsize=2,
-                   color=COLORS[i % len(COLORS)], label=measure)
+            pick = {r["chain"]: r for r in sel if r["measure"] == measure}
+            mean = [pick[c]["accuracy_mean"] if c in pick else np.nan for c in chains]
+            sd = [(pick[c]["accuracy_sd"] or 0.0) if c in pick else 0.0 for c in chains]
+            fixed = [pick[c]["accuracy"] if c in pick else np.nan for c in chains]
+            pos = x + (i - (len(measures) - 1) / 2) * width
+            ax.bar(pos, mean, width, yerr=sd, capsize=2, color=COLORS[i % len(COLORS)], label=measure)
+            ax.plot(pos, fixed, "kd", ms=4, label="fixed split" if i == 0 else None)
         if chance is not None and proto == "classification":
             ax.axhline(chance, color="k", ls=":", lw=1, label="chance")
         alpha = sel[0]["alpha"]
@@ -40,7 +41,7 @@ def plot_accuracy(rows: list[dict], path: str | Path, chance: float | None = Non
         ax.set_xlabel("chain / layer")
         ax.set_ylabel("top-1 accuracy" if proto == "classification" else "rank-1")
         ax.set_ylim(0, 1.05)
-        ax.set_title(proto + " (bars: fixed split, whiskers: sd over repeats)", fontsize=9)
+        ax.set_title(proto + " (bars: mean ± sd over seed splits)", fontsize=9)
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.07, 1, 1))

@@ -29,27 +29,29 @@ def markdown_table(rows: list[dict], columns: list[str] = COLUMNS) -> str:
     return "\n".join(lines)
 
 
-def legend(rows: list[dict], meta: dict) -> str:
-    """What each column of the table is, in the words of this run's settings."""
-    alpha = rows[0]["alpha"] if rows else meta.get("bound_level", 0.95)
+def legend(rows: list[dict], meta: dict) -> list[str]:
+    """What each column of the table is, in the words of this run's settings (Markdown lines)."""
+    alpha = rows[0]["alpha"] if rows else 1 - meta.get("bound_level", 0.95)
     level = meta.get("bound_level", 1 - alpha)
-    repeats = meta.get("repeats", 1)
-    return (
-        f"`accuracy`: top-1 of the weight classifier on the held-out seeds (classification) or rank-1 of the "
-        f"CMC on the unseen tasks (retrieval), on the paper's fixed split (lowest seeds train / query). "
-        f"`accuracy_mean_sd`: mean ± sd of that accuracy over {repeats} seed split(s) (split 0 the fixed one, "
-        f"the others seeded random splits with the same counts per task). `effect_size`: mean distance between "
-        f"nets of different tasks over mean distance between nets of the same task, in the representation the "
-        f"protocol ranks by (the classifier's logits of the tested nets, protocol metric); 1 = tasks no farther "
-        f"apart than seeds, larger = tasks separate, range [0, inf). `error` = 1 - accuracy; "
-        f"`error_upper_bound`: one-sided {level:.0%} Clopper-Pearson upper bound on the error (level 1 - alpha, "
-        f"`bound_level`). `decision`: the paper's, accept H0 (the seeds' solutions of a task form one class) "
-        f"when error < alpha = {alpha}; `decision_bound`: accept only when error_upper_bound < alpha. "
-        f"`p_value` = (1 + #{{null >= observed}}) / (1 + P) against the accuracy under no task information: "
-        f"classification, {meta.get('null_classification', 'label-permutation null')}; retrieval, "
-        f"{meta.get('null_retrieval', 'gallery-label permutations')}. `n`: tested nets (classification) or "
-        f"queries (retrieval). Chain `all`: the paper's Algorithm 1, accept H0 only when every chain accepts "
-        f"(worst chain's accuracy, effect size, error, bound and the largest p-value).")
+    return [
+        "- `accuracy`: top-1 of the weight classifier on the held-out seeds (classification) or rank-1 of the "
+        "CMC on the unseen tasks (retrieval), on the paper's fixed split (lowest seeds train / are queries).",
+        f"- `accuracy_mean_sd`: mean ± sd of the accuracy over {meta.get('repeats', 1)} seed split(s): split 0 "
+        "the fixed one, the others seeded random splits with the same counts per task.",
+        "- `effect_size`: mean distance between nets of different tasks / mean distance between distinct nets "
+        "of the same task, in the representation the protocol ranks by (the classifier's logits of the tested "
+        "nets, with the protocol's metric); range [0, inf), 1 = tasks no farther apart than seeds of one task.",
+        f"- `error` = 1 - accuracy; `error_upper_bound`: one-sided Clopper-Pearson upper bound on the error at "
+        f"level {level:g} = 1 - alpha (`bound_level`).",
+        f"- `decision`: the paper's, accept H0 (the seeds' solutions of a task form one class) when error < "
+        f"alpha = {alpha:g}; `decision_bound`: accept only when error_upper_bound < alpha.",
+        "- `p_value` = (1 + #{null >= observed}) / (1 + P), the null being no task information: classification, "
+        f"{meta.get('null_classification', 'label-permutation null')}; retrieval, "
+        f"{meta.get('null_retrieval', 'gallery-label permutations')}.",
+        "- `n`: tested nets (classification) or queries (retrieval); `feature_dim`: features per net.",
+        "- chain `all`: the paper's Algorithm 1, accept H0 only when every chain accepts; the worst chain's "
+        "accuracy (and mean), effect size, error and bound, and the largest p-value.",
+    ]
 
 
 def run_section(meta: dict) -> list[str]:
@@ -87,7 +89,7 @@ def write_report(run_dir: str | Path, result: dict, title: str = "weightsim repo
         w.writerow(["chain", "measure", "rank", "cmc"])
         for (chain, measure), curve in sorted(result["cmc"].items()):
             w.writerows([chain, measure, k + 1, float(v)] for k, v in enumerate(curve))
-    md = [f"# {title}", "", markdown_table(rows), "", legend(rows, meta), ""]
+    md = [f"# {title}", "", markdown_table(rows), ""] + legend(rows, meta) + [""]
     if meta.get("warnings"):
         md += ["## Warnings", ""] + [f"- {w}" for w in meta["warnings"]] + [""]
     md += ["## Run", ""] + run_section(meta)
