@@ -55,6 +55,7 @@ def test_effect_size_hand_made():
     mixed = torch.tensor([0, 1, 0, 1])  # the same nets, tasks that do not separate them
     assert effect_size(d, mixed) < 1
     assert effect_size(torch.zeros(4, 4) + (1 - torch.eye(4)) * (labels[:, None] != labels[None]), labels) == float("inf")
+    assert np.isnan(effect_size(d, torch.tensor([0, 1, 2, 3])))  # no two nets of one task: undefined
 
 
 def test_knn_classification_from_distances_and_its_null():

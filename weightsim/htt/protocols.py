@@ -137,12 +137,13 @@ def retrieval_null(dist: Tensor, query_labels: Tensor, gallery_labels: Tensor, n
 def effect_size(dist: Tensor, labels: Tensor) -> float:
     """Mean distance between nets of different tasks over mean distance between distinct nets of
     the same task, dist (N, N) symmetric, labels (N,). Range [0, inf): 1 = tasks no farther apart
-    than seeds of one task, larger = tasks separate; inf when every within-task distance is 0."""
+    than seeds of one task, larger = tasks separate; inf when every within-task distance is 0; nan
+    without two nets of one task or without two tasks (undefined)."""
     same = labels[:, None] == labels[None]
     off = ~torch.eye(len(labels), dtype=torch.bool)
     within, between = dist[same & off], dist[~same]
     if within.numel() == 0 or between.numel() == 0:
-        raise ValueError("effect_size needs two nets of one task and two tasks")
+        return float("nan")
     w = float(within.double().mean())
     return float(between.double().mean()) / w if w > 0 else float("inf")
 

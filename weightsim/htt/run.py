@@ -6,6 +6,7 @@ accepts H0 only when every chain does (the paper's Algorithm 1)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -229,7 +230,7 @@ class Outcome:
 
 
 def evaluate_chain(g_train: Tensor, g_test: Tensor, g_unseen: Tensor, split: Split, study: Study, pc: ProtocolConfig,
-               cc: ClassifierConfig, seed: int, logger=None, tag: str = "classifier") -> dict[str, Outcome]:
+                   cc: ClassifierConfig, seed: int, logger=None, tag: str = "classifier") -> dict[str, Outcome]:
     """Fit the weight classifier on the training Gram (N, N) and run the protocols: g_test (M, N) and
     g_unseen (U, N) are the other nets' inner products with the training nets. The null (label-
     permutation heads, gallery-label permutations) is computed on repeat 0 only."""
@@ -268,7 +269,8 @@ def chain_row(protocol: str, measure: str, chain: int | str, dim: int | None, ru
     mean, sd = mean_sd([o.accuracy for o in runs])
     null = first.null if first.null is not None and first.null.numel() else None
     return {"protocol": protocol, "measure": measure, "chain": chain, "accuracy": first.accuracy,
-            "accuracy_mean": mean, "accuracy_sd": sd, "repeats": len(runs), "effect_size": first.effect,
+            "accuracy_mean": mean, "accuracy_sd": sd, "repeats": len(runs),
+            "effect_size": None if math.isnan(first.effect) else first.effect,
             "error": error, "error_upper_bound": bound, "bound_level": 1 - pc.alpha, "alpha": pc.alpha,
             "decision": decide(error, pc.alpha), "decision_bound": "accept" if bound < pc.alpha else "reject",
             "p_value": permutation_p_value(first.accuracy, null.numpy()) if null is not None else None,
@@ -284,7 +286,8 @@ def overall_row(rows: list[dict]) -> dict:
     ps = [r["p_value"] for r in rows]
     return {**rows[0], "chain": "all", "accuracy": min(r["accuracy"] for r in rows),
             "accuracy_mean": min(r["accuracy_mean"] for r in rows), "accuracy_sd": None,
-            "effect_size": min(r["effect_size"] for r in rows), "error": max(r["error"] for r in rows),
+            "effect_size": min((r["effect_size"] for r in rows if r["effect_size"] is not None), default=None),
+            "error": max(r["error"] for r in rows),
             "error_upper_bound": max(r["error_upper_bound"] for r in rows),
             "decision": "accept" if all(r["decision"] == "accept" for r in rows) else "reject",
             "decision_bound": "accept" if all(r["decision_bound"] == "accept" for r in rows) else "reject",
