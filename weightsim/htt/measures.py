@@ -10,6 +10,7 @@ A new measure is one class with the four methods of ``Measure`` and one entry in
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 
 import torch
 from torch import Tensor, nn
@@ -27,23 +28,23 @@ def zoo_template(reader: ZooReader) -> nn.Module:
     return build_net(h["arch"]["config"], h["input_shape"], h["num_classes"])
 
 
-class Measure:
+class Measure(ABC):
     """Per-chain features of a zoo's nets. ``name`` is the report's ``measure`` column."""
 
     name: str = ""
 
+    @abstractmethod
     def chain_keys(self, reader: ZooReader, opts: ChainOptions) -> list[tuple]:
         """Per chain (1-based order), a (key, feature size) pair read off the architecture
         without loading nets: chains with equal keys are the same chain in two zoos."""
-        raise NotImplementedError
 
+    @abstractmethod
     def features(self, reader: ZooReader, rows: list[dict], opts: ChainOptions) -> list[Tensor]:
         """Per chain, an (N, D_c) float tensor of the nets ``rows``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def describe(self, reader: ZooReader, opts: ChainOptions) -> dict:
         """What the features are, for run.json and report.md."""
-        raise NotImplementedError
 
     def announce(self, reader: ZooReader, opts: ChainOptions, chains: list[int]) -> None:
         """Warn about anything in ``chains`` that the user did not ask for (default: nothing)."""
