@@ -49,9 +49,9 @@ def test_weightsim_run_end_to_end(tmp_path):
     res = run_cli("run", *TINY, f"hydra.run.dir={out}")
     assert res.returncode == 0, res.stderr[-3000:]
     rows = json.loads((out / "report.json").read_text())
-    assert len(rows) == 2 * 2 * 4  # protocol x normalized/raw x 4 chains
+    assert len(rows) == 2 * 2 * (4 + 1)  # protocol x measure (chain_gram, raw) x (4 chains + overall row)
     for r in rows:
-        assert {"protocol", "chain", "normalized", "accuracy", "error", "alpha", "decision"} <= set(r)
+        assert {"protocol", "chain", "measure", "accuracy", "error", "alpha", "decision"} <= set(r)
         assert r["decision"] in ("accept", "reject") and abs(r["accuracy"] + r["error"] - 1) < 1e-9
         assert r["alpha"] == 0.05 and r["p_value"] is not None
     assert {r["protocol"] for r in rows} == {"classification", "retrieval"}
@@ -60,7 +60,7 @@ def test_weightsim_run_end_to_end(tmp_path):
     assert (out / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     meta = json.loads((out / "run.json").read_text())
     assert meta["training_tasks"] == 3 and meta["unseen_tasks"] == 2 and meta["train_seeds_per_task"] == 3
-    assert "| protocol | chain |" in res.stdout  # the table is printed at the end
+    assert "| protocol | measure | chain |" in res.stdout  # the table is printed at the end
     assert len(list((out / "zoo" / "weights").glob("*.safetensors"))) >= 1
     # weightsim-htt alone on the zoo just written, in another run dir, gives the same rows
     again = run_cli("htt", *TINY, f"zoo_dir={out / 'zoo'}", f"hydra.run.dir={tmp_path / 'htt'}")
@@ -126,8 +126,8 @@ def test_cross_network_evaluation_on_the_chains_both_nets_have(tmp_path):
     res = run_cli("htt", *TINY, f"zoo_dir={a}", f"eval_zoo_dir={b}", f"hydra.run.dir={out}")
     assert res.returncode == 0, res.stderr[-2000:]
     rows = json.loads((out / "report.json").read_text())
-    normalized = {r["chain"] for r in rows if r["normalized"]}
-    raw = {r["chain"] for r in rows if not r["normalized"]}
+    normalized = {r["chain"] for r in rows if r["measure"] == "chain_gram"} - {"all"}
+    raw = {r["chain"] for r in rows if r["measure"] == "raw"} - {"all"}
     assert normalized == {1, 2, 3}  # every MLP chain Gram is 64 x 64; chain 4 exists in A only
     assert raw == {1, 2}  # layer 3 is 8x8 in A, 2x8 (the output layer) in B
     assert json.loads((out / "run.json").read_text())["eval_zoo_dir"] == str(b)

@@ -76,12 +76,13 @@ def test_htt_report_is_the_same_with_a_tiny_feature_budget(tmp_path):
              "tasks": [t.meta() for t in taskset.tasks], "config_hash": "t", "input_shape": [64],
              "num_classes": 2}
     zoo = generate_zoo(build, taskset, zc, tmp_path / "zoo", ident, progress=False)
-    pc = dict(train_seeds=3, queries=2, n_permutations=3)
+    pc = dict(train_seeds=3, queries=2, n_permutations=3, repeats=2)
     big = run_htt(str(zoo), ProtocolConfig(**pc), ClassifierConfig(max_iter=200), ChainOptions(), progress=False)
     tiny = run_htt(str(zoo), ProtocolConfig(**pc, feature_budget_gb=2e-6), ClassifierConfig(max_iter=200),
                    ChainOptions(), progress=False)
-    assert len(big["rows"]) == len(tiny["rows"]) == 2 * 2 * 3  # 2 kinds x 2 protocols x 3 chains
+    assert len(big["rows"]) == len(tiny["rows"]) == 2 * 2 * (3 + 1)  # 2 measures x 2 protocols x (3 chains + all)
     for a, b in zip(big["rows"], tiny["rows"]):
-        assert (a["protocol"], a["chain"], a["normalized"]) == (b["protocol"], b["chain"], b["normalized"])
+        assert (a["protocol"], a["chain"], a["measure"]) == (b["protocol"], b["chain"], b["measure"])
         assert a["accuracy"] == pytest.approx(b["accuracy"], abs=1e-9), a
+        assert a["accuracy_mean"] == pytest.approx(b["accuracy_mean"], abs=1e-9), a  # the random split too
         assert a["p_value"] == pytest.approx(b["p_value"], abs=1e-9)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from weightsim.errors import ConfigError
-from weightsim.htt import clopper_pearson, cmc_curve, decide, fit_classifier, permutation_p_value, split_seeds
+from weightsim.htt import cmc_curve, decide, error_upper_bound, fit_classifier, permutation_p_value, split_seeds
 
 
 def test_cmc_hand_made():
@@ -41,13 +41,20 @@ def test_decide():
             decide(0.0, bad)
 
 
-def test_clopper_pearson_known_values():
-    lo, hi = clopper_pearson(0, 10, 0.95)
-    assert lo == 0.0 and hi == pytest.approx(1 - 0.025 ** (1 / 10), rel=1e-9)  # closed form at k=0
-    lo, hi = clopper_pearson(10, 10, 0.95)
-    assert hi == 1.0 and lo == pytest.approx(0.025 ** (1 / 10), rel=1e-9)
-    lo, hi = clopper_pearson(3, 20, 0.95)
-    assert lo < 0.15 < hi and (lo, hi) == pytest.approx((0.0321, 0.3789), abs=1e-3)
+def test_error_upper_bound_is_the_one_sided_clopper_pearson_bound():
+    from scipy.stats import binom
+
+    assert error_upper_bound(0, 120, 0.95) == pytest.approx(1 - 0.05 ** (1 / 120), rel=1e-9)
+    assert error_upper_bound(0, 120, 0.95) == pytest.approx(0.0247, abs=1e-4)  # 0 errors in 120
+    assert error_upper_bound(0, 30, 0.95) == pytest.approx(1 - 0.05 ** (1 / 30), rel=1e-9)  # 0.0950
+    assert error_upper_bound(10, 10, 0.95) == 1.0
+    for k, n in [(0, 10), (3, 20), (7, 120)]:
+        ub = error_upper_bound(k, n, 0.95)
+        assert binom.cdf(k, n, ub) == pytest.approx(0.05, abs=1e-9)  # P(<= k errors | p = bound) = 1 - level
+        assert ub > k / n and error_upper_bound(k, n, 0.99) > ub  # above the estimate, wider at a higher level
+    assert error_upper_bound(3, 20, 0.95) == pytest.approx(0.3437, abs=1e-4)  # below the two-sided 97.5 % end 0.3789
+    with pytest.raises(ValueError):
+        error_upper_bound(5, 4, 0.95)
 
 
 def test_permutation_p_value():

@@ -86,7 +86,7 @@ def zoo_stage(cfg: DictConfig, logger=None, notes: list[str] | None = None) -> P
 
 
 def htt_stage(cfg: DictConfig, logger=None, notes: list[str] | None = None) -> dict:
-    from weightsim.htt.features import ChainOptions
+    from weightsim.chains import ChainOptions
     from weightsim.htt.run import ClassifierConfig, ProtocolConfig, run_htt
     from weightsim.report import markdown_table, plot_accuracy, plot_cmc, write_report
 
@@ -114,8 +114,10 @@ def log_results(logger, result: dict, plots: list[Path]) -> None:
         import wandb
 
         rows = result["rows"]
-        keys = list(rows[0]) if rows else []
-        logger.experiment.log({"report": wandb.Table(columns=keys, data=[[r.get(k) for k in keys] for r in rows]),
+        keys = list(dict.fromkeys(k for r in rows for k in r))
+        cell = lambda k, v: str(v) if k == "chain" else v  # noqa: E731  (a column holds 1, 2, ... and "all")
+        data = [[cell(k, r.get(k)) for k in keys] for r in rows]
+        logger.experiment.log({"report": wandb.Table(columns=keys, data=data),
                                **{p.stem: wandb.Image(str(p)) for p in plots}})
         logger.experiment.config.update(result["meta"].get("config", {}), allow_val_change=True)
 

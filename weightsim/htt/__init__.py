@@ -1,8 +1,11 @@
-"""Hypothesis-training-testing: per-chain weight classifiers and the two test protocols."""
+"""Hypothesis-training-testing: per-chain weight classifiers, the two test protocols and their statistics."""
 
 from weightsim.htt.classifier import WeightClassifier, fit_classifier
-from weightsim.htt.protocols import cmc_curve, decide, split_seeds
-from weightsim.htt.stats import clopper_pearson, permutation_p_value
+from weightsim.htt.measures import MEASURES, Measure, get_measure
+from weightsim.htt.protocols import (accuracy, cmc_curve, decide, distances, effect_size, knn_classify, knn_null,
+                                     retrieval_null, split_seeds)
+from weightsim.htt.stats import error_upper_bound, mean_sd, permutation_p_value
 
-__all__ = ["WeightClassifier", "fit_classifier", "cmc_curve", "decide", "split_seeds",
-           "clopper_pearson", "permutation_p_value"]
+__all__ = ["WeightClassifier", "fit_classifier", "MEASURES", "Measure", "get_measure", "accuracy", "cmc_curve",
+           "decide", "distances", "effect_size", "knn_classify", "knn_null", "retrieval_null", "split_seeds",
+           "error_upper_bound", "mean_sd", "permutation_p_value"]

@@ -22,6 +22,7 @@ label-permutation null in the same fit.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import lightning as L
@@ -78,8 +79,11 @@ class WeightClassifier(L.LightningModule):
     def training_step(self, batch, _batch_idx):
         r, y = batch  # (N, r) reduced training features, (H, N) labels per head
         loss = self.objective(r, y)
-        self.log(f"{self.hparams.tag}/objective", loss / y.shape[0])
+        self._last = loss.detach() / y.numel()  # L-BFGS calls this once per evaluation: logged once, at the end
         return loss
+
+    def on_train_batch_end(self, *_):
+        self.log(f"{self.hparams.tag}/objective", self._last)  # per net and head
 
     def configure_optimizers(self):
         return torch.optim.LBFGS(self.parameters(), lr=1.0, max_iter=self.hparams.max_iter, history_size=20,
@@ -138,7 +142,20 @@ def fit_reduced(reduced: Tensor, labels: Tensor, num_classes: int, n_null: int =
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         log_every_n_steps=1, num_sanity_val_steps=0)
     loader = torch.utils.data.DataLoader(_FullBatch(reduced.detach(), ys), batch_size=None)
-    with warnings.catch_warnings():
+    with one_thread(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         trainer.fit(model, loader)
     return model.eval().cpu()
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Run torch on one CPU thread: the fit and the protocols are many small ops (vectors of the
+    training nets' size), where more threads only add synchronization, and on a busy machine an
+    intra-op thread that waits for a core stalls every op (10x slower measured on 2 shared cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

@@ -1,9 +1,12 @@
-"""Hypothesis-training-testing on a zoo: per chain, train a weight classifier, then test it with
-the classification protocol (held-out seeds of the training tasks) and the retrieval protocol
-(unseen tasks), normalized chains against raw layers."""
+"""Hypothesis-training-testing on a zoo: per measure and chain, a weight classifier trained on some
+seeds of the training tasks, tested by the classification protocol (the held-out seeds) and the
+retrieval protocol (nets of unseen tasks), with a permutation null, a one-sided error bound, an
+effect size and the spread over repeated seed splits; an overall row per measure and protocol
+accepts H0 only when every chain does (the paper's Algorithm 1)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -11,14 +14,17 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from weightsim.errors import ChainError, ConfigError, ZooError
-from weightsim.chains.core import chain_layers
-from weightsim.htt.classifier import fit_reduced, gram_reduction
-from weightsim.htt.features import ChainOptions, describe_zoo_chains, zoo_features, zoo_template
+from weightsim.chains import ChainOptions
+from weightsim.errors import ChainError, ConfigError, ZooError, warn
+from weightsim.htt.classifier import fit_reduced, gram_reduction, one_thread
 from weightsim.htt.gram import chain_grams
-from weightsim.htt.protocols import cmc_curve, decide, distances, retrieval_split, split_seeds
-from weightsim.htt.stats import clopper_pearson, permutation_p_value
+from weightsim.htt.measures import Measure, get_measure
+from weightsim.htt.protocols import (METRICS, accuracy, cmc_curve, decide, distances, effect_size, random_order,
+                                     retrieval_null, retrieval_split, split_seeds)
+from weightsim.htt.stats import error_upper_bound, mean_sd, permutation_p_value
 from weightsim.zoo.store import ZooReader
+
+PROTOCOLS = ("classification", "retrieval")
 
 
 @dataclass
@@ -26,13 +32,14 @@ class ProtocolConfig:
     alpha: float = 0.05
     train_fraction: float = 0.6  # share of each task's seeds that trains the classifier (paper: 60/40)
     train_seeds: int | None = None  # an exact count overrides train_fraction
-    queries: int = 6  # per unseen task, the lowest seeds are queries; the rest are the gallery
+    queries: int = 6  # per unseen task, the first seeds are queries; the rest are the gallery
     metric: str = "euclidean"
     max_rank: int = 10
-    n_permutations: int = 19  # label-permutation null heads per fit (0: off)
-    confidence: float = 0.95  # Clopper-Pearson level
-    protocols: list[str] = field(default_factory=lambda: ["classification", "retrieval"])
-    kinds: list[str] = field(default_factory=lambda: ["normalized", "raw"])
+    n_permutations: int = 99  # classification: label-permutation null heads (0: off)
+    retrieval_permutations: int = 9999  # retrieval: permutations of the gallery's task labels (0: off)
+    repeats: int = 3  # seed splits: 0 = the paper's fixed split, 1.. seeded random splits
+    protocols: list[str] = field(default_factory=lambda: list(PROTOCOLS))
+    measures: list[str] = field(default_factory=lambda: ["chain_gram", "raw"])
     chains: list[int] | None = None  # which chains to test (1-based); null: all that both nets have
     feature_budget_gb: float = 4.0  # chain features held at once; larger zoos stream their Grams (htt/gram.py)
 
@@ -44,25 +51,32 @@ class ClassifierConfig:
     accelerator: str = "cpu"
 
 
-def check_protocol(pc: ProtocolConfig) -> None:
+def check_protocol(pc: ProtocolConfig) -> list[Measure]:
+    """Validate the protocol settings; returns the measures they name."""
     decide(0.0, pc.alpha)  # validates alpha
     if not 0 < pc.train_fraction < 1:
         raise ConfigError(f"protocol.train_fraction={pc.train_fraction} must lie in (0, 1)")
     for p in pc.protocols:
-        if p not in ("classification", "retrieval"):
-            raise ConfigError(f"unknown protocol '{p}': choose classification, retrieval")
-    for k in pc.kinds:
-        if k not in ("normalized", "raw"):
-            raise ConfigError(f"unknown feature kind '{k}': choose normalized, raw")
+        if p not in PROTOCOLS:
+            raise ConfigError(f"unknown protocol '{p}': choose from {', '.join(PROTOCOLS)}")
+    if pc.metric not in METRICS:
+        raise ConfigError(f"unknown protocol.metric '{pc.metric}': choose {' or '.join(METRICS)}")
+    for knob in ("n_permutations", "retrieval_permutations"):
+        if getattr(pc, knob) < 0:
+            raise ConfigError(f"protocol.{knob}={getattr(pc, knob)} must be >= 0 (0: no null, no p-value)")
+    if pc.repeats < 1:
+        raise ConfigError(f"protocol.repeats={pc.repeats} must be >= 1 (1: the paper's fixed split only)")
     if pc.feature_budget_gb <= 0:
         raise ConfigError(f"protocol.feature_budget_gb={pc.feature_budget_gb} must be > 0")
+    if not pc.measures:
+        raise ConfigError("protocol.measures is empty: name at least one measure")
+    return [get_measure(m) for m in pc.measures]
 
 
 def shared_chains(keys_a: list, keys_b: list, wanted: list[int] | None, cross: bool) -> list[int]:
     """The chains to test: those ``wanted`` (default: every chain both zoos have). keys_a / keys_b:
-    per chain what makes it the same chain in both nets (normalized: the exact row count d_l and the
-    feature size, so a sketched FC chain never pairs with a sketched conv chain of equal size; raw:
-    the layer's size). A chain asked for that the two nets do not share is an error naming it."""
+    per chain what makes it the same chain in both nets (``Measure.chain_keys``). A chain asked for
+    that the two nets do not share is an error naming it."""
     both = [c for c in range(1, min(len(keys_a), len(keys_b)) + 1) if keys_a[c - 1] == keys_b[c - 1]]
     missing = [c for c in (wanted or []) if c not in both]
     if missing or not both:
@@ -73,14 +87,110 @@ def shared_chains(keys_a: list, keys_b: list, wanted: list[int] | None, cross: b
     return list(wanted) if wanted else both
 
 
-def chain_keys(reader: ZooReader, plan: list[dict] | None) -> list:
-    """Per chain: (d_l, feature size) from the chain plan (normalized), or the layer's weight count
-    (raw), read off the architecture without loading any net."""
-    if plan is not None:
-        return [(p["rows_exact"], p["feature_dim"]) for p in plan]
-    template = zoo_template(reader)
-    shapes = {k: v.numel() for k, v in template.state_dict().items()}
-    return [sum(shapes[n] for n in layer.raw) for layer in chain_layers(template)]
+def usable_rows(reader: ZooReader) -> tuple[list[dict], int]:
+    rows = [r for r in reader.rows if not r["diverged"]]
+    return rows, len(reader.rows) - len(rows)
+
+
+# -- what is tested: the nets, fixed before any split --------------------------------------------
+@dataclass
+class Study:
+    """The usable (not diverged) nets HTT tests. seen_a trains the classifier (train zoo), seen_b is
+    tested (the eval zoo's nets of the same tasks; seen_a itself unless cross-network), unseen are
+    the eval zoo's unseen-task nets for retrieval (empty when retrieval does not run)."""
+
+    train_zoo: ZooReader
+    eval_zoo: ZooReader
+    seen_a: list[dict]
+    seen_b: list[dict]
+    unseen: list[dict]
+    tasks: list[int]
+    n_train: int  # training seeds per task
+    diverged: int
+
+    @property
+    def cross(self) -> bool:
+        return self.eval_zoo is not self.train_zoo
+
+
+def open_study(zoo_dir: str, eval_zoo_dir: str | None, pc: ProtocolConfig) -> Study:
+    train_zoo = ZooReader(zoo_dir)
+    eval_zoo = ZooReader(eval_zoo_dir) if eval_zoo_dir else train_zoo
+    rows_a, div_a = usable_rows(train_zoo)
+    rows_b, div_b = usable_rows(eval_zoo) if eval_zoo is not train_zoo else (rows_a, 0)
+    seen_a = [r for r in rows_a if r["role"] == "train"]
+    seen_b = [r for r in rows_b if r["role"] == "train"]
+    tasks = sorted({r["task"] for r in seen_a})
+    if len(tasks) < 2:
+        raise ZooError(f"zoo {zoo_dir} has {len(tasks)} usable training task(s); HTT needs at least 2")
+    missing = {r["task"] for r in seen_b} - set(tasks)
+    if missing:
+        raise ZooError(f"eval zoo {eval_zoo_dir} has training tasks {sorted(missing)} that {zoo_dir} lacks")
+    n_train = training_seeds(train_zoo, seen_a, tasks, pc)
+    unseen = retrieval_nets([r for r in rows_b if r["role"] == "unseen"], pc)
+    return Study(train_zoo, eval_zoo, seen_a, seen_b, unseen, tasks, n_train, div_a + div_b)
+
+
+def training_seeds(zoo: ZooReader, seen: list[dict], tasks: list[int], pc: ProtocolConfig) -> int:
+    """Training seeds per task: protocol.train_seeds, or train_fraction of the smallest task's usable
+    nets. Warns when diverged nets left out changed that count."""
+    if pc.train_seeds is not None:
+        if pc.train_seeds < 1:
+            raise ConfigError(f"protocol.train_seeds={pc.train_seeds} must be >= 1")
+        return pc.train_seeds
+    usable = {t: sum(r["task"] == t for r in seen) for t in tasks}
+    stored = {t: sum(r["task"] == t and r["role"] == "train" for r in zoo.rows) for t in tasks}
+    n_train = max(1, int(round(pc.train_fraction * min(usable.values()))))
+    n_all = max(1, int(round(pc.train_fraction * min(stored.values()))))
+    if n_train != n_all:
+        lost = ", ".join(f"task {t}: {stored[t] - usable[t]} of {stored[t]}" for t in tasks if stored[t] > usable[t])
+        warn(f"diverged nets left out ({lost}) lowered the training seeds per task from {n_all} to {n_train} "
+             f"for every task (protocol.train_fraction={pc.train_fraction} of the smallest task's "
+             f"{min(usable.values())} usable nets); set protocol.train_seeds to choose the count")
+    return n_train
+
+
+def retrieval_nets(unseen: list[dict], pc: ProtocolConfig) -> list[dict]:
+    """The unseen-task nets retrieval runs on, or [] with a warning that says why it is skipped."""
+    n_tasks = len({r["task"] for r in unseen})
+    if "retrieval" not in pc.protocols:
+        if n_tasks:
+            warn(f"retrieval skipped: protocol.protocols={list(pc.protocols)} leaves it out, although the zoo "
+                 f"has {n_tasks} unseen task(s); add retrieval to protocol.protocols to run it")
+        return []
+    if n_tasks < 2:
+        warn(f"retrieval skipped: the zoo has {n_tasks} unseen task(s) with usable nets and retrieval needs at "
+             f"least 2 (with one, every gallery net matches); raise dataset.unseen_tasks and train the zoo again")
+        return []
+    return unseen
+
+
+# -- one split of the nets -----------------------------------------------------------------------
+@dataclass
+class Split:
+    """Repeat ``repeat``'s nets per role: training nets (from seen_a) and their labels, test nets
+    (from seen_b), and the unseen nets' query and gallery indices (into study.unseen)."""
+
+    repeat: int
+    train: list[dict]
+    y_train: Tensor
+    test: list[dict]
+    y_test: Tensor
+    queries: list[int]
+    gallery: list[int]
+
+
+def make_split(study: Study, pc: ProtocolConfig, repeat: int, seed: int) -> Split:
+    """Repeat 0: the paper's fixed split (lowest seeds train / are queries); repeat r > 0: the same
+    counts per task, chosen by a seeded random order of the seeds."""
+    key = random_order(seed, repeat) if repeat else None
+    tr, _ = split_seeds(study.seen_a, study.n_train, key=key)
+    _, te = split_seeds(study.seen_b, study.n_train, key=key)
+    label = {t: i for i, t in enumerate(study.tasks)}
+    train, test = [study.seen_a[i] for i in tr], [study.seen_b[i] for i in te]
+    q, g = retrieval_split(study.unseen, pc.queries, key) if study.unseen else ([], [])
+    return Split(repeat, train, torch.tensor([label[r["task"]] for r in train]), test,
+                 torch.tensor([label[r["task"]] for r in test]), q, g)
 
 
 def file_order(rows: list[dict]) -> tuple[list[dict], Tensor]:
@@ -90,7 +200,7 @@ def file_order(rows: list[dict]) -> tuple[list[dict], Tensor]:
     return [rows[j] for j in order], torch.argsort(torch.tensor(order, dtype=torch.long))
 
 
-def grams_of(parts: list[tuple[ZooReader, list[dict]]], chains: list[int], normalized: bool, opts: ChainOptions,
+def grams_of(parts: list[tuple[ZooReader, list[dict]]], chains: list[int], measure: Measure, opts: ChainOptions,
              budget_gb: float, progress=None) -> list[tuple[Tensor, list[Tensor]]]:
     """Per chain in ``chains``: the Gram of the standardized features of parts[0] (the training
     nets) and the cross-Grams of the other parts with them, rows in each part's given order
@@ -98,7 +208,7 @@ def grams_of(parts: list[tuple[ZooReader, list[dict]]], chains: list[int], norma
     ordered = [file_order(rows) for _, rows in parts]
 
     def featurize(g: int, rows: list[dict]) -> list[Tensor]:
-        feats = zoo_features(parts[g][0], rows, normalized, opts)
+        feats = measure.features(parts[g][0], rows, opts)
         return [feats[c - 1] for c in chains]
 
     grams = chain_grams([o[0] for o in ordered], featurize, budget_gb * 2**30, progress)
@@ -106,105 +216,157 @@ def grams_of(parts: list[tuple[ZooReader, list[dict]]], chains: list[int], norma
     return [(g.train[b0][:, b0], [x[back][:, b0] for x, (_, back) in zip(g.cross, ordered[1:])]) for g in grams]
 
 
-def usable_rows(reader: ZooReader) -> tuple[list[dict], int]:
-    rows = [r for r in reader.rows if not r["diverged"]]
-    return rows, len(reader.rows) - len(rows)
+# -- one chain, one split ------------------------------------------------------------------------
+@dataclass
+class Outcome:
+    """One protocol on one chain and split: accuracy (top-1 / rank-1) over n tested nets, the
+    effect size, the null statistics (repeat 0 only) and the CMC curve (retrieval)."""
+
+    accuracy: float
+    n: int
+    effect: float
+    null: Tensor | None = None
+    cmc: np.ndarray | None = None
+
+
+def evaluate_chain(g_train: Tensor, g_test: Tensor, g_unseen: Tensor, split: Split, study: Study, pc: ProtocolConfig,
+                   cc: ClassifierConfig, seed: int, logger=None, tag: str = "classifier") -> dict[str, Outcome]:
+    """Fit the weight classifier on the training Gram (N, N) and run the protocols: g_test (M, N) and
+    g_unseen (U, N) are the other nets' inner products with the training nets. The null (label-
+    permutation heads, gallery-label permutations) is computed on repeat 0 only."""
+    first = split.repeat == 0
+    proj, reduced = gram_reduction(g_train)  # z(x) V = (z(x) Z^T) U S^-1
+    n_null = pc.n_permutations if first and "classification" in pc.protocols else 0
+    model = fit_reduced(reduced.float(), split.y_train, len(study.tasks), n_null, seed, cc.l2, cc.max_iter,
+                        cc.accelerator, logger, tag)
+    out = {}
+    with torch.no_grad():
+        if "classification" in pc.protocols:
+            logits = model.head((g_test @ proj).float())  # (H, M, T): head 0 true labels, 1.. shuffled
+            acc = accuracy(logits, split.y_test)
+            out["classification"] = Outcome(float(acc[0]), len(split.y_test),
+                                            effect_size(distances(logits[0], logits[0], pc.metric), split.y_test),
+                                            acc[1:] if first else None)
+        if study.unseen:
+            rep = model.head((g_unseen @ proj).float())[0]  # (U, T): the weight representation
+            labels = torch.tensor([r["task"] for r in study.unseen])
+            q, g = split.queries, split.gallery
+            dist = distances(rep[q], rep[g], pc.metric)
+            curve = cmc_curve(dist, labels[q], labels[g], pc.max_rank)
+            null = retrieval_null(dist, labels[q], labels[g], pc.retrieval_permutations, seed) if first else None
+            out["retrieval"] = Outcome(float(curve[0]), len(q), effect_size(distances(rep, rep, pc.metric), labels),
+                                       null, curve)
+    return out
+
+
+# -- report rows ---------------------------------------------------------------------------------
+def chain_row(protocol: str, measure: str, chain: int | str, dim: int | None, runs: list[Outcome],
+              pc: ProtocolConfig) -> dict:
+    """One report row from a chain's outcomes over the repeats (runs[0]: the paper's split)."""
+    first = runs[0]
+    error = 1.0 - first.accuracy
+    bound = error_upper_bound(int(round(error * first.n)), first.n, 1 - pc.alpha)
+    mean, sd = mean_sd([o.accuracy for o in runs])
+    null = first.null if first.null is not None and first.null.numel() else None
+    return {"protocol": protocol, "measure": measure, "chain": chain, "accuracy": first.accuracy,
+            "accuracy_mean": mean, "accuracy_sd": sd, "repeats": len(runs),
+            "effect_size": None if math.isnan(first.effect) else first.effect,
+            "error": error, "error_upper_bound": bound, "bound_level": 1 - pc.alpha, "alpha": pc.alpha,
+            "decision": decide(error, pc.alpha), "decision_bound": "accept" if bound < pc.alpha else "reject",
+            "p_value": permutation_p_value(first.accuracy, null.numpy()) if null is not None else None,
+            "null_mean": float(null.mean()) if null is not None else None,
+            "rank5": float(first.cmc[min(4, len(first.cmc) - 1)]) if first.cmc is not None else None,
+            "feature_dim": dim, "n": first.n}
+
+
+def overall_row(rows: list[dict]) -> dict:
+    """The paper's Algorithm 1 over chains: accept H0 only when every chain accepts (likewise for
+    the bound's decision). Worst chain: lowest accuracy and effect size, highest error, bound and
+    p-value (every chain beats chance at level a iff the largest p <= a)."""
+    ps = [r["p_value"] for r in rows]
+    return {**rows[0], "chain": "all", "accuracy": min(r["accuracy"] for r in rows),
+            "accuracy_mean": min(r["accuracy_mean"] for r in rows), "accuracy_sd": None,
+            "effect_size": min((r["effect_size"] for r in rows if r["effect_size"] is not None), default=None),
+            "error": max(r["error"] for r in rows),
+            "error_upper_bound": max(r["error_upper_bound"] for r in rows),
+            "decision": "accept" if all(r["decision"] == "accept" for r in rows) else "reject",
+            "decision_bound": "accept" if all(r["decision_bound"] == "accept" for r in rows) else "reject",
+            "p_value": None if None in ps else max(ps), "null_mean": None, "rank5": None, "feature_dim": None}
+
+
+def measure_chains(study: Study, measure: Measure, pc: ProtocolConfig, co: ChainOptions) -> tuple[list[int], list]:
+    """The chains of ``measure`` to test and the train zoo's (key, feature size) per chain."""
+    keys_a = measure.chain_keys(study.train_zoo, co)
+    keys_b = measure.chain_keys(study.eval_zoo, co) if study.cross else keys_a
+    chains = shared_chains([k for k, _ in keys_a], [k for k, _ in keys_b], pc.chains, study.cross)
+    measure.announce(study.train_zoo, co, chains)
+    if study.cross:
+        measure.announce(study.eval_zoo, co, chains)
+    return chains, keys_a
+
+
+def evaluate_measure(study: Study, measure: Measure, chains: list[int], keys_a: list, splits: list[Split],
+                     pc: ProtocolConfig, cc: ClassifierConfig, co: ChainOptions, seed: int, logger,
+                     bar) -> tuple[list[dict], dict]:
+    """Every chain of one measure over every split: its report rows (per chain, then the overall
+    row per protocol) and its CMC curves {(chain, measure): curve} of the paper's split."""
+    runs: dict[int, list[dict[str, Outcome]]] = {c: [] for c in chains}
+    for split in splits:
+        parts = [(study.train_zoo, split.train), (study.eval_zoo, split.test), (study.eval_zoo, study.unseen)]
+        grams = grams_of(parts, chains, measure, co, pc.feature_budget_gb, bar.set_postfix_str)
+        for c, (g_train, (g_test, g_unseen)) in zip(chains, grams):
+            tag = f"classifier/chain{c}_{measure.name}" + (f"_repeat{split.repeat}" if split.repeat else "")
+            with one_thread():
+                runs[c].append(evaluate_chain(g_train, g_test, g_unseen, split, study, pc, cc, seed + c, logger, tag))
+            bar.update(1)
+    rows, cmc = [], {}
+    for protocol in [p for p in PROTOCOLS if p in runs[chains[0]][0]]:
+        per_chain = [chain_row(protocol, measure.name, c, int(keys_a[c - 1][1]), [r[protocol] for r in runs[c]], pc)
+                     for c in chains]
+        rows += per_chain + [overall_row(per_chain)]
+    for c in chains:
+        if "retrieval" in runs[c][0]:
+            cmc[(c, measure.name)] = runs[c][0]["retrieval"].cmc
+    return rows, cmc
 
 
 def run_htt(zoo_dir: str, pc: ProtocolConfig, cc: ClassifierConfig, co: ChainOptions,
             eval_zoo_dir: str | None = None, seed: int = 0, logger=None, progress: bool = True) -> dict:
-    """Returns {"rows": report rows, "cmc": {(chain, kind): curve}, "meta": {...}}.
+    """Returns {"rows": report rows, "cmc": {(chain, measure): curve}, "meta": {...}}.
 
     eval_zoo_dir: cross-network evaluation; the classifier trains on ``zoo_dir`` and is tested on
     the nets of ``eval_zoo_dir`` (same tasks), chain by chain.
     """
-    check_protocol(pc)
-    train_zoo = ZooReader(zoo_dir)
-    eval_zoo = ZooReader(eval_zoo_dir) if eval_zoo_dir else train_zoo
-    rows_a, div_a = usable_rows(train_zoo)
-    rows_b, div_b = usable_rows(eval_zoo) if eval_zoo is not train_zoo else (rows_a, div_a)
-    seen_a = [r for r in rows_a if r["role"] == "train"]
-    seen_b = [r for r in rows_b if r["role"] == "train"]
-    unseen = [r for r in rows_b if r["role"] == "unseen"]
-    tasks = sorted({r["task"] for r in seen_a})
-    if len(tasks) < 2:
-        raise ZooError(f"zoo {zoo_dir} has {len(tasks)} usable training task(s); HTT needs at least 2")
-    per_task = min(sum(r["task"] == t for r in seen_a) for t in tasks)
-    n_train = pc.train_seeds if pc.train_seeds is not None else max(1, int(round(pc.train_fraction * per_task)))
-    if n_train < 1:
-        raise ConfigError(f"protocol.train_seeds={n_train} must be >= 1")
-    tr_idx, _ = split_seeds(seen_a, n_train)
-    _, te_idx = split_seeds(seen_b, n_train)
-    label_of = {t: i for i, t in enumerate(tasks)}
-    y_train = torch.tensor([label_of[seen_a[i]["task"]] for i in tr_idx])
-    missing = {seen_b[i]["task"] for i in te_idx} - set(tasks)
-    if missing:
-        raise ZooError(f"eval zoo {eval_zoo_dir} has training tasks {sorted(missing)} that {zoo_dir} lacks")
-    y_test = torch.tensor([label_of[seen_b[i]["task"]] for i in te_idx])
-    do_retrieval = "retrieval" in pc.protocols and unseen
-    if do_retrieval:
-        q_idx, g_idx = retrieval_split(unseen, pc.queries)
-        q_lab = torch.tensor([unseen[i]["task"] for i in q_idx])
-        g_lab = torch.tensor([unseen[i]["task"] for i in g_idx])
-
-    plan_a = describe_zoo_chains(train_zoo, co)
-    plan_b = describe_zoo_chains(eval_zoo, co) if eval_zoo is not train_zoo else plan_a
+    measures = check_protocol(pc)
+    study = open_study(zoo_dir, eval_zoo_dir, pc)
+    if "classification" not in pc.protocols and not study.unseen:
+        raise ConfigError("nothing to test: protocol.protocols has only retrieval and it is skipped (see the "
+                          "warning); add classification to protocol.protocols")
+    splits = [make_split(study, pc, r, seed) for r in range(pc.repeats)]
+    plan = [(m, *measure_chains(study, m, pc, co)) for m in measures]
     report, cmcs = [], {}
-    jobs = [(k, k == "normalized") for k in pc.kinds]
-    bar = tqdm(desc="htt", unit="fit", disable=not progress)
-    for kind, normalized in jobs:
-        keys_a = chain_keys(train_zoo, plan_a if normalized else None)
-        chains = shared_chains(keys_a, chain_keys(eval_zoo, plan_b if normalized else None), pc.chains,
-                               eval_zoo is not train_zoo)
-        dims = [k[1] for k in keys_a] if normalized else keys_a  # feature size per chain
-        bar.total = len(jobs) * len(chains)
-        grams = grams_of([(train_zoo, [seen_a[i] for i in tr_idx]), (eval_zoo, [seen_b[i] for i in te_idx]),
-                          (eval_zoo, unseen if do_retrieval else [])], chains, normalized, co,
-                         pc.feature_budget_gb, bar.set_postfix_str)
-        for c, (g_train, (g_test, g_unseen)) in zip(chains, grams):
-            proj, reduced = gram_reduction(g_train)  # z(x) V = (z(x) Z^T) U S^-1
-            model = fit_reduced(reduced.float(), y_train, len(tasks), pc.n_permutations, seed + c,
-                                cc.l2, cc.max_iter, cc.accelerator, logger, tag=f"classifier/chain{c}_{kind}")
-            with torch.no_grad():
-                logits = model.head((g_test @ proj).float())  # (H, N_test, T)
-            base = {"chain": c, "normalized": normalized, "feature_dim": int(dims[c - 1]), "alpha": pc.alpha}
-            if "classification" in pc.protocols:
-                accs = (logits.argmax(-1) == y_test).float().mean(1).numpy()
-                report.append(_row("classification", base, float(accs[0]), len(y_test), accs[1:], pc))
-            if do_retrieval:
-                with torch.no_grad():
-                    reps = model.head((g_unseen @ proj).float())  # (H, N_unseen, T): the weight representation
-                curves = [cmc_curve(distances(r[q_idx], r[g_idx], pc.metric), q_lab, g_lab, pc.max_rank)
-                          for r in reps]
-                cmcs[(c, kind)] = curves[0]
-                row = _row("retrieval", base, float(curves[0][0]), len(q_idx),
-                           np.array([cv[0] for cv in curves[1:]]), pc)
-                row["rank5"] = float(curves[0][min(4, len(curves[0]) - 1)])
-                report.append(row)
-            bar.update(1)
+    bar = tqdm(desc="htt", unit="fit", total=len(splits) * sum(len(chains) for _, chains, _ in plan),
+               disable=not progress)
+    for measure, chains, keys in plan:
+        rows, cmc = evaluate_measure(study, measure, chains, keys, splits, pc, cc, co, seed, logger, bar)
+        report += rows
+        cmcs.update(cmc)
     bar.close()
-    meta = {"zoo_dir": str(zoo_dir), "eval_zoo_dir": str(eval_zoo_dir or zoo_dir),
-            "nets": len(train_zoo.rows), "diverged_excluded": div_a + (div_b if eval_zoo is not train_zoo else 0),
-            "training_tasks": len(tasks), "unseen_tasks": len({r["task"] for r in unseen}),
-            "train_seeds_per_task": n_train, "test_nets": len(y_test),
-            "queries": len(q_idx) if do_retrieval else 0, "gallery": len(g_idx) if do_retrieval else 0,
-            "chance_classification": 1 / len(tasks),
-            "features": {"normalized": "Gram G_l = C_l C_l^T (exact, or of the sketched S C_l), upper triangle"
-                                       + (" (homogeneous bias)" if co.bias else "")
-                                       + (", divided by ||G_l||_F" if co.scale == "fro" else ""),
-                         "raw": "layer weight(s) flattened",
-                         "options": co.as_dict(),
-                         "chains": plan_a},
-            "batchnorm": ("folded into the next weight layer (eval statistics)" if co.fold_bn
-                          else "ignored by the chain (as in the paper)")}
-    return {"rows": report, "cmc": cmcs, "meta": meta}
+    return {"rows": report, "cmc": cmcs, "meta": run_meta(study, splits[0], pc, co, measures, zoo_dir, eval_zoo_dir)}
 
 
-def _row(protocol: str, base: dict, acc: float, n: int, null: np.ndarray, pc: ProtocolConfig) -> dict:
-    err = 1.0 - acc
-    lo, hi = clopper_pearson(int(round(err * n)), n, pc.confidence)
-    return {"protocol": protocol, **base, "accuracy": acc, "error": err, "decision": decide(err, pc.alpha),
-            "n": n, "error_ci_low": lo, "error_ci_high": hi,
-            "decision_ci": "accept" if hi < pc.alpha else "reject",
-            "null_accuracy_mean": float(null.mean()) if null.size else None,
-            "p_value": permutation_p_value(acc, null)}
+def run_meta(study: Study, split: Split, pc: ProtocolConfig, co: ChainOptions, measures: list[Measure],
+             zoo_dir: str, eval_zoo_dir: str | None) -> dict:
+    """The run's facts for run.json / report.md."""
+    return {"zoo_dir": str(zoo_dir), "eval_zoo_dir": str(eval_zoo_dir or zoo_dir),
+            "nets": len(study.train_zoo.rows), "diverged_excluded": study.diverged,
+            "training_tasks": len(study.tasks), "unseen_tasks": len({r["task"] for r in study.unseen}),
+            "train_seeds_per_task": study.n_train, "test_nets": len(split.test),
+            "queries": len(split.queries), "gallery": len(split.gallery), "repeats": pc.repeats,
+            "chance_classification": 1 / len(study.tasks),
+            "null_classification": f"{pc.n_permutations} classifier heads fitted on shuffled task labels "
+                                   "(label-permutation null), tested on the held-out seeds",
+            "null_retrieval": f"{pc.retrieval_permutations} permutations of the gallery's task labels over "
+                              "the same distances (chance null)",
+            "bound_level": 1 - pc.alpha,
+            "measures": {m.name: m.describe(study.train_zoo, co) for m in measures}}

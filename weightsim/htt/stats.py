@@ -1,4 +1,5 @@
-"""Statistics beside the bare comparison: Clopper-Pearson bounds and permutation p-values."""
+"""Statistics beside the bare comparison: the one-sided Clopper-Pearson bound on an error rate,
+permutation p-values and the spread of repeated splits."""
 
 from __future__ import annotations
 
@@ -6,17 +7,27 @@ import numpy as np
 from scipy.stats import beta
 
 
-def clopper_pearson(errors: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Exact two-sided binomial confidence interval for an error rate of errors / n."""
-    a = 1.0 - confidence
-    lo = 0.0 if errors == 0 else float(beta.ppf(a / 2, errors, n - errors + 1))
-    hi = 1.0 if errors == n else float(beta.ppf(1 - a / 2, errors + 1, n - errors))
-    return lo, hi
+def error_upper_bound(errors: int, n: int, level: float) -> float:
+    """One-sided exact (Clopper-Pearson) upper confidence bound at ``level`` on an error rate seen
+    as errors / n: the largest p with P(Binomial(n, p) <= errors) >= 1 - level, i.e. the ``level``
+    quantile of Beta(errors + 1, n - errors). For errors = 0 it is 1 - (1 - level)^(1/n)."""
+    if not 0 <= errors <= n or n < 1:
+        raise ValueError(f"error_upper_bound needs 0 <= errors <= n and n >= 1, got {errors} of {n}")
+    if errors == n:
+        return 1.0
+    return float(beta.ppf(level, errors + 1, n - errors))
 
 
 def permutation_p_value(observed: float, null: np.ndarray | list[float]) -> float | None:
-    """p = (1 + #{null >= observed}) / (1 + P): chance of an accuracy this high under shuffled labels."""
+    """p = (1 + #{null >= observed}) / (1 + P): the share of the P permuted statistics (plus the
+    observed one) at least as high as the observed one. None without a null (P = 0)."""
     null = np.asarray(null, dtype=float)
     if null.size == 0:
         return None
     return float((1 + np.sum(null >= observed - 1e-12)) / (1 + null.size))
+
+
+def mean_sd(values: list[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (ddof 1; None for a single value)."""
+    v = np.asarray(values, dtype=float)
+    return float(v.mean()), (float(v.std(ddof=1)) if v.size > 1 else None)

@@ -1,0 +1,111 @@
+"""What HTT changes without being asked is said: retrieval skipped (and why), a chain sketched,
+diverged nets lowering the training seeds; the CLI records the warnings in run.json and report.md."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TINY, run_cli
+from weightsim.chains import ChainOptions
+from weightsim.data.digits import digits
+from weightsim.errors import ConfigError, WeightsimWarning
+from weightsim.htt.run import ClassifierConfig, ProtocolConfig, run_htt
+from weightsim.nets.mlp import MLP
+from weightsim.zoo.generate import ZooConfig, generate_zoo
+
+
+def small_zoo(root: Path, train_tasks: int, unseen_tasks: int, seeds: int = 5) -> Path:
+    taskset = digits(train_tasks=train_tasks, unseen_tasks=unseen_tasks)
+    build = partial(MLP, input_shape=taskset.input_shape, num_classes=2, hidden=8, depth=3)
+    ident = {"dataset": {"name": "digits", "config": {}},
+             "arch": {"name": "mlp", "config": {"_target_": "weightsim.nets.mlp.MLP", "hidden": 8, "depth": 3}},
+             "tasks": [t.meta() for t in taskset.tasks], "config_hash": "w", "input_shape": [64], "num_classes": 2}
+    return generate_zoo(build, taskset, ZooConfig(seeds=seeds, epochs=2, accelerator="cpu"), root, ident,
+                        progress=False)
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory) -> Path:
+    return small_zoo(tmp_path_factory.mktemp("warn") / "zoo", 3, 2)
+
+
+QUICK = dict(queries=2, n_permutations=3, retrieval_permutations=50, repeats=1)
+
+
+def htt(zoo_dir, co: ChainOptions | None = None, **pc) -> dict:
+    return run_htt(str(zoo_dir), ProtocolConfig(**{**QUICK, **pc}), ClassifierConfig(max_iter=100),
+                   co or ChainOptions(), progress=False)
+
+
+def test_retrieval_skipped_without_unseen_tasks_says_why(tmp_path):
+    root = small_zoo(tmp_path / "zoo0", 3, 0)
+    with pytest.warns(WeightsimWarning, match=r"retrieval skipped: the zoo has 0 unseen task\(s\).*dataset.unseen_tasks"):
+        res = htt(root, measures=["chain_gram"])
+    assert {r["protocol"] for r in res["rows"]} == {"classification"} and not res["cmc"]
+    with pytest.warns(WeightsimWarning), pytest.raises(ConfigError, match="nothing to test.*add classification"):
+        htt(root, protocols=["retrieval"])
+
+
+def test_retrieval_switched_off_is_said_when_the_zoo_has_unseen_tasks(zoo):
+    with pytest.warns(WeightsimWarning, match=r"retrieval skipped: protocol.protocols=\['classification'\] leaves "
+                                              r"it out, although the zoo has 2 unseen task"):
+        res = htt(zoo, protocols=["classification"], measures=["raw"])
+    assert {r["protocol"] for r in res["rows"]} == {"classification"}
+
+
+def test_a_sketched_chain_names_d_and_m_and_the_remedy(zoo):
+    with pytest.warns(WeightsimWarning) as record:
+        res = htt(zoo, ChainOptions(budget_mb=0.001, sketch_dim=16), measures=["chain_gram"], protocols=["classification"])
+    text = " ".join(str(w.message) for w in record)
+    assert "chain 1 (d_l = 64, exact Gram 0.02 MiB)" in text and "m = 16-row" in text
+    assert "chains.budget_mb" in text and "chains.remedy=exact" in text
+    assert res["meta"]["measures"]["chain_gram"]["chains"][0]["remedy"] == "sketch"
+    # asked for: no warning
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", WeightsimWarning)
+        htt(zoo, ChainOptions(remedy="sketch", sketch_dim=16), measures=["chain_gram"], chains=[1])
+
+
+def test_diverged_nets_that_lower_the_training_seeds_are_named(zoo, tmp_path):
+    """One net of task 1 flagged diverged (as the trainer flags it): 4 usable seeds instead of 5, so
+    train_fraction 0.6 gives 2 training seeds per task instead of 3."""
+    copy = tmp_path / "zoo"
+    shutil.copytree(zoo, copy)
+    piece = sorted((copy / "weights").glob("*.json"))[0]
+    rows = json.loads(piece.read_text())
+    hit = next(r for r in rows if r["task"] == 1 and r["role"] == "train")
+    hit["diverged"] = True
+    piece.write_text(json.dumps(rows))
+    with pytest.warns(WeightsimWarning) as record:
+        res = htt(copy, measures=["raw"], protocols=["classification"], chains=[1])
+    said = [str(w.message) for w in record]
+    assert any(re.match(r"diverged nets left out \(task 1: 1 of 5\) lowered the training seeds per task from 3 to 2 "
+                        r"for every task.*protocol.train_seeds", m) for m in said), said
+    assert res["meta"]["train_seeds_per_task"] == 2 and res["meta"]["diverged_excluded"] == 1
+
+
+def test_the_cli_records_htt_warnings_in_run_json_and_report(zoo, tmp_path):
+    out = tmp_path / "run"
+    res = run_cli("htt", *TINY, f"zoo_dir={zoo}", "protocol.protocols=[classification]", "chains.budget_mb=0.001",
+                  "protocol.measures=[chain_gram]", "protocol.repeats=1", f"hydra.run.dir={out}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    warned = json.loads((out / "run.json").read_text())["warnings"]
+    assert any(w.startswith("retrieval skipped: protocol.protocols") for w in warned), warned
+    assert any("sketched by chains.remedy=auto" in w for w in warned), warned
+    report = (out / "report.md").read_text()
+    assert "## Warnings" in report and "retrieval skipped" in report
+    assert sum(l.startswith("warning: ") for l in res.stderr.splitlines()) == len(warned)
+
+
+def test_one_test_net_per_task_leaves_the_effect_size_undefined_not_a_crash(zoo):
+    with pytest.warns(WeightsimWarning, match="retrieval skipped"):
+        res = htt(zoo, train_seeds=4, measures=["raw"], protocols=["classification"], chains=[1])
+    row, overall = res["rows"]
+    assert row["n"] == 3 and row["effect_size"] is None and overall["effect_size"] is None

@@ -1,0 +1,115 @@
+"""Measures: what HTT tests. A measure turns each net of a zoo into per-chain features; the weight
+classifier and both protocols then run on them the same way for every measure.
+
+A new measure is one class with the four methods of ``Measure`` and one entry in ``MEASURES``
+(report rows carry its name in ``measure``). A measure that only yields net x net distances
+(activation CKA, subspace match) is tested with the distance forms in htt/protocols.py
+(``knn_classify``, ``cmc_curve``, ``retrieval_null``, ``effect_size``).
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+
+import torch
+from torch import Tensor, nn
+
+from weightsim.chains import ChainOptions, describe_chains, zoo_chain_features, zoo_raw_features
+from weightsim.chains.core import chain_layers
+from weightsim.errors import ConfigError, warn
+from weightsim.nets.build import build_net
+from weightsim.zoo.store import ZooReader
+
+
+def zoo_template(reader: ZooReader) -> nn.Module:
+    """The zoo's architecture, rebuilt from its header (only weightsim.nets builders)."""
+    h = reader.head
+    return build_net(h["arch"]["config"], h["input_shape"], h["num_classes"])
+
+
+class Measure(ABC):
+    """Per-chain features of a zoo's nets. ``name`` is the report's ``measure`` column."""
+
+    name: str = ""
+
+    @abstractmethod
+    def chain_keys(self, reader: ZooReader, opts: ChainOptions) -> list[tuple]:
+        """Per chain (1-based order), a (key, feature size) pair read off the architecture
+        without loading nets: chains with equal keys are the same chain in two zoos."""
+
+    @abstractmethod
+    def features(self, reader: ZooReader, rows: list[dict], opts: ChainOptions) -> list[Tensor]:
+        """Per chain, an (N, D_c) float tensor of the nets ``rows``."""
+
+    @abstractmethod
+    def describe(self, reader: ZooReader, opts: ChainOptions) -> dict:
+        """What the features are, for run.json and report.md."""
+
+    def announce(self, reader: ZooReader, opts: ChainOptions, chains: list[int]) -> None:
+        """Warn about anything in ``chains`` that the user did not ask for (default: nothing)."""
+
+
+class ChainGram(Measure):
+    """Chain normalization: per chain l, the upper triangle of G_l = C_l C_l^T (exact, or of the
+    sketched S C_l), with the chain options (docs/chains.md)."""
+
+    name = "chain_gram"
+
+    def chain_keys(self, reader: ZooReader, opts: ChainOptions) -> list[tuple]:
+        # the exact row count d_l pairs chains: a sketched FC chain never meets a sketched conv chain
+        return [((p["rows_exact"], p["feature_dim"]), p["feature_dim"]) for p in self.plan(reader, opts)]
+
+    def plan(self, reader: ZooReader, opts: ChainOptions) -> list[dict]:
+        return describe_chains(zoo_template(reader), opts)
+
+    def features(self, reader: ZooReader, rows: list[dict], opts: ChainOptions) -> list[Tensor]:
+        # streamed: opts.batch_size nets are loaded, featurized (vmap) and dropped at a time
+        template = zoo_template(reader)
+        parts = [zoo_chain_features(template, reader.load(rows[s:s + opts.batch_size]), opts)
+                 for s in range(0, len(rows), opts.batch_size)]
+        return [torch.cat([p[c] for p in parts]) for c in range(len(parts[0]))]
+
+    def describe(self, reader: ZooReader, opts: ChainOptions) -> dict:
+        text = "Gram G_l = C_l C_l^T of chain l (exact, or of the sketched S C_l), upper triangle"
+        return {"features": text, "options": opts.as_dict(), "chains": self.plan(reader, opts)}
+
+    def announce(self, reader: ZooReader, opts: ChainOptions, chains: list[int]) -> None:
+        if opts.remedy != "auto":
+            return  # exact or sketch was asked for
+        sk = [p for p in self.plan(reader, opts) if p["chain"] in chains and p["remedy"] == "sketch"]
+        if sk:
+            mib = {p["chain"]: p["rows_exact"] ** 2 * 4 / 2 ** 20 for p in sk}
+            what = ", ".join(f"chain {p['chain']} (d_l = {p['rows_exact']}, exact Gram {mib[p['chain']]:.2f} MiB)"
+                             for p in sk)
+            warn(f"{what} sketched by chains.remedy=auto: a chain whose exact d_l x d_l Gram exceeds "
+                 f"chains.budget_mb={opts.budget_mb} (and every chain after it) gets the Gram of an "
+                 f"m = {opts.sketch_dim}-row seeded sketch S C_l instead (approximate); set chains.budget_mb="
+                 f"{math.ceil(max(mib.values()) * 100) / 100} or chains.remedy=exact for exact features")
+
+
+class RawLayers(Measure):
+    """The unnormalized baseline: layer l's weight tensor(s) flattened."""
+
+    name = "raw"
+
+    def chain_keys(self, reader: ZooReader, opts: ChainOptions) -> list[tuple]:
+        template = zoo_template(reader)
+        sizes = {k: v.numel() for k, v in template.state_dict().items()}
+        return [(n, n) for n in (sum(sizes[p] for p in layer.raw) for layer in chain_layers(template))]
+
+    def features(self, reader: ZooReader, rows: list[dict], opts: ChainOptions) -> list[Tensor]:
+        return zoo_raw_features(zoo_template(reader), reader.load(rows))
+
+    def describe(self, reader: ZooReader, opts: ChainOptions) -> dict:
+        return {"features": "layer l's weight(s) flattened"}
+
+
+MEASURES: dict[str, Measure] = {m.name: m for m in (ChainGram(), RawLayers())}
+
+
+def get_measure(name: str) -> Measure:
+    """The registered measure ``name``; an unknown one is an error that lists the choices."""
+    if name not in MEASURES:
+        raise ConfigError(f"unknown protocol.measures entry '{name}': choose from {', '.join(MEASURES)}")
+    return MEASURES[name]
