@@ -29,24 +29,33 @@ PROTOCOLS = ("classification", "retrieval")
 
 @dataclass
 class ProtocolConfig:
-    alpha: float = 0.05
-    train_fraction: float = 0.6  # share of each task's seeds that trains the classifier (paper: 60/40)
-    train_seeds: int | None = None  # an exact count overrides train_fraction
-    queries: int = 6  # per unseen task, the first seeds are queries; the rest are the gallery
-    metric: str = "euclidean"
-    max_rank: int = 10
-    n_permutations: int = 99  # classification: label-permutation null heads (0: off)
-    retrieval_permutations: int = 9999  # retrieval: permutations of the gallery's task labels (0: off)
-    repeats: int = 3  # seed splits: 0 = the paper's fixed split, 1.. seeded random splits
+    """Hypothesis-training-testing: a decision per chain at significance level alpha (docs/htt.md).
+
+    The one source of the ``protocol`` group's defaults (Hydra's structured config ``protocol=htt``).
+    """
+
+    alpha: float = 0.05  # accept H0 when error < alpha; the error bound is one-sided at level 1 - alpha
+    train_fraction: float = 0.6  # share of each training task's seeds that trains the classifier (paper: 60/40)
+    train_seeds: int | None = None  # exact count per task; overrides train_fraction
+    queries: int = 6  # retrieval: per unseen task, this many seeds query a gallery of the rest
+    metric: str = "euclidean"  # distance between weight representations: euclidean | cosine
+    max_rank: int = 10  # CMC curve length
+    n_permutations: int = 99  # classification null: heads fitted on shuffled task labels (0: off); p >= 1/(1+n)
+    retrieval_permutations: int = 9999  # retrieval null: permutations of the gallery's task labels (0: off)
+    repeats: int = 3  # seed splits: 0 = the paper's fixed split (lowest seeds train), 1.. seeded random splits
     protocols: list[str] = field(default_factory=lambda: list(PROTOCOLS))
-    measures: list[str] = field(default_factory=lambda: ["chain_gram", "raw"])
-    chains: list[int] | None = None  # which chains to test (1-based); null: all that both nets have
-    feature_budget_gb: float = 4.0  # chain features held at once; larger zoos stream their Grams (htt/gram.py)
+    measures: list[str] = field(default_factory=lambda: ["chain_gram", "raw"])  # htt/measures.py
+    chains: list[int] | None = None  # chains to test (1-based); None: every chain both nets have
+    feature_budget_gb: float = 4.0  # chain features held at once; above it the Grams stream in blocks
 
 
 @dataclass
 class ClassifierConfig:
-    l2: float = 1.0  # L2 penalty on the projection, objective sum CE + l2/2 ||W||^2 (scikit-learn C = 1/l2)
+    """The paper's weight classifier: standardize -> linear projection -> softmax, fitted as
+    L2-regularized logistic regression solved to its optimum with L-BFGS in the span of the training
+    nets (htt/classifier.py). The one source of the ``classifier`` group's defaults (``classifier=linear``)."""
+
+    l2: float = 1.0  # objective sum CE + l2/2 ||W||^2; l2 = 1 is scikit-learn's default C = 1
     max_iter: int = 500  # L-BFGS iterations (the objective is convex: run to its optimum)
     accelerator: str = "cpu"
 
