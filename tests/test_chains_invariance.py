@@ -1,9 +1,10 @@
-"""The test that proves chain normalization (DESIGN.md §2), for every architecture.
+"""Hidden permutations and ReLU rescalings under every chain option, for every architecture
+(the default features against every symmetry: tests/test_symmetries.py).
 
 Random weights (and random BN statistics), a random *function-preserving* hidden permutation
 (tied across residual shortcuts, gate-consistent for the GRU) whose function preservation this
 test checks on random inputs, then every chain feature must agree to 1e-5 relative. With and
-without bias, with and without fold_bn, exact and sketched. ReLU / leaky-ReLU nets without BN:
+without bias, with every bn mode (invariant, ignore, fold), exact and sketched. ReLU / leaky-ReLU nets without BN:
 positive per-unit rescaling of a layer leaves every chain but that layer's own unchanged.
 Non-vacuity: another net, or a permutation of the input coordinates, changes every chain.
 """
@@ -40,9 +41,9 @@ NO_BN = {
     "resnet5": lambda: ResNet((3, 8, 8), 3, units=4, channels=4, norm="none"),
     "resnet_mlp": lambda: ResNetMLP((3, 4, 4), 3, width=8, blocks=3, norm="none"),  # 3 blocks: faster
 }
-OPTIONS = [dict(bias=b, fold_bn=f, remedy=r, budget_mb=4.0, sketch_dim=16)
-           for b in (False, True) for f in (False, True) for r in ("auto", "sketch")] + \
-    [dict(scale="unit"), dict(scale="unit", fold_bn=True, remedy="sketch", sketch_dim=16)]
+OPTIONS = [dict(bias=b, bn=f, remedy=r, budget_mb=4.0, sketch_dim=16)
+           for b in (False, True) for f in ("invariant", "ignore", "fold") for r in ("auto", "sketch")] + \
+    [dict(scale="unit"), dict(scale="unit", bn="fold", remedy="sketch", sketch_dim=16)]
 
 
 def make(builder, seed: int) -> nn.Module:
@@ -190,7 +191,7 @@ def test_non_vacuity(arch: str) -> None:
         c_in = first.shape[1]
         perm = torch.roll(torch.arange(c_in), 1)  # a permutation of the input coordinates
         first.copy_(first[:, perm])
-    for kw in (dict(), dict(bias=True, fold_bn=True), dict(remedy="sketch", sketch_dim=16)):
+    for kw in (dict(), dict(bias=True, bn="fold"), dict(bn="ignore"), dict(remedy="sketch", sketch_dim=16)):
         f, fo, fs = chain_features(net, **kw), chain_features(other, **kw), chain_features(swapped, **kw)
         assert min(rel(a, b) for a, b in zip(f, fo)) > 1e-2, f"{arch} {kw}: another net, same features"
         assert min(rel(a, b) for a, b in zip(f, fs)) > 1e-6, f"{arch} {kw}: input permutation not seen"
@@ -235,11 +236,12 @@ def test_zoo_batched_equals_single(arch: str) -> None:
     nets = [make(ARCHS[arch], s) for s in range(3)]
     stacked = {k: torch.stack([dict(n.named_parameters()).get(k, dict(n.named_buffers()).get(k)) for n in nets])
                for k in list(dict(nets[0].named_parameters())) + list(dict(nets[0].named_buffers()))}
-    kw = dict(bias=True, fold_bn=True, remedy="sketch", sketch_dim=16, scale="fro", batch_size=2)
-    zoo = zoo_chain_features(nets[0], stacked, ChainOptions(**kw))
-    for i, n in enumerate(nets):
-        for c, f in enumerate(chain_features(n, **kw)):
-            assert rel(f, zoo[c][i]) < 1e-10
+    for kw in (dict(batch_size=2), dict(bias=True, remedy="sketch", sketch_dim=16, scale="fro", batch_size=2),
+               dict(bias=True, bn="fold", remedy="sketch", sketch_dim=16, scale="fro", batch_size=2)):
+        zoo = zoo_chain_features(nets[0], stacked, ChainOptions(**kw))
+        for i, n in enumerate(nets):
+            for c, f in enumerate(chain_features(n, **kw)):
+                assert rel(f, zoo[c][i]) < 1e-10
 
 
 def test_unit_scale_removes_the_last_layers_rescaling() -> None:

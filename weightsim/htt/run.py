@@ -195,8 +195,9 @@ def run_htt(zoo_dir: str, pc: ProtocolConfig, cc: ClassifierConfig, co: ChainOpt
                          "raw": "layer weight(s) flattened",
                          "options": co.as_dict(),
                          "chains": plan_a},
-            "batchnorm": ("folded into the next weight layer (eval statistics)" if co.fold_bn
-                          else "ignored by the chain (as in the paper)")}
+            "batchnorm": {"invariant": "BN-absorbed channel scale removed (unit columns), gamma folded in",
+                          "fold": "folded into the next weight layer (eval statistics)",
+                          "ignore": "ignored by the chain (as in the paper)"}[co.bn]}
     return {"rows": report, "cmc": cmcs, "meta": meta}
 
 
