@@ -10,7 +10,7 @@ parameters a hidden unit owns), independently of the chain code:
   pooling gets a positive per-channel scale a (kernel rows and bias); the BN absorbs it (running
   mean times a, running variance times a^2, so eval mode is the same function).
 - ``bn_affine``: a BN's gamma and beta times a > 0 and the next weight layer's input channel / a
-  (where that BN feeds the next weight layer directly, not through a shortcut).
+  (tied along residual streams: every BN writing the stream and every layer reading it).
 - ``sign``: a tanh MLP's hidden units flip sign (rows, bias and the next layer's columns).
 
 Each test checks that the transformed net computes the same function on random inputs, that the
@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from weightsim.chains import chain_features, describe_chains
-from weightsim.nets import MLP, GRUNet, PlainNet, ResNet, ResNetMLP, Residual
+from weightsim.nets import MLP, GRUNet, PlainNet, ResNet, ResNetMLP
 
 TOL = 1e-5
 BNS = (nn.BatchNorm1d, nn.BatchNorm2d)
@@ -38,7 +38,7 @@ BNS = (nn.BatchNorm1d, nn.BatchNorm2d)
 ARCHS = {
     "mlp4": lambda: MLP((3, 4, 4), 3, hidden=[12, 10, 8], depth=4),
     "plainnet5": lambda: PlainNet((3, 8, 8), 3, units=4, channels=4),
-    "plainnet6": lambda: PlainNet((3, 16, 16), 3, units=5, channels=[4, 5, 4, 3, 4]),
+    "plainnet6": lambda: PlainNet((3, 8, 8), 3, units=5, channels=[4, 5, 4, 3, 4]),
     "resnet5": lambda: ResNet((3, 8, 8), 3, units=4, channels=4),
     "plainnet5_leaky": lambda: PlainNet((3, 8, 8), 3, units=4, channels=4, activation="leaky_relu"),
     "resnet_mlp12": lambda: ResNetMLP((3, 4, 4), 3, width=6, blocks=6),
@@ -48,7 +48,7 @@ ARCHS = {
 BN_ARCHS = ["plainnet5", "plainnet6", "resnet5", "plainnet5_leaky", "resnet_mlp12"]
 # (arch, symmetry): every cell of the table in docs/chains.md that is covered by default
 CELLS = [(a, "perm") for a in ARCHS] + [(a, "bn_scale") for a in BN_ARCHS] + \
-    [(a, "bn_affine") for a in ("plainnet5", "plainnet6", "plainnet5_leaky", "resnet_mlp12")] + \
+    [(a, "bn_affine") for a in BN_ARCHS] + \
     [("mlp4_tanh", "sign")]
 # options that claim the default's invariances (sketch: budget small enough that chains >= 2 sketch)
 OPTION_SETS = [dict(), dict(bias=True), dict(remedy="sketch", sketch_dim=24), dict(scale="fro"),
@@ -116,9 +116,15 @@ def hidden_groups(net: nn.Module) -> list[list[tuple[str, object]]]:
         g = [(f"{name}.weight", "out"), (f"{name}.bias", "out")]
         g += [(f"{bn}.{k}", "vec") for bn in bns for k in ("weight", "bias", "running_mean", "running_var")]
         groups.append(g + [_input_entry(seq[i + 1][1], m, seq[i + 1][0])])
-    if isinstance(net, ResNet):  # every unit writes the residual stream: one tied permutation
+    return tie_residual_streams(net, groups)
+
+
+def tie_residual_streams(net: nn.Module, groups: list[list]) -> list[list]:
+    """Per-layer groups -> independent groups: what acts on a residual stream acts on all its writers.
+    ResNet: every unit writes the stream; ResNet-MLP: the stem and each block's second layer do."""
+    if isinstance(net, ResNet):
         return [sum(groups, [])]
-    if isinstance(net, ResNetMLP):  # stream: stem and each block's second layer; free: each first layer
+    if isinstance(net, ResNetMLP):
         return [groups[0] + sum(groups[2::2], [])] + groups[1::2]
     return groups
 
@@ -177,20 +183,13 @@ def bn_scale(net: nn.Module, seed: int) -> nn.Module:
 
 
 def bn_affine_groups(net: nn.Module) -> list[list[tuple[str, object]]]:
-    """BNs whose output feeds the next weight layer directly: gamma, beta times a, next columns / a.
-    PlainNet: every BN; ResNet-MLP: the inner BN of each block (the others feed the residual stream)."""
+    """A BN's gamma and beta times a > 0 and the columns of the weight layer that reads it / a
+    (max pool and flatten between commute with a); tied along residual streams: every BN that writes
+    the stream takes the same a, every layer that reads it the same 1 / a."""
     seq = weight_layers(net)
-    chosen = range(len(seq) - 1)
-    if isinstance(net, ResNetMLP):
-        chosen = range(1, len(seq) - 1, 2)
-    elif any(isinstance(m, Residual) for m in net.modules()):
-        return []
-    groups = []
-    for i in chosen:
-        name, m, bns = seq[i]
-        groups.append([(f"{bns[0]}.weight", "out"), (f"{bns[0]}.bias", "out"),
-                       _input_entry(seq[i + 1][1], m, seq[i + 1][0])])
-    return groups
+    groups = [[(f"{bns[0]}.weight", "out"), (f"{bns[0]}.bias", "out"), _input_entry(seq[i + 1][1], m, seq[i + 1][0])]
+              for i, (name, m, bns) in enumerate(seq[:-1])]
+    return tie_residual_streams(net, groups)
 
 
 def transform(net: nn.Module, symmetry: str, seed: int = 1) -> nn.Module:
