@@ -23,7 +23,7 @@ absorbed scale is exactly function-preserving in eval mode (with eps > 0 it is s
 from __future__ import annotations
 
 import copy
-import math
+from typing import Callable
 
 import pytest
 import torch
@@ -43,6 +43,7 @@ ARCHS = {
     "plainnet5_leaky": lambda: PlainNet((3, 8, 8), 3, units=4, channels=4, activation="leaky_relu"),
     "resnet_mlp12": lambda: ResNetMLP((3, 4, 4), 3, width=6, blocks=6),
     "gru2": lambda: GRUNet((6,), 3, hidden=5, layers=2, vocab_size=8),
+    "gru2_nobias": lambda: GRUNet((6,), 3, hidden=5, layers=2, vocab_size=8, bias=False),
     "mlp4_tanh": lambda: MLP((3, 4, 4), 3, hidden=[12, 10, 8], depth=4, activation="tanh"),
 }
 BN_ARCHS = ["plainnet5", "plainnet6", "resnet5", "plainnet5_leaky", "resnet_mlp12"]
@@ -55,10 +56,11 @@ OPTION_SETS = [dict(), dict(bias=True), dict(remedy="sketch", sketch_dim=24), di
                dict(scale="unit"), dict(bias=True, remedy="sketch", sketch_dim=24, scale="fro")]
 
 
-def make(arch: str, seed: int = 0) -> nn.Module:
-    """A small random net in double precision with non-trivial biases and BN parameters / statistics."""
+def make(arch: str | Callable[[], nn.Module], seed: int = 0) -> nn.Module:
+    """A small random net (an ARCHS key or a builder) in double precision with non-trivial biases and
+    BN parameters / statistics."""
     torch.manual_seed(seed)
-    net = ARCHS[arch]().double().eval()
+    net = (ARCHS[arch] if isinstance(arch, str) else arch)().double().eval()
     with torch.no_grad():
         for name, p in net.named_parameters():
             if p.dim() == 1:
@@ -205,6 +207,7 @@ def transform(net: nn.Module, symmetry: str, seed: int = 1) -> nn.Module:
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.detach(), b.detach()
     return float((a - b).norm() / a.norm().clamp_min(1e-300))
 
 
