@@ -46,6 +46,7 @@ PASS_THROUGH = ELEMENTWISE + (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Flatten
 POSITIVELY_HOMOGENEOUS = (nn.ReLU, nn.LeakyReLU, nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d,
                           nn.Flatten, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 GATES = ("r", "z", "n")  # torch's gate order in weight_ih / weight_hh
+N_GATE = GATES.index("n")  # the candidate gate: its units are the hidden state's
 
 
 # -- the chain plan of a model: which parameters make each weight layer -----------------------------
@@ -167,8 +168,8 @@ def _visit(name: str, m: nn.Module, walk: _Walk) -> None:
             bih, bhh = (f"{p}bias_ih_l{layer}", f"{p}bias_hh_l{layer}") if m.bias else (None, None)
             # GRU layer: input paths A_r, A_z, A_n and one-step recurrent paths A_n U_g (input -> n -> h -> g);
             # only n-gate / hidden-state columns (g = n) continue into the next layer (docs/chains.md)
-            blocks = tuple(Block(ih, bih, gate=g, continues=g == 2) for g in range(3)) + \
-                tuple(Block(ih, bih, gate=2, hh_weight=hh, hh_bias=bhh, hh_gate=g, continues=g == 2)
+            blocks = tuple(Block(ih, bih, gate=g, continues=g == N_GATE) for g in range(3)) + \
+                tuple(Block(ih, bih, gate=N_GATE, hh_weight=hh, hh_bias=bhh, hh_gate=g, continues=g == N_GATE)
                       for g in range(3))
             c_in = m.input_size if layer == 0 else m.hidden_size
             _add(walk, ChainLayer(f"{name}[layer {layer}]", blocks, c_in, m.hidden_size, (1, 1),
