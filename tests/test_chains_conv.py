@@ -1,5 +1,5 @@
 """Conv chains against an independent, straightforward implementation of the paper's reshape rule,
-plus the options (bias, fold_bn, scale, sketch) and the errors for unsupported models."""
+plus the options (bias, bn, scale, sketch) and the errors for unsupported models."""
 
 from __future__ import annotations
 
@@ -53,18 +53,18 @@ def test_hand_built_conv_equals_loop_implementation() -> None:
     net = hand_net()
     kernels = [net[0].weight, net[3].weight, net[6].weight, net[10].weight.view(3, 2, 3, 3)]
     expected = loop_chains([k.detach().numpy() for k in kernels])
-    got = chain_matrices(net, remedy="exact")
+    got = chain_matrices(net, remedy="exact", bn="ignore")
     assert [tuple(c.shape) for c in got] == [(9, 3), (81, 4), (324, 2), (2916, 3)]
     for g, e in zip(got, expected):
         np.testing.assert_allclose(g.numpy(), e, rtol=1e-10, atol=1e-12)
-    feats = chain_features(net, remedy="exact")
+    feats = chain_features(net, remedy="exact", bn="ignore")
     for f, e in zip(feats, expected):
         gram = e @ e.T
         np.testing.assert_allclose(f.numpy(), gram[np.triu_indices(len(gram))], rtol=1e-9, atol=1e-12)
 
 
-def test_fold_bn_equals_folding_by_hand() -> None:
-    """fold_bn: the BN after conv 2 becomes a per-channel scale of conv 3's input channels."""
+def test_bn_fold_equals_folding_by_hand() -> None:
+    """bn=fold: the BN after conv 2 becomes a per-channel scale of conv 3's input channels."""
     net = hand_net()
     with torch.no_grad():
         bn = net[4]
@@ -74,10 +74,28 @@ def test_fold_bn_equals_folding_by_hand() -> None:
     folded = hand_net()
     with torch.no_grad():
         folded[6].weight.mul_(d.view(1, -1, 1, 1))
-    a, b = chain_matrices(net, remedy="exact", fold_bn=True), chain_matrices(folded, remedy="exact")
+    a, b = chain_matrices(net, remedy="exact", bn="fold"), chain_matrices(folded, remedy="exact", bn="ignore")
     assert torch.allclose(a[0], b[0]) and torch.allclose(a[1], b[1])  # BN acts after chain 2
     assert torch.allclose(a[2], b[2]) and torch.allclose(a[3], b[3])
-    assert not torch.allclose(a[2], chain_matrices(net, remedy="exact")[2])  # and it did something
+    assert not torch.allclose(a[2], chain_matrices(net, remedy="exact", bn="ignore")[2])  # and it did something
+
+
+def test_bn_invariant_equals_normalizing_by_hand() -> None:
+    """bn=invariant (the default): conv 2 reaches its BN directly, so C_2's columns are scaled to norm 1
+    (= conv 2's output channels divided by those norms) and BN's gamma scales conv 3's input channels.
+    Conv 1 (ReLU, pool, conv 2) and conv 3 (no BN after it) are left as they are."""
+    net = hand_net()
+    with torch.no_grad():
+        net[4].weight.copy_(torch.rand(4, dtype=torch.float64) + 0.5)
+    k = [net[0].weight, net[3].weight, net[6].weight, net[10].weight.view(3, 2, 3, 3)]
+    k = [t.detach().numpy() for t in k]
+    norms = np.linalg.norm(loop_chains(k[:2])[1], axis=0)  # column norms of the BN-ignoring C_2
+    gamma = net[4].weight.detach().numpy()
+    by_hand = [k[0], k[1] / norms[:, None, None, None], k[2] * gamma[None, :, None, None], k[3]]
+    expected = loop_chains(by_hand)
+    assert [d["bn_unit_columns"] for d in describe_chains(net)] == [False, True, False, False]
+    for g, e in zip(chain_matrices(net, remedy="exact"), expected):
+        np.testing.assert_allclose(g.numpy(), e, rtol=1e-10, atol=1e-12)
 
 
 def test_bias_homogeneous_mlp_matches_definition() -> None:

@@ -1,4 +1,4 @@
-"""DESIGN.md §2 for MLPs: chain Grams are invariant to every function-preserving hidden
+"""Chain normalization for MLPs: chain Grams are invariant to every function-preserving hidden
 permutation (verified on outputs), and they do move when the function really changes."""
 
 from __future__ import annotations

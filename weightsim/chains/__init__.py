@@ -1,4 +1,4 @@
-"""Chain normalization: per-chain features invariant to hidden-unit permutations (DESIGN.md §2)."""
+"""Chain normalization: per-chain features invariant to the hidden symmetries of a net (docs/chains.md)."""
 
 from weightsim.chains.core import (ChainLayer, ChainPlan, chain_features, chain_layers, chain_matrices,
                                    describe_chains, gram_features, plan_chains, raw_features,

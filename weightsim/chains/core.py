@@ -1,4 +1,4 @@
-"""Chain matrices and chain Grams for MLPs, conv nets, residual nets and GRUs (DESIGN.md §2).
+"""Chain matrices and chain Grams for MLPs, conv nets, residual nets and GRUs (docs/chains.md).
 
 Paper orientation: layer l maps n_{l-1} units to n_l units with W_l in R^{n_{l-1} x n_l} (the
 transpose of ``nn.Linear.weight``); C_l = W_1 ... W_l; G_l = C_l C_l^T. A hidden permutation P of
@@ -11,9 +11,16 @@ six blocks (below). With C_0 = I (the input coordinates) the paper's reshape rul
 
     R_l = K_l as c_{l-1} x (kh kw c_l),   C_l = reshape(C_{l-1} R_l, (rows(C_{l-1}) kh kw, c_l))
 
-(for a 1 x 1 kernel simply C_l = C_{l-1} W_l). With several blocks the chain keeps every product
-of one block per layer side by side: C_l = [C_{l-1}^(a) R_l^(b)]_{a,b}; a permutation of layer l
-acts on the columns of each part, so G_l = C_l C_l^T = sum_parts C C^T stays invariant.
+(for a 1 x 1 kernel simply C_l = C_{l-1} W_l). With several blocks the chain keeps the products
+side by side: C_l = [C_{l-1}^(a) R_l^(b)] for every *continuing* part a of chain l-1 and every
+block b of layer l; a (signed) permutation of layer l acts on the columns of each part, so
+G_l = C_l C_l^T = sum_parts C C^T stays invariant. A part continues into layer l+1 only when its
+columns transform like the layer's output (GRU: the candidate / hidden-state paths, not the gates).
+
+BatchNorm (``bn="invariant"``): when layer l's output reaches a BN through positively homogeneous
+modules only, the BN absorbs a positive per-channel scale of layer l; the walk scales every column
+of C_l to norm 1 (removing it). Then the BN's gamma (and beta, with bias) is folded in before layer
+l+1, which also removes the sign a tanh -> BN layer can hand to gamma.
 
 Everything works on a parameter dict (``name -> tensor``), so one net and a whole zoo (stacked
 parameters under ``torch.func.vmap``) share one code path.
@@ -32,11 +39,14 @@ from weightsim.chains.options import ChainOptions
 from weightsim.errors import ChainError
 from weightsim.nets.kinds import BATCHNORMS, ELEMENTWISE
 
-# modules that act per unit / per channel, or move data without mixing units: ignored by the
-# chain, as in the paper (BatchNorm can be folded into the next layer with fold_bn)
+# modules that act per unit / per channel, or move data without mixing units: no chain factor
 PASS_THROUGH = ELEMENTWISE + (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Flatten, nn.MaxPool2d,
                               nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+# f(a x) = a f(x) per channel for a > 0: a positive channel scale passes them on to the next BN
+POSITIVELY_HOMOGENEOUS = (nn.ReLU, nn.LeakyReLU, nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d,
+                          nn.Flatten, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 GATES = ("r", "z", "n")  # torch's gate order in weight_ih / weight_hh
+N_GATE = GATES.index("n")  # the candidate gate: its units are the hidden state's
 
 
 # -- the chain plan of a model: which parameters make each weight layer -----------------------------
@@ -45,8 +55,11 @@ class Block:
     """One kernel of a weight layer, read from the parameter dict.
 
     gate: for GRU weights, which third of the rows (r, z, n = 0, 1, 2); None: the whole weight.
-    hh_weight / hh_bias: GRU recurrent path, the block is W_hh[g] W_ih[g] (one recurrent step).
+    hh_weight / hh_bias / hh_gate: GRU one-step recurrent path, the block is W_hh[hh_gate] W_ih[gate]
+        (torch layout; input -> candidate n -> hidden state -> gate hh_gate).
     spatial: (s, s) when a Linear reads a flattened c x s x s map: its weight is a c x s x s kernel.
+    continues: the block's columns transform like the layer's output (what the next layer reads), so
+        chain parts ending in it are continued into the next layer; False: terminal (GRU r, z gates).
     """
 
     weight: str
@@ -54,12 +67,14 @@ class Block:
     gate: int | None = None
     hh_weight: str | None = None
     hh_bias: str | None = None
+    hh_gate: int | None = None
     spatial: tuple[int, int] | None = None
+    continues: bool = True
 
 
 @dataclass(frozen=True)
 class BNRef:
-    """A BatchNorm acting on the units of the previous weight layer (folded with fold_bn)."""
+    """A BatchNorm acting on the units of the previous weight layer."""
 
     module: str
     weight: str | None
@@ -71,7 +86,14 @@ class BNRef:
 
 @dataclass(frozen=True)
 class ChainLayer:
-    """One weight layer of the chain: its blocks, sizes and the BatchNorms in front of it."""
+    """One weight layer of the chain: its blocks, sizes and the BatchNorms around it.
+
+    bn_before: every BN between the previous weight layer and this one (bn="fold").
+    bn_after: the last BN between this layer and the next one, whose gamma (and beta) bn="invariant"
+        folds in; None: no BN.
+    bn_absorbs: a BN is reached from this layer through positively homogeneous modules only, so it
+        absorbs a positive per-channel scale of this layer's output (bn="invariant" removes it).
+    """
 
     module: str
     blocks: tuple[Block, ...]
@@ -81,12 +103,15 @@ class ChainLayer:
     bn_before: tuple[BNRef, ...] = ()
     raw: tuple[str, ...] = ()  # weight tensors of the raw baseline of this layer
     kind: str = "linear"
+    bn_after: BNRef | None = None
+    bn_absorbs: bool = False
 
 
 @dataclass
 class _Walk:
     layers: list[ChainLayer] = field(default_factory=list)
     pending_bn: list[BNRef] = field(default_factory=list)
+    homogeneous: bool = False  # the last layer's output reached here through positively homogeneous modules
 
 
 def _bn_ref(name: str, m: nn.Module) -> BNRef:
@@ -103,6 +128,7 @@ def _add(walk: _Walk, layer: ChainLayer) -> None:
                          f"'{prev.module}' gives {prev.c_out}: not a chain")
     walk.layers.append(replace(layer, bn_before=tuple(walk.pending_bn)))
     walk.pending_bn = []
+    walk.homogeneous = layer.kind != "gru"  # a GRU's output is tanh / gate mixed: nothing to absorb
 
 
 def _visit(name: str, m: nn.Module, walk: _Walk) -> None:
@@ -113,6 +139,8 @@ def _visit(name: str, m: nn.Module, walk: _Walk) -> None:
     elif hasattr(m, "chain_order"):  # a net that names its children in forward order (e.g. Residual)
         for child_name in m.chain_order:
             _visit(p + child_name, getattr(m, child_name), walk)
+        if getattr(m, "chain_shortcut", False):  # output = input + body(input): a scale of body's
+            walk.homogeneous = False              # last layer no longer reaches a later BN alone
     elif isinstance(m, nn.Linear):
         prev = walk.layers[-1] if walk.layers else None
         spatial, c_in, kind = None, m.in_features, "linear"
@@ -138,17 +166,22 @@ def _visit(name: str, m: nn.Module, walk: _Walk) -> None:
         for layer in range(m.num_layers):
             ih, hh = f"{p}weight_ih_l{layer}", f"{p}weight_hh_l{layer}"
             bih, bhh = (f"{p}bias_ih_l{layer}", f"{p}bias_hh_l{layer}") if m.bias else (None, None)
-            # GRU layer l: gate blocks W_ih[g] side by side, and the one-step recurrent paths W_hh[g] W_ih[g]
-            blocks = tuple(Block(ih, bih, gate=g) for g in range(3)) + \
-                tuple(Block(ih, bih, gate=g, hh_weight=hh, hh_bias=bhh) for g in range(3))
+            # GRU layer: input paths A_r, A_z, A_n and one-step recurrent paths A_n U_g (input -> n -> h -> g);
+            # only n-gate / hidden-state columns (g = n) continue into the next layer (docs/chains.md)
+            blocks = tuple(Block(ih, bih, gate=g, continues=g == N_GATE) for g in range(3)) + \
+                tuple(Block(ih, bih, gate=N_GATE, hh_weight=hh, hh_bias=bhh, hh_gate=g, continues=g == N_GATE)
+                      for g in range(3))
             c_in = m.input_size if layer == 0 else m.hidden_size
             _add(walk, ChainLayer(f"{name}[layer {layer}]", blocks, c_in, m.hidden_size, (1, 1),
                                   raw=(ih, hh), kind="gru"))
     elif isinstance(m, BATCHNORMS):
         if walk.layers:
-            walk.pending_bn.append(_bn_ref(name, m))
+            ref = _bn_ref(name, m)
+            walk.pending_bn.append(ref)
+            last = walk.layers[-1]  # BN(a x) = BN(x): it absorbs a positive channel scale reaching it
+            walk.layers[-1] = replace(last, bn_after=ref, bn_absorbs=last.bn_absorbs or walk.homogeneous)
     elif isinstance(m, PASS_THROUGH) or getattr(m, "chain_pass_through", False):
-        pass
+        walk.homogeneous = walk.homogeneous and isinstance(m, POSITIVELY_HOMOGENEOUS)
     else:
         raise ChainError(f"module '{name or '<root>'}' ({type(m).__name__}) is not supported by the chain rule "
                          f"(supported: nn.Sequential of Linear / Conv2d / GRU with activations, BatchNorm, "
@@ -160,7 +193,7 @@ def _is_gru(m: nn.Module) -> bool:
 
 
 def chain_layers(model: nn.Module) -> list[ChainLayer]:
-    """The chain's weight layers in forward order (BatchNorms recorded for fold_bn)."""
+    """The chain's weight layers in forward order, with the BatchNorms around them."""
     walk = _Walk()
     _visit("", model, walk)
     if not walk.layers:
@@ -181,9 +214,9 @@ def block_kernel(block: Block, params: dict[str, Tensor]) -> tuple[Tensor, Tenso
     w = _gate(params[block.weight], block.gate)
     b = _gate(params[block.bias], block.gate) if block.bias else None
     if block.hh_weight is not None:
-        # one recurrent step after the input path: paper orientation W_ih[g]^T W_hh[g]^T
-        u = _gate(params[block.hh_weight], block.gate)  # (H, H)
-        ub = _gate(params[block.hh_bias], block.gate) if block.hh_bias else None
+        # one recurrent step after the input path: paper orientation A_n U_g = W_ih[n]^T W_hh[g]^T
+        u = _gate(params[block.hh_weight], block.hh_gate)  # (H, H)
+        ub = _gate(params[block.hh_bias], block.hh_gate) if block.hh_bias else None
         b = None if b is None and ub is None else \
             (u @ b if b is not None else 0) + (ub if ub is not None else 0)
         w = u @ w  # (H, c_in)
@@ -233,7 +266,7 @@ class ChainPlan:
     def describe(self, opts: ChainOptions) -> list[dict]:
         return [{"chain": i + 1, "remedy": r, "rows_exact": d, "feature_dim": f,
                  **({"sketch_dim": opts.sketch_dim, "sketch_seed": opts.sketch_seed} if r == "sketch" else {}),
-                 "bias": opts.bias, "fold_bn": opts.fold_bn, "scale": opts.scale}
+                 "bias": opts.bias, "bn": opts.bn, "scale": opts.scale}
                 for i, (d, r, f) in enumerate(zip(self.rows_exact, self.remedy, self.feature_dim))]
 
 
@@ -273,6 +306,22 @@ def sketch_matrices(plan: ChainPlan, opts: ChainOptions, device=None, dtype=torc
     return out
 
 
+def _unit_columns(c: Tensor, n: int) -> Tensor:
+    """C_l diag(1 / ||C_l[:, j]||) for the n unit columns of every part (not the constant column)."""
+    u = c[..., :n]
+    u = u / torch.linalg.norm(u, dim=1, keepdim=True).clamp_min(1e-30)
+    return torch.cat([u, c[..., n:]], -1)
+
+
+def _fold_gamma(c: Tensor, bn: BNRef, params: dict[str, Tensor], n: int, bias: bool) -> Tensor:
+    """C <- C [[diag(gamma), 0], [beta, 1]] (without bias C <- C diag(gamma)): BN's affine part."""
+    gamma = params[bn.weight] if bn.weight else c.new_ones(n)
+    u = c[..., :n] * gamma
+    if bias and bn.bias:
+        u = u + c[..., n:] * params[bn.bias]  # constant column times beta
+    return torch.cat([u, c[..., n:]], -1)
+
+
 def _walk_params(layers: list[ChainLayer], params: dict[str, Tensor], opts: ChainOptions,
                  sketches: list[Tensor | None]) -> list[Tensor]:
     """C_1..C_L (each (parts, rows, c_l[+1])) for one net's parameter dict."""
@@ -281,7 +330,7 @@ def _walk_params(layers: list[ChainLayer], params: dict[str, Tensor], opts: Chai
     c = torch.eye(layers[0].c_in + h, dtype=first.dtype, device=first.device)[None]  # C_0 = I
     chains = []
     for layer, s in zip(layers, sketches):
-        for bn in layer.bn_before if opts.fold_bn else ():
+        for bn in layer.bn_before if opts.bn == "fold" else ():
             d, t = _bn_affine(bn, params, layer.c_in, first)
             # C <- C [[D, 0], [t, 1]]: BN's per-unit affine map folded into the next layer
             scaled = c[..., :layer.c_in] * d
@@ -302,7 +351,15 @@ def _walk_params(layers: list[ChainLayer], params: dict[str, Tensor], opts: Chai
         c = c.reshape(p * nb, rows * kh * kw, c_out)  # reshape to (rows kh kw, c_l)
         if s is not None:
             c = s @ c  # C^_l = S_l reshape(C^_{l-1} R_l): a fixed left map, invariance stays exact
+        invariant = opts.bn == "invariant"
+        if invariant and layer.bn_absorbs:
+            c = _unit_columns(c, layer.c_out)  # C_l diag(1/||C_l[:, j]||): the BN-absorbed scale removed
         chains.append(c)
+        keep = [i for i, b in enumerate(layer.blocks) if b.continues]
+        if len(keep) < nb:  # only parts whose columns transform like the layer's output continue
+            c = c.view(p, nb, *c.shape[1:])[:, keep].reshape(p * len(keep), *c.shape[1:])
+        if invariant and layer.bn_after is not None:
+            c = _fold_gamma(c, layer.bn_after, params, layer.c_out, opts.bias)
     return chains
 
 
@@ -359,13 +416,25 @@ def chain_features(model: nn.Module, opts: ChainOptions | None = None, **kw) -> 
 
 
 def describe_chains(model: nn.Module, opts: ChainOptions | None = None, **kw) -> list[dict]:
-    """Per chain: exact rows d_l, remedy (exact / sketch), feature dimension and the options."""
+    """Per chain: exact rows d_l, remedy (exact / sketch), feature dimension, the options, the last
+    layer, the chain's parts and whether its columns are scaled to norm 1 for a BN-absorbed scale."""
     opts = _opts(opts, kw)
     layers = chain_layers(model)
     desc = plan_chains(layers, opts).describe(opts)
-    for d, layer in zip(desc, layers):
+    for d, layer, parts in zip(desc, layers, chain_parts(layers)):
         d["last_layer"] = layer.module
+        d["parts"] = parts
+        d["bn_unit_columns"] = opts.bn == "invariant" and layer.bn_absorbs
     return desc
+
+
+def chain_parts(layers: list[ChainLayer]) -> list[int]:
+    """Per chain, the number of parts C_{l-1}^(a) R_l^(b) side by side (1 except after a GRU)."""
+    out, cont = [], 1
+    for layer in layers:
+        out.append(cont * len(layer.blocks))
+        cont *= sum(b.continues for b in layer.blocks)
+    return out
 
 
 def raw_features(model: nn.Module) -> list[Tensor]:
@@ -382,9 +451,8 @@ def _batches(stacked: dict[str, Tensor], batch_size: int):
 
 def per_net_bytes(layers: list[ChainLayer], plan: ChainPlan) -> int:
     """Rough working memory of one net's chain walk (largest step + all features), float32."""
-    peak, parts = 0, 1
-    for layer, n_in, dim in zip(layers, plan.sketch_in, plan.feature_dim):
-        parts *= len(layer.blocks)
+    peak = 0
+    for layer, n_in, dim, parts in zip(layers, plan.sketch_in, plan.feature_dim, chain_parts(layers)):
         rows = n_in if n_in is not None else math.isqrt(2 * dim)
         peak = max(peak, parts * rows * (layer.c_out + 1) * 2 + 2 * rows * rows)
     return 4 * (peak + sum(plan.feature_dim))
@@ -402,9 +470,11 @@ def zoo_chain_features(template: nn.Module, stacked: dict[str, Tensor], opts: Ch
     sketches = sketch_matrices(plan, opts, any_t.device, _dtype(layers, stacked))
     need = {b for layer in layers for blk in layer.blocks
             for b in (blk.weight, blk.bias, blk.hh_weight, blk.hh_bias) if b}
-    if opts.fold_bn:
+    if opts.bn == "fold":
         need |= {n for layer in layers for bn in layer.bn_before
                  for n in (bn.weight, bn.bias, bn.running_mean, bn.running_var) if n}
+    elif opts.bn == "invariant":
+        need |= {n for layer in layers if layer.bn_after for n in (layer.bn_after.weight, layer.bn_after.bias) if n}
     missing = need - set(stacked)
     if missing:
         raise ChainError(f"the zoo's weights lack {sorted(missing)[:3]}: not this architecture")

@@ -8,17 +8,24 @@ from weightsim.errors import ConfigError
 
 REMEDIES = ("auto", "exact", "sketch")
 SCALES = ("none", "fro", "unit")
+BN_MODES = ("invariant", "ignore", "fold")
 
 
 @dataclass
 class ChainOptions:
-    """How chain features are computed (DESIGN.md §2).
+    """How chain features are computed (docs/chains.md).
 
     bias: homogeneous coordinates [h, 1] (not in the paper).
-    fold_bn: fold each BatchNorm's per-unit affine map into the next weight layer (eval statistics).
+    bn: how a BatchNorm after weight layer l enters the chain.
+        "invariant" (default): where l's output reaches the BN through positively homogeneous modules
+        only (ReLU, leaky ReLU, pooling, ...), the BN absorbs a positive per-channel scale of layer l;
+        every column of C_l is scaled to norm 1 (removing it). Every BN's gamma (and, with bias, beta)
+        is folded in before the next layer (data-free: running statistics are not read).
+        "ignore": the paper's chain, BN plays no part. "fold": fold each BN's eval-form affine map
+        (running statistics) into the next weight layer.
     scale: "none"; "fro": per chain, the Gram divided by its Frobenius norm (scale normalization);
         "unit": every column of C_l (a unit of layer l) scaled to norm 1 before the Gram, which also
-        removes a per-unit scale of layer l (a symmetry of conv -> ReLU -> BN nets; use with fold_bn).
+        removes a per-unit scale of layer l (ReLU rescaling of the last layer of chain l, without BN).
     remedy: "auto" (exact Gram while its d x d float32 matrix fits ``budget_mb``, else a sketch),
         or force "exact" / "sketch" for every chain.
     budget_mb: memory budget of one exact Gram (one net, one chain), MiB.
@@ -29,7 +36,7 @@ class ChainOptions:
     """
 
     bias: bool = False
-    fold_bn: bool = False
+    bn: str = "invariant"
     scale: str = "none"
     remedy: str = "auto"
     budget_mb: float = 1.0
@@ -43,6 +50,8 @@ class ChainOptions:
             raise ConfigError(f"chains.remedy='{self.remedy}': choose from {', '.join(REMEDIES)}")
         if self.scale not in SCALES:
             raise ConfigError(f"chains.scale='{self.scale}': choose from {', '.join(SCALES)}")
+        if self.bn not in BN_MODES:
+            raise ConfigError(f"chains.bn='{self.bn}': choose from {', '.join(BN_MODES)}")
         if self.sketch_dim < 1 or self.batch_size < 1 or self.budget_mb <= 0 or self.batch_budget_mb <= 0:
             raise ConfigError("chains.sketch_dim, batch_size, budget_mb and batch_budget_mb must be positive")
 

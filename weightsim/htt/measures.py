@@ -71,8 +71,14 @@ class ChainGram(Measure):
         return [torch.cat([p[c] for p in parts]) for c in range(len(parts[0]))]
 
     def describe(self, reader: ZooReader, opts: ChainOptions) -> dict:
-        text = "Gram G_l = C_l C_l^T of chain l (exact, or of the sketched S C_l), upper triangle"
-        return {"features": text, "options": opts.as_dict(), "chains": self.plan(reader, opts)}
+        text = ("Gram G_l = C_l C_l^T of chain l (exact, or of the sketched S C_l), upper triangle"
+                + (" (homogeneous bias)" if opts.bias else "")
+                + {"fro": ", divided by ||G_l||_F", "unit": ", unit columns of C_l"}.get(opts.scale, ""))
+        batchnorm = {"invariant": "BN-absorbed channel scale removed (unit columns), gamma folded in",
+                     "fold": "folded into the next weight layer (eval statistics)",
+                     "ignore": "ignored by the chain (as in the paper)"}[opts.bn]
+        return {"features": text, "batchnorm": batchnorm, "options": opts.as_dict(),
+                "chains": self.plan(reader, opts)}
 
     def announce(self, reader: ZooReader, opts: ChainOptions, chains: list[int]) -> None:
         if opts.remedy != "auto":

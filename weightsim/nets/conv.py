@@ -30,6 +30,8 @@ class Residual(Unit):
     """y = x + body(x): an identity shortcut. The chain walks ``body`` only (the shortcut has no
     weights); the shortcut ties the hidden permutation of body's output to that of its input."""
 
+    chain_shortcut = True  # the output mixes body's output with the input (the chain walk's BN rule)
+
     def forward(self, x: Tensor) -> Tensor:
         return x + self.body(x)
 
