@@ -139,3 +139,19 @@ def test_cross_network_evaluation_on_the_chains_both_nets_have(tmp_path):
 def test_more_queries_than_unseen_seeds_names_the_queries(tmp_path):
     line = one_line_error(run_cli("run", *TINY, "protocol.queries=5", f"hydra.run.dir={tmp_path}"))
     assert "5 queries per task" in line and "gallery seed" in line and "protocol.queries" in line
+
+
+def test_zoo_chains_classifier_protocol_defaults_are_their_dataclasses():
+    """One source of defaults: the composed config of these groups is exactly the dataclass's
+    defaults (no YAML copy under conf/ to drift), and a value of the wrong type is refused."""
+    from dataclasses import asdict
+
+    from weightsim.config import structured_configs
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config")
+        for (group, _), node in structured_configs().items():
+            assert not (CONF / group).exists(), f"conf/{group}/ would be a second copy of {node.__name__}"
+            assert OmegaConf.to_container(cfg[group]) == asdict(node()), group
+        with pytest.raises(Exception, match="zoo.seeds=many"):
+            compose("config", overrides=["zoo.seeds=many"])

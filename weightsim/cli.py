@@ -20,7 +20,7 @@ from omegaconf.errors import MissingMandatoryValue
 from weightsim.config import CONF, choices, register_configs
 from weightsim.errors import WeightsimError, WeightsimWarning
 
-GROUPS = ("dataset", "arch", "zoo", "classifier", "protocol", "logger", "launcher", "experiment")
+GROUPS = ("dataset", "arch", "zoo", "chains", "classifier", "protocol", "logger", "launcher", "experiment")
 
 
 def check_choices(argv: list[str]) -> None:

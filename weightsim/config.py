@@ -20,10 +20,11 @@ if not CONF.is_dir():
 
 def structured_configs() -> dict[tuple[str, str], type]:
     """(group, choice) -> the dataclass that holds its defaults."""
+    from weightsim.chains.options import ChainOptions
     from weightsim.htt.run import ClassifierConfig, ProtocolConfig
     from weightsim.zoo.generate import ZooConfig
 
-    return {("zoo", "default"): ZooConfig, ("protocol", "htt"): ProtocolConfig,
+    return {("zoo", "default"): ZooConfig, ("chains", "default"): ChainOptions, ("protocol", "htt"): ProtocolConfig,
             ("classifier", "linear"): ClassifierConfig}
 
 
