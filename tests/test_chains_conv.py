@@ -160,13 +160,3 @@ def test_options_are_validated() -> None:
         ChainOptions(remedy="maybe")
     with pytest.raises(ConfigError, match="scale"):
         ChainOptions(scale="l2")
-
-
-def test_config_chains_block_is_chain_options() -> None:
-    from dataclasses import fields
-    from pathlib import Path
-
-    from omegaconf import OmegaConf
-    block = OmegaConf.to_container(OmegaConf.load(Path(__file__).parent.parent / "conf" / "config.yaml").chains)
-    assert set(block) == {f.name for f in fields(ChainOptions)}
-    assert ChainOptions(**block) == ChainOptions()  # the config's defaults are the code's defaults

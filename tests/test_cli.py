@@ -94,7 +94,7 @@ def test_alpha_outside_unit_interval(tmp_path, alpha):
 
 
 @pytest.mark.parametrize("app,override,expect", [
-    ("htt", "protocol.feature_budget_gb=0", "protocol.feature_budget_gb=0 must be > 0"),
+    ("htt", "protocol.feature_budget_gb=0", "protocol.feature_budget_gb=0.0 must be > 0"),
     ("zoo", "zoo.vectorize=wide", "zoo.vectorize='wide': choose from auto, stacked, vmap, loop"),
 ])
 def test_bad_zoo_and_protocol_settings_say_what_to_change(tmp_path, app, override, expect):

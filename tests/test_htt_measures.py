@@ -8,7 +8,7 @@ import torch
 from tests.test_htt_warnings import small_zoo
 from weightsim.chains import ChainOptions
 from weightsim.chains.core import chain_layers
-from weightsim.htt.measures import MEASURES, Measure, zoo_template
+from weightsim.htt.measures import MEASURES, Measure
 from weightsim.htt.run import ClassifierConfig, ProtocolConfig, run_htt
 
 
@@ -17,16 +17,16 @@ class SortedRowNorms(Measure):
 
     name = "sorted_row_norms"
 
-    def chain_keys(self, reader, opts):
-        units = [layer.c_out for layer in chain_layers(zoo_template(reader))]
+    def chain_keys(self, zoo, opts):
+        units = [layer.c_out for layer in chain_layers(zoo.template)]
         return [(u, u) for u in units]
 
-    def features(self, reader, rows, opts):
-        stacked = reader.load(rows)
+    def features(self, zoo, rows, opts):
+        stacked = zoo.stacked(rows)  # the zoo view: template, rows, stacked weights, nets, forward
         return [torch.cat([stacked[n].flatten(2).norm(dim=2) for n in layer.raw if stacked[n].dim() > 2], 1)
-                .sort(dim=1).values for layer in chain_layers(zoo_template(reader))]
+                .sort(dim=1).values for layer in chain_layers(zoo.template)]
 
-    def describe(self, reader, opts):
+    def describe(self, zoo, opts):
         return {"features": "sorted norms of each unit's incoming weights"}
 
 

@@ -16,6 +16,7 @@ from weightsim.htt.run import usable_rows
 from weightsim.nets.mlp import MLP
 from weightsim.zoo.generate import ZooConfig, generate_zoo, plan_populations
 from weightsim.zoo.store import ZooReader, ZooWriter
+from weightsim.zoo.view import Zoo
 from weightsim.zoo.verify import verify_zoo
 
 TASKSET = digits(train_tasks=2, unseen_tasks=1)
@@ -176,7 +177,7 @@ def test_diverged_nets_are_flagged_and_left_out_of_htt(tmp_path):
     reader = ZooReader(root)
     flagged = [r for r in reader.rows if r["diverged"]]
     assert flagged, "lr=1e4 must make some nets diverge"
-    rows, excluded = usable_rows(reader)
+    rows, excluded = usable_rows(Zoo(root))
     assert excluded == len(flagged) and not any(r["diverged"] for r in rows)
     assert verify_zoo(root).ok  # flagged non-finite nets are not a storage problem
 

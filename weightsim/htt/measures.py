@@ -13,19 +13,12 @@ import math
 from abc import ABC, abstractmethod
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from weightsim.chains import ChainOptions, describe_chains, zoo_chain_features, zoo_raw_features
 from weightsim.chains.core import chain_layers
 from weightsim.errors import ConfigError, warn
-from weightsim.nets.build import build_net
-from weightsim.zoo.store import ZooReader
-
-
-def zoo_template(reader: ZooReader) -> nn.Module:
-    """The zoo's architecture, rebuilt from its header (only weightsim.nets builders)."""
-    h = reader.head
-    return build_net(h["arch"]["config"], h["input_shape"], h["num_classes"])
+from weightsim.zoo.view import Zoo
 
 
 class Measure(ABC):
@@ -34,19 +27,19 @@ class Measure(ABC):
     name: str = ""
 
     @abstractmethod
-    def chain_keys(self, reader: ZooReader, opts: ChainOptions) -> list[tuple]:
+    def chain_keys(self, zoo: Zoo, opts: ChainOptions) -> list[tuple]:
         """Per chain (1-based order), a (key, feature size) pair read off the architecture
         without loading nets: chains with equal keys are the same chain in two zoos."""
 
     @abstractmethod
-    def features(self, reader: ZooReader, rows: list[dict], opts: ChainOptions) -> list[Tensor]:
+    def features(self, zoo: Zoo, rows: list[dict], opts: ChainOptions) -> list[Tensor]:
         """Per chain, an (N, D_c) float tensor of the nets ``rows``."""
 
     @abstractmethod
-    def describe(self, reader: ZooReader, opts: ChainOptions) -> dict:
+    def describe(self, zoo: Zoo, opts: ChainOptions) -> dict:
         """What the features are, for run.json and report.md."""
 
-    def announce(self, reader: ZooReader, opts: ChainOptions, chains: list[int]) -> None:
+    def announce(self, zoo: Zoo, opts: ChainOptions, chains: list[int]) -> None:
         """Warn about anything in ``chains`` that the user did not ask for (default: nothing)."""
 
 
@@ -56,21 +49,21 @@ class ChainGram(Measure):
 
     name = "chain_gram"
 
-    def chain_keys(self, reader: ZooReader, opts: ChainOptions) -> list[tuple]:
+    def chain_keys(self, zoo: Zoo, opts: ChainOptions) -> list[tuple]:
         # the exact row count d_l pairs chains: a sketched FC chain never meets a sketched conv chain
-        return [((p["rows_exact"], p["feature_dim"]), p["feature_dim"]) for p in self.plan(reader, opts)]
+        return [((p["rows_exact"], p["feature_dim"]), p["feature_dim"]) for p in self.plan(zoo, opts)]
 
-    def plan(self, reader: ZooReader, opts: ChainOptions) -> list[dict]:
-        return describe_chains(zoo_template(reader), opts)
+    def plan(self, zoo: Zoo, opts: ChainOptions) -> list[dict]:
+        return describe_chains(zoo.template, opts)
 
-    def features(self, reader: ZooReader, rows: list[dict], opts: ChainOptions) -> list[Tensor]:
+    def features(self, zoo: Zoo, rows: list[dict], opts: ChainOptions) -> list[Tensor]:
         # streamed: opts.batch_size nets are loaded, featurized (vmap) and dropped at a time
-        template = zoo_template(reader)
-        parts = [zoo_chain_features(template, reader.load(rows[s:s + opts.batch_size]), opts)
+        template = zoo.template
+        parts = [zoo_chain_features(template, zoo.stacked(rows[s:s + opts.batch_size]), opts)
                  for s in range(0, len(rows), opts.batch_size)]
         return [torch.cat([p[c] for p in parts]) for c in range(len(parts[0]))]
 
-    def describe(self, reader: ZooReader, opts: ChainOptions) -> dict:
+    def describe(self, zoo: Zoo, opts: ChainOptions) -> dict:
         text = ("Gram G_l = C_l C_l^T of chain l (exact, or of the sketched S C_l), upper triangle"
                 + (" (homogeneous bias)" if opts.bias else "")
                 + {"fro": ", divided by ||G_l||_F", "unit": ", unit columns of C_l"}.get(opts.scale, ""))
@@ -78,12 +71,12 @@ class ChainGram(Measure):
                      "fold": "folded into the next weight layer (eval statistics)",
                      "ignore": "ignored by the chain (as in the paper)"}[opts.bn]
         return {"features": text, "batchnorm": batchnorm, "options": opts.as_dict(),
-                "chains": self.plan(reader, opts)}
+                "chains": self.plan(zoo, opts)}
 
-    def announce(self, reader: ZooReader, opts: ChainOptions, chains: list[int]) -> None:
+    def announce(self, zoo: Zoo, opts: ChainOptions, chains: list[int]) -> None:
         if opts.remedy != "auto":
             return  # exact or sketch was asked for
-        sk = [p for p in self.plan(reader, opts) if p["chain"] in chains and p["remedy"] == "sketch"]
+        sk = [p for p in self.plan(zoo, opts) if p["chain"] in chains and p["remedy"] == "sketch"]
         if sk:
             mib = {p["chain"]: p["rows_exact"] ** 2 * 4 / 2 ** 20 for p in sk}
             what = ", ".join(f"chain {p['chain']} (d_l = {p['rows_exact']}, exact Gram {mib[p['chain']]:.2f} MiB)"
@@ -99,15 +92,15 @@ class RawLayers(Measure):
 
     name = "raw"
 
-    def chain_keys(self, reader: ZooReader, opts: ChainOptions) -> list[tuple]:
-        template = zoo_template(reader)
+    def chain_keys(self, zoo: Zoo, opts: ChainOptions) -> list[tuple]:
+        template = zoo.template
         sizes = {k: v.numel() for k, v in template.state_dict().items()}
         return [(n, n) for n in (sum(sizes[p] for p in layer.raw) for layer in chain_layers(template))]
 
-    def features(self, reader: ZooReader, rows: list[dict], opts: ChainOptions) -> list[Tensor]:
-        return zoo_raw_features(zoo_template(reader), reader.load(rows))
+    def features(self, zoo: Zoo, rows: list[dict], opts: ChainOptions) -> list[Tensor]:
+        return zoo_raw_features(zoo.template, zoo.stacked(rows))
 
-    def describe(self, reader: ZooReader, opts: ChainOptions) -> dict:
+    def describe(self, zoo: Zoo, opts: ChainOptions) -> dict:
         return {"features": "layer l's weight(s) flattened"}
 
 

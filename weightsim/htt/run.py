@@ -22,7 +22,7 @@ from weightsim.htt.measures import Measure, get_measure
 from weightsim.htt.protocols import (METRICS, accuracy, cmc_curve, decide, distances, effect_size, random_order,
                                      retrieval_null, retrieval_split, split_seeds)
 from weightsim.htt.stats import error_upper_bound, mean_sd, permutation_p_value
-from weightsim.zoo.store import ZooReader
+from weightsim.zoo.view import Zoo
 
 PROTOCOLS = ("classification", "retrieval")
 
@@ -96,9 +96,9 @@ def shared_chains(keys_a: list, keys_b: list, wanted: list[int] | None, cross: b
     return list(wanted) if wanted else both
 
 
-def usable_rows(reader: ZooReader) -> tuple[list[dict], int]:
-    rows = [r for r in reader.rows if not r["diverged"]]
-    return rows, len(reader.rows) - len(rows)
+def usable_rows(zoo: Zoo) -> tuple[list[dict], int]:
+    rows = zoo.select(diverged=False)
+    return rows, len(zoo.rows) - len(rows)
 
 
 # -- what is tested: the nets, fixed before any split --------------------------------------------
@@ -108,8 +108,8 @@ class Study:
     tested (the eval zoo's nets of the same tasks; seen_a itself unless cross-network), unseen are
     the eval zoo's unseen-task nets for retrieval (empty when retrieval does not run)."""
 
-    train_zoo: ZooReader
-    eval_zoo: ZooReader
+    train_zoo: Zoo
+    eval_zoo: Zoo
     seen_a: list[dict]
     seen_b: list[dict]
     unseen: list[dict]
@@ -123,8 +123,8 @@ class Study:
 
 
 def open_study(zoo_dir: str, eval_zoo_dir: str | None, pc: ProtocolConfig) -> Study:
-    train_zoo = ZooReader(zoo_dir)
-    eval_zoo = ZooReader(eval_zoo_dir) if eval_zoo_dir else train_zoo
+    train_zoo = Zoo(zoo_dir)
+    eval_zoo = Zoo(eval_zoo_dir) if eval_zoo_dir else train_zoo
     rows_a, div_a = usable_rows(train_zoo)
     rows_b, div_b = usable_rows(eval_zoo) if eval_zoo is not train_zoo else (rows_a, 0)
     seen_a = [r for r in rows_a if r["role"] == "train"]
@@ -140,7 +140,7 @@ def open_study(zoo_dir: str, eval_zoo_dir: str | None, pc: ProtocolConfig) -> St
     return Study(train_zoo, eval_zoo, seen_a, seen_b, unseen, tasks, n_train, div_a + div_b)
 
 
-def training_seeds(zoo: ZooReader, seen: list[dict], tasks: list[int], pc: ProtocolConfig) -> int:
+def training_seeds(zoo: Zoo, seen: list[dict], tasks: list[int], pc: ProtocolConfig) -> int:
     """Training seeds per task: protocol.train_seeds, or train_fraction of the smallest task's usable
     nets. Warns when diverged nets left out changed that count."""
     if pc.train_seeds is not None:
@@ -209,7 +209,7 @@ def file_order(rows: list[dict]) -> tuple[list[dict], Tensor]:
     return [rows[j] for j in order], torch.argsort(torch.tensor(order, dtype=torch.long))
 
 
-def grams_of(parts: list[tuple[ZooReader, list[dict]]], chains: list[int], measure: Measure, opts: ChainOptions,
+def grams_of(parts: list[tuple[Zoo, list[dict]]], chains: list[int], measure: Measure, opts: ChainOptions,
              budget_gb: float, progress=None) -> list[tuple[Tensor, list[Tensor]]]:
     """Per chain in ``chains``: the Gram of the standardized features of parts[0] (the training
     nets) and the cross-Grams of the other parts with them, rows in each part's given order
