@@ -87,6 +87,11 @@ def test_unknown_choice_lists_the_choices(tmp_path, override, expect):
     assert all(c in line for c in choices(group))
 
 
+def test_a_renamed_setting_names_its_new_spelling(tmp_path):
+    line = one_line_error(run_cli("htt", "chains.fold_bn=true", f"zoo_dir={tmp_path}", f"hydra.run.dir={tmp_path}"))
+    assert "chains.fold_bn is gone" in line and "chains.bn=fold" in line
+
+
 @pytest.mark.parametrize("alpha", ["0", "1", "1.5", "-0.2"])
 def test_alpha_outside_unit_interval(tmp_path, alpha):
     line = one_line_error(run_cli("htt", f"protocol.alpha={alpha}", f"zoo_dir={tmp_path}", f"hydra.run.dir={tmp_path}"))

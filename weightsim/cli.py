@@ -23,10 +23,20 @@ from weightsim.errors import WeightsimError, WeightsimWarning
 GROUPS = ("dataset", "arch", "zoo", "chains", "classifier", "protocol", "logger", "launcher", "experiment")
 
 
+# settings that were renamed or removed: an old command line gets the new spelling, not Hydra's
+# "Key ... is not in struct"
+RENAMED = {"chains.fold_bn": "chains.bn=fold (BN handling is chains.bn=invariant|ignore|fold)",
+           "protocol.kinds": "protocol.measures (e.g. [chain_gram,raw])",
+           "protocol.confidence": "nothing: the error bound is one-sided at level 1 - protocol.alpha"}
+
+
 def check_choices(argv: list[str]) -> None:
-    """Unknown config-group choices end in one line that lists the choices (before Hydra starts)."""
+    """Unknown config-group choices end in one line that lists the choices, a renamed setting in
+    one line that names the new one (before Hydra starts)."""
     for arg in argv:
         key, _, value = arg.lstrip("+~").partition("=")
+        if key in RENAMED:
+            raise WeightsimError(f"{key} is gone: use {RENAMED[key]}")
         if key in GROUPS and value and value != "null":
             for v in value.split(","):
                 if v not in choices(key):
