@@ -3,12 +3,15 @@ without a change to run_htt."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from tests.test_htt_warnings import small_zoo
 from weightsim.chains import ChainOptions
 from weightsim.chains.core import chain_layers
-from weightsim.htt.measures import MEASURES, Measure
+from weightsim.htt.measures import MEASURES, DistanceMeasure, Measure
+from weightsim.htt.protocols import cmc_curve, knn_classify
+from weightsim.zoo.view import Zoo
 from weightsim.htt.run import ClassifierConfig, ProtocolConfig, run_htt
 
 
@@ -43,3 +46,52 @@ def test_a_new_measure_is_one_registry_entry(tmp_path, monkeypatch):
     assert all(r["p_value"] is not None and r["decision"] in ("accept", "reject") for r in mine)
     assert res["meta"]["measures"]["sorted_row_norms"]["features"].startswith("sorted norms")
     assert (1, "sorted_row_norms") in res["cmc"]
+
+
+class GramDistance(DistanceMeasure):
+    """A distance-only measure: Euclidean distance between the nets' chain Grams."""
+
+    name = "gram_distance"
+
+    def chain_keys(self, zoo, opts):
+        return MEASURES["chain_gram"].chain_keys(zoo, opts)
+
+    def distances(self, zoo_a, rows_a, zoo_b, rows_b, opts):
+        fa, fb = (MEASURES["chain_gram"].features(z, r, opts) for z, r in ((zoo_a, rows_a), (zoo_b, rows_b)))
+        return [torch.cdist(a.double(), b.double()) for a, b in zip(fa, fb)]
+
+    def describe(self, zoo, opts):
+        return {"distances": "||G_l(a) - G_l(b)||_F"}
+
+
+def test_a_distance_measure_runs_both_protocols_without_a_classifier(tmp_path, monkeypatch):
+    """A measure that gives only distances gets the same rows (k-NN classification, CMC retrieval,
+    both nulls, bound, effect size), and its numbers are the protocol functions' on its distances."""
+    zoo_dir = small_zoo(tmp_path / "zoo", 3, 2)
+    measure = GramDistance()
+    monkeypatch.setitem(MEASURES, measure.name, measure)
+    pc = ProtocolConfig(queries=2, n_permutations=19, retrieval_permutations=99, repeats=2, knn=3,
+                        measures=["gram_distance"])
+    res = run_htt(str(zoo_dir), pc, ClassifierConfig(max_iter=100), ChainOptions(), progress=False)
+    rows = {(r["protocol"], r["chain"]): r for r in res["rows"]}
+    assert set(rows) == {(p, c) for p in ("classification", "retrieval") for c in (1, 2, 3, "all")}
+    for r in rows.values():
+        assert r["measure"] == "gram_distance" and r["p_value"] is not None and r["repeats"] == 2
+    # the fixed split by hand: the 3 lowest of 5 seeds train, the rest are tested; k-NN with k = 3
+    zoo = Zoo(zoo_dir)
+    seen = zoo.select(role="train")
+    train = [r for r in seen if r["seed"] < 3]
+    test = [r for r in seen if r["seed"] >= 3]
+    label = {t: i for i, t in enumerate(sorted({r["task"] for r in seen}))}
+    d = measure.distances(zoo, test, zoo, train, ChainOptions())
+    for c in (1, 2, 3):
+        pred = knn_classify(d[c - 1], torch.tensor([label[r["task"]] for r in train]), 3)
+        truth = torch.tensor([label[r["task"]] for r in test])
+        assert rows[("classification", c)]["accuracy"] == pytest.approx(float((pred == truth).double().mean()))
+    unseen = zoo.select(role="unseen")
+    q = [r for r in unseen if r["seed"] < 2]
+    g = [r for r in unseen if r["seed"] >= 2]
+    dq = measure.distances(zoo, q, zoo, g, ChainOptions())
+    for c in (1, 2, 3):
+        curve = cmc_curve(dq[c - 1], torch.tensor([r["task"] for r in q]), torch.tensor([r["task"] for r in g]))
+        assert rows[("retrieval", c)]["accuracy"] == pytest.approx(float(curve[0]))

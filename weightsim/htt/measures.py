@@ -104,6 +104,22 @@ class RawLayers(Measure):
         return {"features": "layer l's weight(s) flattened"}
 
 
+class DistanceMeasure(Measure):
+    """A measure that gives net x net distances per chain instead of features (activation CKA,
+    subspace match, aligned weight distance). HTT tests it without a weight classifier: k-nearest-
+    neighbour classification of the test nets among the training nets (``protocol.knn``), retrieval
+    on the unseen nets' distances, the same nulls, bound and effect size (htt/protocols.py)."""
+
+    def features(self, zoo: Zoo, rows: list[dict], opts: ChainOptions) -> list[Tensor]:
+        raise TypeError(f"measure '{self.name}' gives distances, not features")
+
+    @abstractmethod
+    def distances(self, zoo_a: Zoo, rows_a: list[dict], zoo_b: Zoo, rows_b: list[dict],
+                  opts: ChainOptions) -> list[Tensor]:
+        """Per chain, the (len(rows_a), len(rows_b)) distances between the nets rows_a of zoo_a and
+        the nets rows_b of zoo_b."""
+
+
 MEASURES: dict[str, Measure] = {m.name: m for m in (ChainGram(), RawLayers())}
 
 

@@ -18,8 +18,9 @@ from weightsim.chains import ChainOptions
 from weightsim.errors import ChainError, ConfigError, ZooError, warn
 from weightsim.htt.classifier import fit_reduced, gram_reduction, one_thread
 from weightsim.htt.gram import chain_grams
-from weightsim.htt.measures import Measure, get_measure
-from weightsim.htt.protocols import (METRICS, accuracy, cmc_curve, decide, distances, effect_size, random_order,
+from weightsim.htt.measures import DistanceMeasure, Measure, get_measure
+from weightsim.htt.protocols import (METRICS, accuracy, cmc_curve, decide, distances, effect_size, knn_classify,
+                                     knn_null, random_order,
                                      retrieval_null, retrieval_split, split_seeds)
 from weightsim.htt.stats import error_upper_bound, mean_sd, permutation_p_value
 from weightsim.zoo.view import Zoo
@@ -43,6 +44,7 @@ class ProtocolConfig:
     n_permutations: int = 99  # classification null: heads fitted on shuffled task labels (0: off); p >= 1/(1+n)
     retrieval_permutations: int = 9999  # retrieval null: permutations of the gallery's task labels (0: off)
     repeats: int = 3  # seed splits: 0 = the paper's fixed split (lowest seeds train), 1.. seeded random splits
+    knn: int = 1  # distance measures: classify a test net by the majority task of its knn nearest training nets
     protocols: list[str] = field(default_factory=lambda: list(PROTOCOLS))
     measures: list[str] = field(default_factory=lambda: ["chain_gram", "raw"])  # htt/measures.py
     chains: list[int] | None = None  # chains to test (1-based); None: every chain both nets have
@@ -73,6 +75,8 @@ def check_protocol(pc: ProtocolConfig) -> list[Measure]:
     for knob in ("n_permutations", "retrieval_permutations"):
         if getattr(pc, knob) < 0:
             raise ConfigError(f"protocol.{knob}={getattr(pc, knob)} must be >= 0 (0: no null, no p-value)")
+    if pc.knn < 1:
+        raise ConfigError(f"protocol.knn={pc.knn} must be >= 1 (nearest training nets that vote)")
     if pc.repeats < 1:
         raise ConfigError(f"protocol.repeats={pc.repeats} must be >= 1 (1: the paper's fixed split only)")
     if pc.feature_budget_gb <= 0:
@@ -268,6 +272,29 @@ def evaluate_chain(g_train: Tensor, g_test: Tensor, g_unseen: Tensor, split: Spl
     return out
 
 
+def evaluate_distances(d_test_train: Tensor, d_test: Tensor, d_unseen: Tensor, split: Split, study: Study,
+                       pc: ProtocolConfig, seed: int) -> dict[str, Outcome]:
+    """The protocols on a distance measure's chain: d_test_train (M, N) from the test nets to the
+    training nets, d_test (M, M) among the test nets, d_unseen (U, U) among the unseen nets.
+    Classification is k-nearest-neighbour (its null: the training labels shuffled); retrieval and
+    the effect size read the distances directly, as for the classifier's logits."""
+    first, out = split.repeat == 0, {}
+    if "classification" in pc.protocols:
+        pred = knn_classify(d_test_train, split.y_train, pc.knn)
+        null = knn_null(d_test_train, split.y_train, split.y_test, pc.n_permutations, pc.knn, seed) \
+            if first and pc.n_permutations else None
+        out["classification"] = Outcome(float((pred == split.y_test).double().mean()), len(split.y_test),
+                                        effect_size(d_test, split.y_test), null)
+    if study.unseen:
+        labels = torch.tensor([r["task"] for r in study.unseen])
+        q, g = split.queries, split.gallery
+        dist = d_unseen[q][:, g]
+        curve = cmc_curve(dist, labels[q], labels[g], pc.max_rank)
+        null = retrieval_null(dist, labels[q], labels[g], pc.retrieval_permutations, seed) if first else None
+        out["retrieval"] = Outcome(float(curve[0]), len(q), effect_size(d_unseen, labels), null, curve)
+    return out
+
+
 # -- report rows ---------------------------------------------------------------------------------
 def chain_row(protocol: str, measure: str, chain: int | str, dim: int | None, runs: list[Outcome],
               pc: ProtocolConfig) -> dict:
@@ -321,6 +348,16 @@ def evaluate_measure(study: Study, measure: Measure, chains: list[int], keys_a: 
     row per protocol) and its CMC curves {(chain, measure): curve} of the paper's split."""
     runs: dict[int, list[dict[str, Outcome]]] = {c: [] for c in chains}
     for split in splits:
+        if isinstance(measure, DistanceMeasure):  # distances in, no classifier
+            pick = lambda ds: [ds[c - 1] for c in chains]  # noqa: E731
+            test_train = pick(measure.distances(study.eval_zoo, split.test, study.train_zoo, split.train, co))
+            test = pick(measure.distances(study.eval_zoo, split.test, study.eval_zoo, split.test, co))
+            unseen = pick(measure.distances(study.eval_zoo, study.unseen, study.eval_zoo, study.unseen, co)) \
+                if study.unseen else [torch.zeros(0, 0)] * len(chains)
+            for c, dtt, dt, du in zip(chains, test_train, test, unseen):
+                runs[c].append(evaluate_distances(dtt, dt, du, split, study, pc, seed + c))
+                bar.update(1)
+            continue
         parts = [(study.train_zoo, split.train), (study.eval_zoo, split.test), (study.eval_zoo, study.unseen)]
         grams = grams_of(parts, chains, measure, co, pc.feature_budget_gb, bar.set_postfix_str)
         for c, (g_train, (g_test, g_unseen)) in zip(chains, grams):
