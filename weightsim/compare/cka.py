@@ -53,16 +53,16 @@ def _as_float64(a: Array, name: str, ndim: int, device: torch.device | None = No
     if t.ndim != ndim:
         shape = "(n_inputs, n_neurons)" if ndim == 2 else "(n_pairs, n_inputs, n_neurons)"
         raise DataError(f"{name} has shape {tuple(t.shape)}; CKA needs a {ndim}-D array {shape}")
-    if not torch.isfinite(t).all():
+    if not torch.isfinite(t.sum()) and not torch.isfinite(t).all():  # the sum is the cheap test
         raise DataError(f"{name} contains NaN or inf; CKA needs finite activations")
     return t
 
 
-def _same_inputs(x: Tensor, y: Tensor, who: str, debiased: bool) -> int:
+def _same_inputs(x: Tensor, y: Tensor, who: str, debiased: bool, names: tuple[str, str] = ("x", "y")) -> int:
     """Number of inputs n shared by x and y (rows, axis -2); n >= 4 for the unbiased HSIC."""
     n, m = x.shape[-2], y.shape[-2]
     if n != m:
-        raise DataError(f"{who}: x has {n} inputs (rows) but y has {m}; "
+        raise DataError(f"{who}: {names[0]} has {n} inputs (rows) but {names[1]} has {m}; "
                         "both representations must come from the same inputs in the same order")
     if n < (4 if debiased else 2):
         raise DataError(f"{who}: {n} inputs are too few; "
@@ -108,20 +108,22 @@ def _feature_rep(x: Tensor, debiased: bool, form: str = "auto") -> _Rep:
     return _Rep("feature", xc, n, True, constant, d=d, r=-d, s=-d.sum(-1))  # K~1 = -d, 1^T K~ 1 = -tr K
 
 
+def _double_centre(k: Tensor) -> Tensor:
+    """HKH: the Gram matrix of the centred representation, (..., n, n)."""
+    return k - k.mean(-1, keepdim=True) - k.mean(-2, keepdim=True) + k.mean((-2, -1), keepdim=True)
+
+
 def _gram_rep(k: Tensor, debiased: bool, centred: bool = False, constant: Tensor | None = None) -> _Rep:
     """Statistics of a Gram matrix k (..., n, n); `centred` says k = HKH already."""
     n = k.shape[-1]
-    if debiased:
-        kt = k - torch.diag_embed(torch.diagonal(k, dim1=-2, dim2=-1))  # K~: zero diagonal
-        r = kt.sum(-1)
-        m = kt
-    else:
-        m = k if centred else k - k.mean(-1, keepdim=True) - k.mean(-2, keepdim=True) + k.mean((-2, -1), keepdim=True)
-        r = None
+    kc = k if centred else _double_centre(k)
     if constant is None:
-        kc = k - k.mean(-1, keepdim=True) - k.mean(-2, keepdim=True) + k.mean((-2, -1), keepdim=True)
         constant = _is_constant(kc, k)
-    return _Rep("gram", m, n, debiased, constant, r=r, s=None if r is None else r.sum(-1))
+    if not debiased:
+        return _Rep("gram", kc, n, False, constant)
+    kt = k - torch.diag_embed(torch.diagonal(k, dim1=-2, dim2=-1))  # K~: zero diagonal (no centring needed)
+    r = kt.sum(-1)
+    return _Rep("gram", kt, n, True, constant, r=r, s=r.sum(-1))
 
 
 def _hsic(a: _Rep, b: _Rep) -> Tensor:
@@ -188,11 +190,12 @@ def linear_cka_batched(xs: Array, ys: Array, debiased: bool = False, form: str =
 def _rbf_gram(x: Tensor, frac: float) -> Tensor:
     """K_ij = exp(-|x_i - x_j|^2 / (2 sigma^2)), sigma^2 = frac^2 * median of all n x n squared
     distances (the zero diagonal included)."""
+    x = x - x.mean(0)  # distances do not change; avoids cancellation in the expansion below
     sq = (x * x).sum(-1)
     d2 = (sq[:, None] + sq[None, :] - 2.0 * x @ x.T).clamp_min(0.0)  # |x_i - x_j|^2
-    flat = d2.flatten()
-    k = flat.numel() // 2  # median of an even count: mean of the two middle values
-    median = flat.kthvalue(k + 1).values if flat.numel() % 2 else (flat.kthvalue(k).values + flat.kthvalue(k + 1).values) / 2
+    flat, half = d2.flatten(), d2.numel() // 2
+    lo, hi = flat.kthvalue(half).values, flat.kthvalue(half + 1).values  # the middle value(s)
+    median = hi if flat.numel() % 2 else (lo + hi) / 2
     if median <= 0:
         raise DataError("kernel_cka: the median squared distance between inputs is 0 (most inputs give the same "
                         "activations), so the RBF bandwidth is undefined; use linear_cka for this layer")
@@ -206,7 +209,8 @@ def kernel_cka(x: Array, y: Array, kernel: str = "rbf", frac: float = 0.5, debia
     if kernel not in ("rbf", "linear"):
         raise ConfigError(f"kernel_cka: kernel={kernel!r} is not known; use 'rbf' or 'linear'")
     if not frac > 0:
-        raise ConfigError(f"kernel_cka: frac={frac} must be > 0 (the RBF bandwidth as a fraction of the median distance)")
+        raise ConfigError(f"kernel_cka: frac={frac} must be > 0 "
+                          "(the RBF bandwidth as a fraction of the median distance)")
     x = _as_float64(x, "x", 2)
     y = _as_float64(y, "y", 2, x.device)
     _same_inputs(x, y, "kernel_cka", debiased)
@@ -224,8 +228,9 @@ def _layer_hsics(acts_a: Sequence[Array], acts_b: Sequence[Array], debiased: boo
     xa = [_as_float64(a, f"acts_a[{i}]", 2) for i, a in enumerate(acts_a)]
     dev = xa[0].device
     xb = [_as_float64(b, f"acts_b[{j}]", 2, dev) for j, b in enumerate(acts_b)]
-    for i, t in enumerate(xa[1:] + xb):
-        _same_inputs(xa[0], t, who, debiased)
+    names = [f"acts_a[{i}]" for i in range(len(xa))] + [f"acts_b[{j}]" for j in range(len(xb))]
+    for name, t in zip(names[1:], xa[1:] + xb):
+        _same_inputs(xa[0], t, who, debiased, ("acts_a[0]", name))
     ra = [_feature_rep(t, debiased) for t in xa]
     rb = [_feature_rep(t, debiased) for t in xb]
     cross = torch.stack([torch.stack([_hsic(a, b) for b in rb]) for a in ra])
@@ -278,7 +283,6 @@ class MinibatchCKA:
         """(La, Lb) minibatch CKA from the batches seen so far."""
         if self.batches == 0:
             raise DataError("MinibatchCKA.compute called before any update; feed batches with .update(acts_a, acts_b)")
-        t = lambda v: torch.as_tensor(v / self.batches)  # noqa: E731  (mean over batches)
+        cross, self_a, self_b = (torch.as_tensor(v / self.batches) for v in (self.cross, self.self_a, self.self_b))
         undefined = torch.as_tensor(self.constant_a[:, None] | self.constant_b[None, :])
-        return _normalise(t(self.cross), t(self.self_a)[:, None], t(self.self_b)[None, :], undefined, True,
-                          "MinibatchCKA")
+        return _normalise(cross, self_a[:, None], self_b[None, :], undefined, True, "MinibatchCKA")
