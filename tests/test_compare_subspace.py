@@ -37,6 +37,26 @@ def max_match_direct(a: np.ndarray, b: np.ndarray, eps: float, zero_tol: float =
     return ia, ib, rounds
 
 
+def minimal_match_direct(a: np.ndarray, b: np.ndarray, side: str, v: int, eps: float):
+    """The reference's v-minimal match: from the maximum match, try deleting each other neuron
+    (net A first, index order) and keep the deletion when v stays in the maximum match of the
+    rest, without shrinking in between; then one maximum match of what is left. (ix, iy) or None."""
+    ix, iy, _ = max_match_direct(a, b, eps)
+    if v not in (ix if side == "a" else iy):
+        return None
+    cur = [ix, iy]
+    for s, u in [(0, int(i)) for i in ix] + [(1, int(j)) for j in iy]:
+        if (s, u) == ((0 if side == "a" else 1), v):
+            continue
+        trial = list(cur)
+        trial[s] = trial[s][trial[s] != u]
+        tx, ty, _ = max_match_direct(a[:, trial[0]], b[:, trial[1]], eps)
+        if v in (trial[0][tx] if side == "a" else trial[1][ty]):
+            cur = trial
+    tx, ty, _ = max_match_direct(a[:, cur[0]], b[:, cur[1]], eps)
+    return cur[0][tx], cur[1][ty]
+
+
 def is_match(a, b, ix, iy, eps) -> bool:
     """(ix, iy) is an eps-match, checked on the raw activations."""
     def ok(x, y):
@@ -221,6 +241,21 @@ def test_fast_path_equals_direct_least_squares(seed):
         sizes.add(len(ix))
         rounds.add(r)
     assert len(sizes) >= 3 and max(rounds) >= 2  # non-vacuity: varied matches, multi-round pruning
+
+
+def test_minimal_match_equals_the_direct_version():
+    # shrinking to the maximum match after each accepted deletion takes the same decisions as the
+    # reference's unshrunk candidate set: MM(S minus u) = MM(MM(S) minus u)
+    a, b = noisy_case(5)
+    eps = 0.5
+    m = max_match(a, b, eps)
+    assert len(m.ix) >= 4 and len(m.iy) >= 4
+    for side, v in [("a", int(i)) for i in m.ix[:3]] + [("b", int(j)) for j in m.iy[:3]] + [("a", 0), ("b", 1)]:
+        fast, direct = minimal_match(a, b, side, v, eps), minimal_match_direct(a, b, side, v, eps)
+        assert (fast is None) == (direct is None)
+        if fast is not None:
+            assert fast.ix.tolist() == direct[0].tolist() and fast.iy.tolist() == direct[1].tolist()
+            assert len(fast.ix) + len(fast.iy) < len(m.ix) + len(m.iy)  # non-vacuity: it did shrink
 
 
 def test_torch_and_numpy_inputs_agree():

@@ -275,28 +275,29 @@ def _side(side: str) -> int:
 
 def _minimal(c: _Coords, start, side: int, v: int, eps: float, order: str, rng) -> Match | None:
     """v-minimal match from the maximum match ``start`` = (ja, jb) of c; v a neuron index."""
-    live = (c.live_a, c.live_b)[side]
-    pos = np.flatnonzero(live[start[side]] == v)
-    if not len(pos):
+    if v not in (c.live_a, c.live_b)[side][start[side]]:
         return None
+    if order not in ("index", "random"):
+        raise ConfigError(f"subspace match: order={order!r} is unknown; use 'index' or 'random'")
     sub = c.restrict(*start)  # the rest runs on |X*| + |Y*| coordinates
-    cur = [np.arange(len(start[0])), np.arange(len(start[1]))]
-    cand = [(s, u) for s in (0, 1) for u in cur[s] if not (s == side and u == pos[0])]
+    cur = [sub.live_a, sub.live_b]  # neuron indices, ascending like every live array
+    cand = [(s, int(u)) for s in (0, 1) for u in cur[s] if (s, u) != (side, v)]
     if order == "random":
         cand = [cand[i] for i in np.random.default_rng(rng).permutation(len(cand))]
-    elif order != "index":
-        raise ConfigError(f"subspace match: order={order!r} is unknown; use 'index' or 'random'")
     rounds = 0
     for s, u in cand:
         if u not in cur[s]:
             continue
         trial = list(cur)
         trial[s] = trial[s][trial[s] != u]
-        ja, jb, r = sub.prune(eps, *trial)
+        ja, jb, r = sub.prune(eps, np.searchsorted(sub.live_a, trial[0]), np.searchsorted(sub.live_b, trial[1]))
         rounds += r
-        if pos[0] in (ja, jb)[side]:
-            cur = [ja, jb]
-    return sub.to_match(cur[0], cur[1], rounds, eps)
+        if v in (sub.live_a[ja], sub.live_b[jb])[side]:
+            cur = [sub.live_a[ja], sub.live_b[jb]]
+            if len(ja) + len(jb) < 0.75 * (len(sub.live_a) + len(sub.live_b)):  # fewer rows from here on
+                sub = sub.restrict(ja, jb)
+    ix, iy = np.asarray(cur[0]), np.asarray(cur[1])
+    return Match(ix, iy, (len(ix) + len(iy)) / (c.n_a + c.n_b), rounds, eps)
 
 
 def minimal_match(a, b, side: str, v: int, eps: float, order: str = "index", rng=None, *,
