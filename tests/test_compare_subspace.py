@@ -258,6 +258,35 @@ def test_minimal_match_equals_the_direct_version():
             assert len(fast.ix) + len(fast.iy) < len(m.ix) + len(m.iy)  # non-vacuity: it did shrink
 
 
+def test_fast_path_equals_direct_least_squares_on_rank_deficient_spans():
+    # the planted cases have exactly rank-deficient spans (8 neurons in 5 dims, B1, B2 in
+    # span(A1, A2)): the rank cutoff must agree with the direct solve's
+    s1, s3 = shared_subspace(), planted_simple()
+    s4 = np.maximum(np.random.default_rng(2).standard_normal((500, 32)), 0)
+    for (a, b), eps in [(s1, 0.05), (s1, 0.5), (s3, 0.05), (s3, 1e-9), ((s4, s4[:, ::-1] * 3), 1e-6)]:
+        ix, iy, r = max_match_direct(a, b, eps)
+        m = max_match(a, b, eps)
+        assert (m.ix.tolist(), m.iy.tolist(), m.rounds) == (ix.tolist(), iy.tolist(), r), eps
+        assert len(ix) > 0
+
+
+def test_redundant_neurons_do_not_widen_the_span():
+    # 40 neurons of net B in a 5-dim span: the 35 directions rounding leaves in them must count as
+    # zero, or they would soak up the off-span part of A0 (relative distance 0.5 from the span)
+    g = np.random.default_rng(11)
+    u = np.linalg.qr(g.standard_normal((100, 6)))[0]
+    b = u[:, :5] @ g.standard_normal((5, 40))
+    c = g.standard_normal(5)
+    x = np.sqrt(0.75) * u[:, :5] @ c / np.linalg.norm(c) + 0.5 * u[:, 5]  # residual 0.5 exactly
+    a = np.concatenate([x[:, None], u[:, :5] @ g.standard_normal((5, 5))], axis=1)
+    for method in ("qr", "gram"):
+        m = max_match(a, b, 0.3, method=method)
+        assert m.ix.tolist() == [1, 2, 3, 4, 5] and m.iy.tolist() == list(range(40)), method
+        assert max_match(a, b, 0.51, method=method).ix.tolist() == list(range(6))
+    assert max_match_direct(a, b, 0.3)[0].tolist() == [1, 2, 3, 4, 5]
+    assert max_epsilon(a, b) == pytest.approx(0.5, abs=1e-6)
+
+
 def test_torch_and_numpy_inputs_agree():
     a, b = noisy_case(4)
     ta, tb = torch.from_numpy(a).float(), torch.from_numpy(b).float()
