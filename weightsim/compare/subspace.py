@@ -72,6 +72,17 @@ def _to_numpy(x, name: str) -> np.ndarray:
     return x
 
 
+def _finite_2d_tensor(x: torch.Tensor, name: str) -> torch.Tensor:
+    x = x.detach().to(torch.float64)
+    if x.ndim != 2:
+        raise DataError(f"subspace match: activations {name} have shape {tuple(x.shape)}; pass a 2-D "
+                        "(n_inputs, n_neurons) tensor (flatten conv positions into the input axis)")
+    if not torch.isfinite(x).all():
+        raise DataError(f"subspace match: activations {name} contain NaN or inf; check the probe "
+                        "batch and the net that produced them")
+    return x
+
+
 def _check_pair(a, b) -> None:
     if a.shape[0] != b.shape[0]:
         raise DataError(f"subspace match: activations have {a.shape[0]} and {b.shape[0]} inputs; "
@@ -196,17 +207,6 @@ class _Coords:
             warn(f"subspace match: {m} live neurons against d={self.d} inputs at eps={eps:g}: random "
                  f"activations already match at this size (a random vector keeps a residual of about "
                  f"sqrt(1 - k/d) onto k random directions); use more probe inputs or a smaller eps")
-
-
-def _finite_2d_tensor(x: torch.Tensor, name: str) -> torch.Tensor:
-    x = x.detach().to(torch.float64)
-    if x.ndim != 2:
-        raise DataError(f"subspace match: activations {name} have shape {tuple(x.shape)}; pass a 2-D "
-                        "(n_inputs, n_neurons) tensor (flatten conv positions into the input axis)")
-    if not torch.isfinite(x).all():
-        raise DataError(f"subspace match: activations {name} contain NaN or inf; check the probe "
-                        "batch and the net that produced them")
-    return x
 
 
 def max_match(a, b, eps: float, *, zero_tol: float = 1e-16, method: str = "qr") -> Match:
