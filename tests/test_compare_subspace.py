@@ -306,8 +306,12 @@ def test_bad_input_gets_one_clear_error():
         max_match(a, b, 0.1)
     with pytest.raises(DataError, match="10 and 12 inputs"):
         max_match(a, b, 0.1, method="gram")
+    with pytest.raises(DataError, match="10 and 12 inputs"):
+        max_match(torch.ones(10, 3), torch.ones(12, 3), 0.1)
     with pytest.raises(DataError, match="2-D"):
         max_match(np.ones(10), a, 0.1)
+    with pytest.raises(DataError, match="2-D"):
+        max_match(torch.ones(10), torch.ones(10, 3), 0.1)
     with pytest.raises(DataError, match="NaN"):
         max_match(np.full((10, 3), np.nan), a, 0.1)
     with pytest.raises(ConfigError, match="eps=-0.1"):
