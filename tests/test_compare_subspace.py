@@ -6,9 +6,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from threadpoolctl import threadpool_limits
 
 from weightsim.compare import match_curve, max_epsilon, max_match, min_epsilon, minimal_match, simple_matches
 from weightsim.errors import ConfigError, DataError, WeightsimWarning
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_blas_thread():
+    """The matrices here are small: one BLAS thread is fastest and does not stall when other
+    processes share the cores."""
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
 
 
 def max_match_direct(a: np.ndarray, b: np.ndarray, eps: float, zero_tol: float = 1e-16):
