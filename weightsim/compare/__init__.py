@@ -1,3 +1,10 @@
-from weightsim.compare.cka import MinibatchCKA, cka_matrix, kernel_cka, linear_cka, linear_cka_batched
+"""Other ways to compare networks, on the same zoos (docs/compare.md): centered kernel alignment
+(CKA) and the neuron activation subspace match between the activations of two nets."""
 
-__all__ = ["MinibatchCKA", "cka_matrix", "kernel_cka", "linear_cka", "linear_cka_batched"]
+from weightsim.compare.cka import MinibatchCKA, cka_matrix, kernel_cka, linear_cka, linear_cka_batched
+from weightsim.compare.subspace import (GRID, Match, match_curve, max_epsilon, max_match, min_epsilon,
+                                        minimal_match, simple_matches)
+
+__all__ = ["MinibatchCKA", "cka_matrix", "kernel_cka", "linear_cka", "linear_cka_batched",
+           "GRID", "Match", "match_curve", "max_epsilon", "max_match", "min_epsilon", "minimal_match",
+           "simple_matches"]
