@@ -220,7 +220,7 @@ def apply_perms(params: dict[str, Tensor], spec: PermSpec, perms: dict[str, Tens
 # -- weight matching --------------------------------------------------------------------------------
 def _params(net: nn.Module, spec: PermSpec) -> dict[str, Tensor]:
     sd = net.state_dict()
-    return {k: sd[k].detach().to(torch.float64) for k in spec.covered}
+    return {k: sd[k].detach().to("cpu", torch.float64) for k in spec.covered}
 
 
 def _load(net: nn.Module, tensors: dict[str, Tensor]) -> None:
@@ -228,7 +228,7 @@ def _load(net: nn.Module, tensors: dict[str, Tensor]) -> None:
     version metadata, without which BatchNorm asks for a step counter these nets do not have)."""
     sd = net.state_dict()
     for k, v in tensors.items():
-        sd[k] = v.to(sd[k].dtype)
+        sd[k] = v.to(sd[k])  # its dtype and device
     net.load_state_dict(sd)
 
 
@@ -308,7 +308,8 @@ def probe_batch(model: nn.Module, n: int = 16, seed: int = 0) -> Tensor:
 
 def _check_function(net_b: nn.Module, aligned: nn.Module, x: Tensor) -> None:
     """Raise AlignError unless the permuted copy computes net_b's outputs (eval mode, float64)."""
-    fb, fa = copy.deepcopy(net_b).double().eval(), copy.deepcopy(aligned).double().eval()
+    fb, fa = (copy.deepcopy(n).cpu().double().eval() for n in (net_b, aligned))
+    x = x.cpu().double() if torch.is_floating_point(x) else x.cpu()
     with torch.no_grad():
         yb, ya = fb(x), fa(x)
     err = float((ya - yb).abs().max() / (1 + yb.abs().max()))
