@@ -227,13 +227,15 @@ def test_different_architectures_refused():
 
 
 def trained_mlp(seed: int, x, y) -> nn.Module:
+    """A 20-64-5 ReLU MLP fit by 200 full-batch gradient steps (train loss ~0.06)."""
     torch.manual_seed(seed)
     net = MLP((20,), 5, hidden=64, depth=2).double()
-    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-    for _ in range(100):
-        opt.zero_grad()
+    for _ in range(200):
+        net.zero_grad()
         nn.functional.cross_entropy(net(x), y).backward()
-        opt.step()
+        with torch.no_grad():
+            for p in net.parameters():
+                p -= 0.5 * p.grad  # theta <- theta - lr grad
     return net.eval()
 
 
