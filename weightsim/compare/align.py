@@ -49,7 +49,7 @@ from weightsim.chains.core import ChainLayer, chain_layers
 from weightsim.errors import WeightsimError
 from weightsim.nets.kinds import BATCHNORMS
 
-TOL_GAIN = 1e-12  # a sweep must raise the objective by more than this to continue
+TOL_GAIN = 1e-12  # a step must raise the objective by more than this to be taken (and the sweeps to go on)
 TOL_FUNCTION = 1e-8  # |f(aligned) - f(B)| / (1 + |f(B)|) allowed (float64 check)
 
 
@@ -79,10 +79,6 @@ class PermSpec:
     sizes: dict[str, int]
     layers: dict[str, tuple[str, ...]]
     covered: tuple[str, ...]
-
-    def axes_of(self, tensor: str) -> list[tuple[str, AxisRef]]:
-        """(group, axis) pairs acting on ``tensor``."""
-        return [(g, a) for g, axes in self.groups.items() for a in axes if a.tensor == tensor]
 
 
 @dataclass
@@ -141,7 +137,8 @@ def _residual_ties(model: nn.Module, layers: list[ChainLayer]) -> list[tuple[int
     for name, m in model.named_modules():
         if not getattr(m, "chain_shortcut", False):
             continue
-        inside = [i for i, layer in enumerate(layers) if layer.module.startswith(name + ".")]
+        prefix = f"{name}." if name else ""
+        inside = [i for i, layer in enumerate(layers) if layer.module.startswith(prefix)]
         if inside:
             ties.append((inside[-1], inside[0] - 1))
     return ties
@@ -151,8 +148,8 @@ def perm_spec(model: nn.Module) -> PermSpec:
     """The hidden permutation groups of ``model`` and the tensor axes each acts on.
 
     One group per hidden weight layer (the output layer and the input are fixed); residual ties
-    merge groups (union-find). Raises AlignError if a residual ties a hidden layer to the input or
-    to the output, which no permutation can move.
+    merge groups (union-find). Units tied to the input or to the output (a shortcut around the
+    first or the last layer) belong to no group: no permutation moves them.
     """
     layers = chain_layers(model)
     n = len(layers)
