@@ -302,3 +302,20 @@ def test_loss_barrier_interpolates_bn_statistics():
     mid = copy.deepcopy(a)
     align._load(mid, {k: (v + c.state_dict()[k]) / 2 for k, v in a.state_dict().items()})
     assert ls[1] == pytest.approx(ce(mid, x, y), rel=1e-12)
+
+
+def test_barrier_with_bn_statistics_reestimated():
+    a, c = random_net("plainnet5_bn", 0), random_net("plainnet5_bn", 1)
+    x = torch.randn(32, 3, 16, 16, dtype=torch.float64)
+    y = torch.arange(32) % 10
+    ref = copy.deepcopy(a)
+    align.reestimate_bn(ref, x)
+    h = torch.relu(ref[0].body[0](x))  # the first BN's input: conv -> ReLU
+    assert torch.allclose(ref[0].body[2].running_mean, h.mean((0, 2, 3)), atol=1e-12)
+    assert torch.allclose(ref[0].body[2].running_var, h.transpose(0, 1).reshape(8, -1).var(1), atol=1e-12)
+    assert not ref.training and torch.equal(ref[0].body[0].weight, a[0].body[0].weight)
+    _, ls = interpolation_losses(a, c, x, y, n_lambda=3, bn_batch=x)
+    _, raw = interpolation_losses(a, c, x, y, n_lambda=3)
+    assert ls[0] == pytest.approx(ce(ref, x, y), rel=1e-12) and ls[0] != pytest.approx(raw[0], rel=1e-3)
+    assert loss_barrier(a, c, x, y, n_lambda=3, bn_batch=x) == pytest.approx(
+        max(0.0, ls[1] - (ls[0] + ls[2]) / 2), abs=1e-12)

@@ -1,1 +1,2 @@
-from weightsim.compare.align import Alignment, PermSpec, canonicalize_scale, loss_barrier, perm_spec, weight_matching  # noqa: F401
+from weightsim.compare.align import (Alignment, PermSpec, canonicalize_scale, interpolation_losses, loss_barrier,  # noqa: F401
+                                     perm_spec, weight_matching)

@@ -397,29 +397,49 @@ def canonicalize_scale(net: nn.Module) -> nn.Module:
 
 
 # -- linear-interpolation loss barrier --------------------------------------------------------------
-def interpolation_losses(net_a: nn.Module, net_b: nn.Module, x: Tensor, y: Tensor,
-                         n_lambda: int = 25) -> tuple[np.ndarray, np.ndarray]:
+def reestimate_bn(net: nn.Module, x: Tensor) -> None:
+    """Set every BatchNorm's running mean and variance to the statistics of its input on batch x
+    (one train-mode forward with momentum 1; the weights are untouched; net is left in eval mode)."""
+    bns = [m for m in net.modules() if isinstance(m, BATCHNORMS)]
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.momentum = 1.0  # running <- batch statistic
+    with torch.no_grad():
+        net.train()(x)
+    for m, momentum in zip(bns, saved):
+        m.momentum = momentum
+    net.eval()
+
+
+def interpolation_losses(net_a: nn.Module, net_b: nn.Module, x: Tensor, y: Tensor, n_lambda: int = 25,
+                         bn_batch: Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(lambdas, losses): cross-entropy on (x, y) of theta(lambda) = (1 - lambda) theta_A + lambda theta_B,
     eval mode, for n_lambda evenly spaced lambda in [0, 1]. Every floating tensor of the state dict is
-    interpolated, BatchNorm running mean and variance included (no re-estimation of the statistics:
-    the barrier is that of the interpolated weights as they are)."""
+    interpolated, BatchNorm running mean and variance included: by default the barrier is that of the
+    interpolated weights and statistics as they are. The running statistics of an interpolated net
+    are not those of its own activations, which inflates barriers of BN nets; ``bn_batch`` (inputs)
+    re-estimates them on that batch at every lambda, the ends included."""
     _check_same_arch(net_a, net_b)
     sa, sb = net_a.state_dict(), net_b.state_dict()
     net = copy.deepcopy(net_a).double().eval()
-    xs = x if not torch.is_floating_point(x) else x.to(torch.float64)
+    xs, bs = (t if t is None or not torch.is_floating_point(t) else t.to(torch.float64) for t in (x, bn_batch))
     lambdas = np.linspace(0.0, 1.0, n_lambda)
     losses = []
     for lam in lambdas:
         sd = {k: ((1 - lam) * v.double() + lam * sb[k].double()) if torch.is_floating_point(v) else v
-              for k, v in sa.items()}
+              for k, v in sa.items()}  # theta(lambda) = (1 - lambda) theta_A + lambda theta_B
         _load(net, sd)
+        if bs is not None:
+            reestimate_bn(net, bs)
         with torch.no_grad():
             losses.append(float(nn.functional.cross_entropy(net(xs), y)))
     return lambdas, np.array(losses)
 
 
-def loss_barrier(net_a: nn.Module, net_b_aligned: nn.Module, x: Tensor, y: Tensor, n_lambda: int = 25) -> float:
+def loss_barrier(net_a: nn.Module, net_b_aligned: nn.Module, x: Tensor, y: Tensor, n_lambda: int = 25,
+                 bn_batch: Tensor | None = None) -> float:
     """max_lambda  L(theta(lambda)) - ((1 - lambda) L(theta_A) + lambda L(theta_B)): the loss bump on the
-    straight line between two nets above the line joining the end losses (>= 0; 0 for a convex path)."""
-    lambdas, losses = interpolation_losses(net_a, net_b_aligned, x, y, n_lambda)
+    straight line between two nets above the line joining the end losses (>= 0; 0 for a convex path).
+    bn_batch: see ``interpolation_losses``."""
+    lambdas, losses = interpolation_losses(net_a, net_b_aligned, x, y, n_lambda, bn_batch)
     return float(np.max(losses - ((1 - lambdas) * losses[0] + lambdas * losses[-1])))
