@@ -24,10 +24,11 @@ the linear assignment
 (B' = B with the other groups' current permutations applied), until a sweep gains no more than
 1e-12. A group's new permutation is kept only when it raises the objective itself: for a group that
 acts on two axes of one tensor (the conv inside a residual block of constant width reads and writes
-the same stream; a GRU's recurrent weight) S is only a linearization, and an accepted step could
-otherwise lower the objective and cycle; for such a group the assignment is re-solved with its
-own new permutation until it repeats, keeping the best. The objective strictly increases with every accepted step
-over a finite set, so the descent stops.
+the same stream; a GRU's recurrent weight) S is only a linearization, and a step could otherwise
+lower the objective and cycle; for such a group the assignment is re-solved with its own new
+permutation until it repeats, keeping the best. Every step taken raises the objective over a finite
+set, so the descent stops. Coordinate descent can end in a local optimum (deep residual nets):
+``restarts`` runs it from several visit orders and keeps the closest alignment.
 
 Conventions: ``perms[g][i]`` is the unit of B placed at position i of A (aligned = B[perms]), so a
 B made as ``A[q]`` gives ``perms = argsort(q)``. The distance is the L2 norm over every tensor of
@@ -271,14 +272,15 @@ def _objective(pa: dict[str, Tensor], pb: dict[str, Tensor], spec: PermSpec, per
 
 def _best_step(pa: dict[str, Tensor], pb: dict[str, Tensor], spec: PermSpec, perms: dict[str, Tensor],
                g: str, max_inner: int = 20) -> dict[str, Tensor]:
-    """perms with pi_g replaced by the assignment solution of S. When g acts on two axes of one tensor,
-    S depends on pi_g itself: re-solve with the new pi_g until it repeats (at most max_inner times)
-    and keep the best by the objective."""
-    trial, best, best_obj = perms, perms, -math.inf
+    """perms with pi_g replaced by the assignment solution of S if that raises the objective by more
+    than TOL_GAIN, else perms itself. When g acts on two axes of one tensor, S depends on pi_g: re-solve
+    with the new pi_g until it repeats (at most max_inner times), keeping the best by the objective."""
+    trial, best = perms, perms
+    best_obj = _objective(pa, pb, spec, perms, g) + TOL_GAIN
     for _ in range(max_inner if _self_paired(spec, g) else 1):
         _, col = linear_sum_assignment(_gain_matrix(pa, pb, spec, trial, g).numpy(), maximize=True)
         col = torch.as_tensor(col, dtype=torch.long)
-        if torch.equal(col, trial[g]) and trial is not perms:
+        if torch.equal(col, trial[g]):  # a fixed point of the assignment
             break
         trial = {**trial, g: col}
         obj = _objective(pa, pb, spec, trial, g)
@@ -326,9 +328,8 @@ def _descend(pa: dict[str, Tensor], pb: dict[str, Tensor], spec: PermSpec, max_i
         gained = False
         for k in rng.permutation(len(names)):
             g = names[k]
-            trial = _best_step(pa, pb, spec, perms, g)
-            if _objective(pa, pb, spec, trial, g) > _objective(pa, pb, spec, perms, g) + TOL_GAIN:
-                perms, gained = trial, True
+            step = _best_step(pa, pb, spec, perms, g)
+            perms, gained = step, gained or step is not perms
         if not gained:
             break
     return perms, sweeps
