@@ -319,3 +319,14 @@ def test_barrier_with_bn_statistics_reestimated():
     assert ls[0] == pytest.approx(ce(ref, x, y), rel=1e-12) and ls[0] != pytest.approx(raw[0], rel=1e-3)
     assert loss_barrier(a, c, x, y, n_lambda=3, bn_batch=x) == pytest.approx(
         max(0.0, ls[1] - (ls[0] + ls[2]) / 2), abs=1e-12)
+
+
+def test_aligned_distance_matrix():
+    nets = [random_net("mlp_20_64_5", s) for s in range(3)]
+    nets.append(planted(nets[0], 9)[0])  # net 3 is net 0 permuted
+    d = align.aligned_distances(nets)
+    assert d.shape == (4, 4) and np.array_equal(d, d.T) and np.all(np.diag(d) == 0)
+    assert d[0, 3] < 1e-12 and d[0, 1] > 1.0 and d[1, 3] > 1.0
+    assert d[1, 2] == weight_matching(nets[1], nets[2]).distance
+    cross = align.aligned_distances(nets[:2], nets[2:])
+    assert cross.shape == (2, 2) and cross[0, 1] == d[0, 3] and cross[1, 0] == d[1, 2]

@@ -1,2 +1,3 @@
-from weightsim.compare.align import (Alignment, PermSpec, canonicalize_scale, interpolation_losses, loss_barrier,  # noqa: F401
+from weightsim.compare.align import (Alignment, PermSpec, aligned_distances, canonicalize_scale,  # noqa: F401
+                                     interpolation_losses, loss_barrier,
                                      perm_spec, weight_matching)

@@ -360,6 +360,21 @@ def weight_matching(net_a: nn.Module, net_b: nn.Module, max_iter: int = 100, see
                      _distance(pa, pb), sweeps, spec)
 
 
+def aligned_distances(nets: list[nn.Module], others: list[nn.Module] | None = None, **kw) -> np.ndarray:
+    """(len(nets), len(others)) matrix of weight-matching distances ||theta_i - pi(theta_j)||_2 (others
+    = nets: symmetric with a zero diagonal, each pair matched once, i < j). kw: ``weight_matching``'s."""
+    same = others is None
+    others = nets if same else others
+    d = np.zeros((len(nets), len(others)))
+    for i, a in enumerate(nets):
+        for j, b in enumerate(others):
+            if same and j <= i:
+                d[i, j] = d[j, i]
+                continue
+            d[i, j] = weight_matching(a, b, **kw).distance
+    return d
+
+
 # -- ReLU scale canonicalization --------------------------------------------------------------------
 def canonicalize_scale(net: nn.Module) -> nn.Module:
     """A copy of ``net`` (same function) with every hidden unit's incoming [w, b] of norm 1 and the
