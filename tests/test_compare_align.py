@@ -126,6 +126,17 @@ def test_fc_after_conv_permutes_channel_blocks():
     assert head == [align.AxisRef("8.weight", 1, 1, 2 * 2)]  # the head reads 8 channels x 2 x 2
 
 
+def test_gru_gate_blocks_share_the_hidden_permutation():
+    spec = perm_spec(GRUNet((7,), 4, hidden=8, layers=2, vocab_size=6))
+    assert spec.sizes == {"rnn[layer 0]": 8, "rnn[layer 1]": 8}
+    ref = align.AxisRef
+    assert set(spec.groups["rnn[layer 0]"]) == {
+        ref("rnn.weight_ih_l0", 0, 3), ref("rnn.bias_ih_l0", 0, 3),  # r, z, n rows
+        ref("rnn.weight_hh_l0", 0, 3), ref("rnn.weight_hh_l0", 1), ref("rnn.bias_hh_l0", 0, 3),
+        ref("rnn.weight_ih_l1", 1)}  # the next layer's input columns
+    assert ref("fc.weight", 1) in spec.groups["rnn[layer 1]"]
+
+
 @pytest.mark.parametrize("arch", ["mlp_20_64_5", "plainnet5_bn", "resnet5", "gru2"])
 @pytest.mark.parametrize("sigma", [1e-3, 1e-2])
 def test_noise_after_permuting(arch, sigma):

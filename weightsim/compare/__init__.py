@@ -1,3 +1,2 @@
 from weightsim.compare.align import (Alignment, PermSpec, aligned_distances, canonicalize_scale,  # noqa: F401
-                                     interpolation_losses, loss_barrier,
-                                     perm_spec, weight_matching)
+                                     interpolation_losses, loss_barrier, perm_spec, weight_matching)
