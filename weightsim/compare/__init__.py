@@ -1,10 +1,15 @@
 """Other ways to compare networks, on the same zoos (docs/compare.md): centered kernel alignment
-(CKA) and the neuron activation subspace match between the activations of two nets."""
+(CKA) and the neuron activation subspace match between the activations of two nets, and weight
+matching (hidden units aligned by permutation, then compared)."""
 
+from weightsim.compare.align import (Alignment, PermSpec, aligned_distances, canonicalize_scale,
+                                     interpolation_losses, loss_barrier, perm_spec, weight_matching)
 from weightsim.compare.cka import MinibatchCKA, cka_matrix, kernel_cka, linear_cka, linear_cka_batched
 from weightsim.compare.subspace import (GRID, Match, match_curve, max_epsilon, max_match, min_epsilon,
                                         minimal_match, simple_matches)
 
-__all__ = ["MinibatchCKA", "cka_matrix", "kernel_cka", "linear_cka", "linear_cka_batched",
+__all__ = ["Alignment", "PermSpec", "aligned_distances", "canonicalize_scale", "interpolation_losses",
+           "loss_barrier", "perm_spec", "weight_matching",
+           "MinibatchCKA", "cka_matrix", "kernel_cka", "linear_cka", "linear_cka_batched",
            "GRID", "Match", "match_curve", "max_epsilon", "max_match", "min_epsilon", "minimal_match",
            "simple_matches"]
