@@ -58,28 +58,28 @@ class Match:
     eps: float
 
 
+def _check_activations(shape: tuple, finite: bool, name: str) -> None:
+    """One clear error for activations that are not a finite (n_inputs, n_neurons) matrix."""
+    if len(shape) != 2:
+        raise DataError(f"subspace match: activations {name} have shape {tuple(shape)}; pass a 2-D "
+                        "(n_inputs, n_neurons) array (flatten conv positions into the input axis)")
+    if not finite:
+        raise DataError(f"subspace match: activations {name} contain NaN or inf; check the probe "
+                        "batch and the net that produced them")
+
+
 def _to_numpy(x, name: str) -> np.ndarray:
     """(d, m) float64 numpy copy of an array or tensor; one clear error otherwise."""
     if isinstance(x, torch.Tensor):
         x = x.detach().to("cpu", torch.float64).numpy()
     x = np.asarray(x, dtype=np.float64)
-    if x.ndim != 2:
-        raise DataError(f"subspace match: activations {name} have shape {x.shape}; pass a 2-D "
-                        "(n_inputs, n_neurons) array (flatten conv positions into the input axis)")
-    if not np.isfinite(x).all():
-        raise DataError(f"subspace match: activations {name} contain NaN or inf; check the probe "
-                        "batch and the net that produced them")
+    _check_activations(x.shape, x.ndim == 2 and bool(np.isfinite(x).all()), name)
     return x
 
 
 def _finite_2d_tensor(x: torch.Tensor, name: str) -> torch.Tensor:
     x = x.detach().to(torch.float64)
-    if x.ndim != 2:
-        raise DataError(f"subspace match: activations {name} have shape {tuple(x.shape)}; pass a 2-D "
-                        "(n_inputs, n_neurons) tensor (flatten conv positions into the input axis)")
-    if not torch.isfinite(x).all():
-        raise DataError(f"subspace match: activations {name} contain NaN or inf; check the probe "
-                        "batch and the net that produced them")
+    _check_activations(x.shape, x.ndim == 2 and bool(torch.isfinite(x).all()), name)
     return x
 
 
