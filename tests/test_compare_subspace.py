@@ -8,6 +8,7 @@ import pytest
 import torch
 from threadpoolctl import threadpool_limits
 
+from bench.compare import max_match_direct, minimal_match_direct  # the reference's pruning, written for the bench
 from weightsim.compare import match_curve, max_epsilon, max_match, min_epsilon, minimal_match, simple_matches
 from weightsim.errors import ConfigError, DataError, WeightsimWarning
 
@@ -18,52 +19,6 @@ def one_blas_thread():
     processes share the cores."""
     with threadpool_limits(limits=1, user_api="blas"):
         yield
-
-
-def max_match_direct(a: np.ndarray, b: np.ndarray, eps: float, zero_tol: float = 1e-16):
-    """The pruning as the 2018 reference runs it: every round solves least squares on the full
-    (d, k) activation system, O(d m^2) a round. Returns (ix, iy, rounds)."""
-
-    def rel_residuals(x, y):  # ||y c - x|| / ||x|| with c = lstsq(y, x)
-        c = np.linalg.lstsq(y, x, rcond=None)[0]
-        return np.linalg.norm(y @ c - x, axis=0) / np.linalg.norm(x, axis=0)
-
-    ia = np.flatnonzero(np.linalg.norm(a, axis=0) > zero_tol)
-    ib = np.flatnonzero(np.linalg.norm(b, axis=0) > zero_tol)
-    rounds = 0
-    while len(ia) and len(ib):
-        rounds += 1
-        keep_a = rel_residuals(a[:, ia], b[:, ib]) <= eps
-        ia = ia[keep_a]
-        if not len(ia):
-            break
-        keep_b = rel_residuals(b[:, ib], a[:, ia]) <= eps
-        ib = ib[keep_b]
-        if keep_a.all() and keep_b.all():
-            break
-    if not (len(ia) and len(ib)):
-        ia, ib = ia[:0], ib[:0]
-    return ia, ib, rounds
-
-
-def minimal_match_direct(a: np.ndarray, b: np.ndarray, side: str, v: int, eps: float):
-    """The reference's v-minimal match: from the maximum match, try deleting each other neuron
-    (net A first, index order) and keep the deletion when v stays in the maximum match of the
-    rest, without shrinking in between; then one maximum match of what is left. (ix, iy) or None."""
-    ix, iy, _ = max_match_direct(a, b, eps)
-    if v not in (ix if side == "a" else iy):
-        return None
-    cur = [ix, iy]
-    for s, u in [(0, int(i)) for i in ix] + [(1, int(j)) for j in iy]:
-        if (s, u) == ((0 if side == "a" else 1), v):
-            continue
-        trial = list(cur)
-        trial[s] = trial[s][trial[s] != u]
-        tx, ty, _ = max_match_direct(a[:, trial[0]], b[:, trial[1]], eps)
-        if v in (trial[0][tx] if side == "a" else trial[1][ty]):
-            cur = trial
-    tx, ty, _ = max_match_direct(a[:, cur[0]], b[:, cur[1]], eps)
-    return cur[0][tx], cur[1][ty]
 
 
 def is_match(a, b, ix, iy, eps) -> bool:
@@ -240,9 +195,9 @@ def test_fast_path_equals_direct_least_squares(seed):
     sizes, rounds = set(), set()
     grid = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
     direct = [max_match_direct(a, b, eps) for eps in grid]
-    np.testing.assert_array_equal(match_curve(a, b, grid), [(len(ix) + len(iy)) / 56 for ix, iy, _ in direct])
+    np.testing.assert_array_equal(match_curve(a, b, grid), [(len(ix) + len(iy)) / 56 for ix, iy, _, _ in direct])
     for eps in grid:
-        ix, iy, r = max_match_direct(a, b, eps)
+        ix, iy, r, _ = max_match_direct(a, b, eps)
         m = max_match(a, b, eps)
         assert m.ix.tolist() == ix.tolist() and m.iy.tolist() == iy.tolist() and m.rounds == r, eps
         g = max_match(a, b, eps, method="gram")
@@ -273,7 +228,7 @@ def test_fast_path_equals_direct_least_squares_on_rank_deficient_spans():
     s1, s3 = shared_subspace(), planted_simple()
     s4 = np.maximum(np.random.default_rng(2).standard_normal((500, 32)), 0)
     for (a, b), eps in [(s1, 0.05), (s1, 0.5), (s3, 0.05), (s3, 1e-9), ((s4, s4[:, ::-1] * 3), 1e-6)]:
-        ix, iy, r = max_match_direct(a, b, eps)
+        ix, iy, r, _ = max_match_direct(a, b, eps)
         m = max_match(a, b, eps)
         assert (m.ix.tolist(), m.iy.tolist(), m.rounds) == (ix.tolist(), iy.tolist(), r), eps
         assert len(ix) > 0
