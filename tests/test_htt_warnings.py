@@ -109,3 +109,19 @@ def test_one_test_net_per_task_leaves_the_effect_size_undefined_not_a_crash(zoo)
         res = htt(zoo, train_seeds=4, measures=["raw"], protocols=["classification"], chains=[1])
     row, overall = res["rows"]
     assert row["n"] == 3 and row["effect_size"] is None and overall["effect_size"] is None
+
+
+def test_diverged_unseen_nets_left_out_of_retrieval_are_named(zoo, tmp_path):
+    """One net of an unseen task flagged diverged: retrieval runs on the rest and says so."""
+    copy = tmp_path / "zoo"
+    shutil.copytree(zoo, copy)
+    piece = sorted((copy / "weights").glob("*.json"))[0]
+    rows = json.loads(piece.read_text())
+    hit = next(r for r in rows if r["role"] == "unseen")
+    hit["diverged"] = True
+    piece.write_text(json.dumps(rows))
+    with pytest.warns(WeightsimWarning) as record:
+        res = htt(copy, measures=["raw"], chains=[1])
+    said = [str(w.message) for w in record]
+    assert any(m.startswith(f"diverged nets left out of retrieval (task {hit['task']}: 1 of 5)") for m in said), said
+    assert res["meta"]["gallery"] + res["meta"]["queries"] == 2 * 5 - 1  # 2 unseen tasks x 5 seeds, one left out

@@ -141,6 +141,12 @@ def open_study(zoo_dir: str, eval_zoo_dir: str | None, pc: ProtocolConfig) -> St
         raise ZooError(f"eval zoo {eval_zoo_dir} has training tasks {sorted(missing)} that {zoo_dir} lacks")
     n_train = training_seeds(train_zoo, seen_a, tasks, pc)
     unseen = retrieval_nets([r for r in rows_b if r["role"] == "unseen"], pc)
+    lost = [r for r in eval_zoo.rows if r["role"] == "unseen" and r["diverged"]]
+    if unseen and lost:  # fewer queries or gallery nets for these tasks
+        which = ", ".join(f"task {t}: {sum(r['task'] == t for r in lost)} of "
+                          f"{sum(r['task'] == t for r in eval_zoo.rows)}" for t in sorted({r["task"] for r in lost}))
+        warn(f"diverged nets left out of retrieval ({which}): those unseen tasks query and fill the gallery with "
+             f"their usable seeds only (the queries are the protocol.queries={pc.queries} lowest usable seeds)")
     return Study(train_zoo, eval_zoo, seen_a, seen_b, unseen, tasks, n_train, div_a + div_b)
 
 
