@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from weightsim.config import CONF, choices, register_configs
-from weightsim.errors import WeightsimError, WeightsimWarning
+from weightsim.errors import WeightsimError, WeightsimWarning, in_cause_chain
 
 GROUPS = ("dataset", "arch", "zoo", "chains", "classifier", "protocol", "logger", "launcher", "experiment")
 
@@ -72,7 +72,7 @@ def fill_from_data(arch_cfg: DictConfig, info: dict) -> None:
 
 
 # -- the stages ------------------------------------------------------------------------------------
-def zoo_stage(cfg: DictConfig, logger=None, notes: list[str] | None = None) -> Path:
+def zoo_stage(cfg: DictConfig, logger=None) -> Path:
     from weightsim.data.common import LOCATION_KEYS
     from weightsim.zoo.generate import ZooConfig, builder, generate_zoo
 
@@ -169,18 +169,14 @@ def collect_warnings():
 def user_error(e: BaseException) -> str | None:
     """The one line a user sees for ``e``, or None when it is a bug (then the traceback is shown).
 
-    A WeightsimError counts wherever it sits in the ``__cause__`` chain: Hydra's ``instantiate``
-    re-raises whatever a ``_target_`` raises as an InstantiationException ``from`` it. A required
-    config value left at ``???`` (OmegaConf's MissingMandatoryValue) names the key to set.
+    A WeightsimError counts wherever it sits in the cause chain (Hydra's ``instantiate`` wraps it).
+    A required config value left at ``???`` (OmegaConf's MissingMandatoryValue) names the key to set.
     """
-    while e is not None:
-        if isinstance(e, WeightsimError):
-            return str(e)
-        if isinstance(e, MissingMandatoryValue):
-            key = e.full_key or "a required value"
-            return f"{key} is required and has no value: add {key}=... to the command"
-        e = e.__cause__
-    return None
+    found = in_cause_chain(e, (WeightsimError, MissingMandatoryValue))
+    if isinstance(found, MissingMandatoryValue):
+        key = found.full_key or "a required value"
+        return f"{key} is required and has no value: add {key}=... to the command"
+    return None if found is None else str(found)
 
 
 def _app(stage):
@@ -214,12 +210,12 @@ def _app(stage):
 
 
 def _zoo(cfg, logger, notes):
-    path = zoo_stage(cfg, logger, notes)
+    path = zoo_stage(cfg, logger)
     print(f"zoo: {path}")
 
 
 def _run(cfg, logger, notes):
-    zoo_stage(cfg, logger, notes)
+    zoo_stage(cfg, logger)
     htt_stage(cfg, logger, notes)
 
 

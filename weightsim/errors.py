@@ -31,6 +31,14 @@ class WeightsimWarning(UserWarning):
     run.json and report.md."""
 
 
+def in_cause_chain(e: BaseException | None, kinds: type | tuple[type, ...]) -> BaseException | None:
+    """The first exception of ``kinds`` among e and its causes: Hydra's ``instantiate`` re-raises
+    whatever a ``_target_`` raises as an InstantiationException ``from`` it. None when there is none."""
+    while e is not None and not isinstance(e, kinds):
+        e = e.__cause__
+    return e
+
+
 def warn(message: str) -> None:
     """Say out loud a change the user did not ask for (see ``WeightsimWarning``)."""
     warnings.warn(message, WeightsimWarning, stacklevel=2)

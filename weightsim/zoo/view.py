@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from weightsim.data.common import ENV_DATA
 from weightsim.data.tasks import TaskSet
-from weightsim.errors import ConfigError, WeightsimError, ZooError
+from weightsim.errors import ConfigError, WeightsimError, ZooError, in_cause_chain
 from weightsim.nets.build import build_net
 from weightsim.nets.kinds import ELEMENTWISE
 from weightsim.zoo.population import ManyNets
@@ -38,13 +38,6 @@ def hidden_layers(template: nn.Module) -> list[str]:
     activation module (ReLU, LeakyReLU, Tanh, ...) and every recurrent layer (its output sequence)."""
     return [name for name, m in template.named_modules()
             if (isinstance(m, ELEMENTWISE) and not isinstance(m, nn.Identity)) or getattr(m, "chain_gru", False)]
-
-
-def cause(e: BaseException) -> WeightsimError | None:
-    """The weightsim error that Hydra's instantiate wrapped, if any."""
-    while e is not None and not isinstance(e, WeightsimError):
-        e = e.__cause__ or e.__context__
-    return e
 
 
 class Zoo:
@@ -141,7 +134,7 @@ class Zoo:
         try:
             taskset = instantiate(cfg)
         except InstantiationException as e:
-            inner = cause(e)
+            inner = in_cause_chain(e, WeightsimError)
             if inner is None:
                 raise
             where = (f"from data_dir={data_dir}" if data_dir is not None else
