@@ -89,7 +89,11 @@ def plain_reference(build, taskset, task_id: int, seed: int, zc: ZooConfig) -> d
     opt = torch.optim.SGD(net.parameters(), lr=zc.lr, momentum=zc.momentum, weight_decay=zc.weight_decay)
     stream = MemberStreams([len(task.train_idx)], [data_seed], zc.batch_size)
     net.train()
-    for step in range(steps_for(zc.epochs, taskset.tasks, zc.batch_size)):
+    steps = zc.total_steps(taskset.tasks)
+    milestones = [round(f * steps) for f in zc.lr_drops or []]
+    for step in range(steps):
+        for group in opt.param_groups:  # lr_t = lr * gamma^(milestones passed)
+            group["lr"] = zc.lr * zc.lr_gamma ** sum(step >= m for m in milestones)
         pos = stream.positions(step)[0]
         loss = F.cross_entropy(net(taskset.x[task.train_idx[pos]]), task.train_y[pos])
         opt.zero_grad()
@@ -219,3 +223,23 @@ def test_member_accuracy_is_each_nets_own_accuracy(vectorize):
         assert float(acc[k]) == float(alone) == float(masked[k]), (k, acc[k], alone, masked[k])
         assert round(float(acc[k]), 6) == rows[k]["test_acc"]  # the manifest's, from chunks of 512
     assert len(set(acc.tolist())) > 1  # not vacuous: the members score differently
+
+
+def test_lr_schedule_and_steps_equal_a_plain_loop():
+    """zoo.steps and zoo.lr_drops: a member equals the textbook loop that drops its lr by hand at the
+    same step; the drop is not vacuous (the weights differ from training without it)."""
+    taskset = digits(train_tasks=2, unseen_tasks=0)
+    build = partial(MLP, input_shape=taskset.input_shape, num_classes=2, hidden=16, depth=3)
+    zc = ZooConfig(**{**ZC.__dict__, "steps": 40, "lr_drops": [0.5], "lr_gamma": 0.01, "grad_clip": None})
+    pop, rows = train_population(build, taskset, [(0, 0), (1, 1)], zc)
+    assert rows[0]["steps"] == 40
+    flat, _ = train_population(build, taskset, [(0, 0), (1, 1)], ZooConfig(**{**zc.__dict__, "lr_drops": None}))
+    for k, (t, s) in enumerate([(0, 0), (1, 1)]):
+        ref = plain_reference(build, taskset, t, s, zc)
+        for name, v in pop.state().items():
+            assert_close(v[k], ref[name], f"member {k} with lr drop vs plain loop, {name}")
+    w = next(n for n in ref if n.endswith("weight"))
+    assert not torch.allclose(pop.state()[w], flat.state()[w], atol=1e-4)
+    # older zoos keep their identity: the new options count only when set
+    assert not {"steps", "lr_drops", "lr_gamma"} & set(ZooConfig().training())
+    assert {"steps": 40, "lr_drops": [0.5], "lr_gamma": 0.01}.items() <= zc.training().items()

@@ -40,8 +40,11 @@ class ZooConfig:
     seeds: int = 30
     seed_offset: int = 0  # seed block: this job trains seeds [seed_offset, seed_offset + seeds)
     epochs: float = 30  # passes over the largest task's training set (same step count for every net)
+    steps: int | None = None  # SGD steps per net; overrides epochs (NameData in the paper: 10 000 of batch 1)
     batch_size: int = 32
     lr: float = 0.05
+    lr_drops: list[float] | None = None  # step schedule: at these fractions of training, lr *= lr_gamma
+    lr_gamma: float = 0.1  # (the paper's NameData: lr_drops=[0.7], lr 0.1 -> 0.01 after 7 000 of 10 000 steps)
     momentum: float = 0.9
     weight_decay: float = 0.0
     grad_clip: float | None = None  # per-member gradient-norm clipping
@@ -54,9 +57,31 @@ class ZooConfig:
     reuse_freed_memory: bool = True  # glibc: keep freed memory for reuse (zoo/heap.py); not in the identity
 
     def training(self) -> dict:
-        """What defines the weights (not where or how fast): part of the zoo's identity."""
-        return {k: getattr(self, k) for k in ("epochs", "batch_size", "lr", "momentum", "weight_decay",
-                                              "grad_clip", "base_seed")}
+        """What defines the weights (not where or how fast): part of the zoo's identity. The options
+        added later (steps, the lr schedule) count only when set, so older zoos keep their identity."""
+        out = {k: getattr(self, k) for k in ("epochs", "batch_size", "lr", "momentum", "weight_decay",
+                                             "grad_clip", "base_seed")}
+        if self.steps is not None:
+            out["steps"] = self.steps
+        if self.lr_drops:
+            out.update(lr_drops=list(self.lr_drops), lr_gamma=self.lr_gamma)
+        return out
+
+    def total_steps(self, tasks: list) -> int:
+        """SGD steps of every net: ``steps`` when set, else ``epochs`` passes over the largest task."""
+        if self.steps is not None:
+            if self.steps < 1:
+                raise ConfigError(f"zoo.steps={self.steps} must be >= 1 (or null: from zoo.epochs)")
+            return self.steps
+        return steps_for(self.epochs, tasks, self.batch_size)
+
+    def lr_milestones(self, steps: int) -> list[int]:
+        """The steps at which the learning rate drops (``lr_drops`` are fractions of ``steps``)."""
+        drops = list(self.lr_drops or [])
+        if any(not 0 < f < 1 for f in drops) or drops != sorted(drops):
+            raise ConfigError(f"zoo.lr_drops={drops} must be increasing fractions of training in (0, 1), "
+                              "e.g. [0.7] for a drop after 70 % of the steps")
+        return [round(f * steps) for f in drops]
 
 
 @dataclass
@@ -133,9 +158,10 @@ def population_module(build: Callable[[], nn.Module], taskset: TaskSet, nets: li
     """The untrained population of nets [(task, seed), ...]: each member drawn from its own init
     seed, fed in its own data order, trained as ``zc`` says."""
     seeds = [member_seeds(zc.base_seed, t, s) for t, s in nets]
+    milestones = zc.lr_milestones(zc.total_steps(taskset.tasks))
     return PopulationModule([init_member(build, a) for a, _ in seeds], taskset.x, [taskset.tasks[t] for t, _ in nets],
                             [b for _, b in seeds], zc.batch_size, zc.lr, zc.momentum, zc.weight_decay, zc.grad_clip,
-                            zc.vectorize)
+                            zc.vectorize, milestones, zc.lr_gamma)
 
 
 def train_population(build: Callable[[], nn.Module], taskset: TaskSet, nets: list[tuple[int, int]],
@@ -144,7 +170,7 @@ def train_population(build: Callable[[], nn.Module], taskset: TaskSet, nets: lis
     """Train the nets [(task, seed), ...] as one population; returns the module and manifest rows."""
     module = population_module(build, taskset, nets, zc)
     tasks = [taskset.tasks[t] for t, _ in nets]
-    steps = steps_for(zc.epochs, taskset.tasks, zc.batch_size)
+    steps = zc.total_steps(taskset.tasks)
     trainer = L.Trainer(max_steps=steps, accelerator=zc.accelerator, devices=1, logger=logger or False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         log_every_n_steps=max(1, steps // 10), num_sanity_val_steps=0,

@@ -159,7 +159,8 @@ class PopulationModule(L.LightningModule):
 
     def __init__(self, members: list[nn.Module], x: Tensor, tasks: list[Task], data_seeds: list[int],
                  batch_size: int, lr: float, momentum: float = 0.0, weight_decay: float = 0.0,
-                 grad_clip: float | None = None, vectorize: str = "auto"):
+                 grad_clip: float | None = None, vectorize: str = "auto", lr_milestones: list[int] = (),
+                 lr_gamma: float = 0.1):
         super().__init__()
         params, buffers = stack_module_state(members)
         self.names = list(params)
@@ -181,6 +182,7 @@ class PopulationModule(L.LightningModule):
         self.register_buffer("train_y", torch.stack([pad(t.train_y) for t in tasks]), persistent=False)
         self.streams = MemberStreams([len(t.train_idx) for t in tasks], data_seeds, batch_size)
         self.lr, self.momentum, self.weight_decay, self.grad_clip = lr, momentum, weight_decay, grad_clip
+        self.lr_milestones, self.lr_gamma = list(lr_milestones), lr_gamma
         self.member_loss = torch.zeros(self.k)
 
     # -- stacked state -------------------------------------------------------------------------
@@ -223,8 +225,13 @@ class PopulationModule(L.LightningModule):
         # one fused kernel per tensor where torch has it: the update reads and writes each stacked
         # parameter, gradient and momentum once (~10 % of a 96-member mlp4 step on a CPU)
         fused = self.device.type in ("cpu", "cuda")
-        return torch.optim.SGD(self.parameters(), lr=self.lr, momentum=self.momentum,
-                               weight_decay=self.weight_decay, fused=fused or None)
+        sgd = torch.optim.SGD(self.parameters(), lr=self.lr, momentum=self.momentum,
+                              weight_decay=self.weight_decay, fused=fused or None)
+        if not self.lr_milestones:
+            return sgd
+        # lr_t = lr * gamma^(number of milestones <= t), stepped after every SGD step
+        drops = torch.optim.lr_scheduler.MultiStepLR(sgd, self.lr_milestones, self.lr_gamma)
+        return {"optimizer": sgd, "lr_scheduler": {"scheduler": drops, "interval": "step"}}
 
     # -- evaluation ----------------------------------------------------------------------------
     @torch.no_grad()
