@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import sys
+import traceback
 import warnings
 from pathlib import Path
 
@@ -19,8 +20,9 @@ from omegaconf.errors import MissingMandatoryValue
 
 from weightsim.config import CONF, choices, register_configs
 from weightsim.errors import WeightsimError, WeightsimWarning, in_cause_chain
+from weightsim.sweep import in_multirun, job_name, record_job
 
-GROUPS = ("dataset", "arch", "zoo", "chains", "classifier", "protocol", "logger", "launcher", "experiment")
+GROUPS = ("dataset", "arch", "zoo", "chains", "classifier", "protocol", "logger", "launcher", "experiment", "scale")
 
 
 # settings that were renamed or removed: an old command line gets the new spelling, not Hydra's
@@ -95,12 +97,12 @@ def zoo_stage(cfg: DictConfig, logger=None) -> Path:
                         cfg.zoo_dir, identity, logger, cfg.progress)
 
 
-def htt_stage(cfg: DictConfig, logger=None, notes: list[str] | None = None) -> dict:
+def htt_stage(cfg: DictConfig, logger=None, notes: list[str] | None = None, run_dir: Path | None = None) -> dict:
     from weightsim.chains import ChainOptions
     from weightsim.htt.run import ClassifierConfig, ProtocolConfig, run_htt
     from weightsim.report import markdown_table, plot_accuracy, plot_cmc, write_report
 
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    run_dir = Path(run_dir or HydraConfig.get().runtime.output_dir)
     result = run_htt(cfg.zoo_dir, ProtocolConfig(**container(cfg.protocol)),
                      ClassifierConfig(**container(cfg.classifier)), ChainOptions(**container(cfg.chains)),
                      cfg.eval_zoo_dir, cfg.seed, logger, cfg.progress)
@@ -179,7 +181,7 @@ def user_error(e: BaseException) -> str | None:
     return None if found is None else str(found)
 
 
-def _app(stage):
+def _app(stage, app: str):
     def task(cfg: DictConfig) -> None:
         quiet()
         logger = None
@@ -189,12 +191,20 @@ def _app(stage):
                 stage(cfg, logger, notes)
         except Exception as e:
             line = user_error(e)
+            if in_multirun():  # one failing job must not stop the sweep: record it, name it, go on
+                logging.getLogger("weightsim").error("job failed\n%s", traceback.format_exc())
+                line = line or f"{type(e).__name__}: {e} (traceback in the job's log)"
+                record_job(cfg, app, "failed", line)
+                print(f"error: job {job_name()}: {line}", file=sys.stderr)
+                return
             if line is None or os.environ.get("HYDRA_FULL_ERROR") == "1":  # a bug, or asked for the traceback
                 raise
             print(f"error: {line}", file=sys.stderr)
             sys.exit(2)
         finally:
             finish(logger)
+        if in_multirun():
+            record_job(cfg, app, "ok")
 
     def main() -> None:
         os.environ.setdefault("WANDB_SILENT", "true")
@@ -216,10 +226,12 @@ def _zoo(cfg, logger, notes):
 
 def _run(cfg, logger, notes):
     zoo_stage(cfg, logger)
+    if in_multirun() and cfg.sweep.htt:  # a seed block of a zoo: HTT runs once the zoo is complete (sweep.py)
+        return
     htt_stage(cfg, logger, notes)
 
 
-_zoo_main = _app(_zoo)
+_zoo_main = _app(_zoo, "zoo")
 
 
 def zoo_main() -> None:
@@ -233,5 +245,22 @@ def zoo_main() -> None:
 
 
 
-htt_main = _app(htt_stage)
-run_main = _app(_run)
+htt_main = _app(htt_stage, "htt")
+run_main = _app(_run, "run")
+
+
+def collect_main() -> None:
+    """weightsim-collect SWEEP_DIR: gather an experiment sweep's HTT runs into SWEEP_DIR/collected/
+    (the figure, table.csv and table.md with the paper's numbers beside ours)."""
+    from weightsim.report.collect import collect
+
+    if len(sys.argv) != 2 or sys.argv[1].startswith("-"):
+        print("usage: weightsim-collect SWEEP_DIR   (the multirun dir of an experiment sweep)", file=sys.stderr)
+        sys.exit(2)
+    try:
+        paths = collect(Path(sys.argv[1]))
+    except WeightsimError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print(Path(paths["md"]).read_text())
+    print(f"collected: {paths['md'].parent}")

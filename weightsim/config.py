@@ -37,6 +37,6 @@ def register_configs() -> None:
 
 def choices(group: str) -> list[str]:
     """The options of config group ``group`` (e.g. "arch"): conf/<group>/*.yaml and the structured
-    configs of that group, sorted."""
+    configs of that group, sorted. Files named ``_*.yaml`` are parts that choices include, not choices."""
     structured = [name for (g, name) in structured_configs() if g == group]
-    return sorted({p.stem for p in (CONF / group).glob("*.yaml")} | set(structured))
+    return sorted({p.stem for p in (CONF / group).glob("*.yaml") if not p.stem.startswith("_")} | set(structured))

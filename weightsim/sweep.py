@@ -1,0 +1,177 @@
+"""Multirun sweeps that survive a failing job and end in HTT and the collected results.
+
+Every job of a multirun (``-m``) records what it did in ``<job dir>/job.json``: its overrides, its
+Hydra choices, its resolved config and ``status`` ok | failed (with the error). A failing job is
+reported by name and the others go on. After the jobs, ``AfterSweep`` (a Hydra callback):
+
+1. with ``sweep.htt=true`` (the paper experiments): the jobs only trained their seed blocks; every
+   zoo whose jobs all succeeded gets one HTT run in ``<sweep dir>/htt/<zoo name>/``, and with
+   ``sweep.cross_from=<arch>`` a classifier trained on that arch's zoo is also tested on every other
+   zoo (``htt/<train zoo>-on-<eval zoo>/``). An HTT run whose zoos have not changed since it ran
+   is not repeated;
+2. with ``sweep.collect=true``: ``weightsim-collect`` on the sweep dir (weightsim/report/collect.py);
+3. writes ``<sweep dir>/sweep.json`` (every job and HTT run, with its status) and names every
+   failure on stderr; the command then exits 1. Rerunning it completes only what is missing: the
+   zoos skip the nets they have, HTT skips what is up to date.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from weightsim.files import atomic_write
+
+JOB_FILE = "job.json"
+SWEEP_FILE = "sweep.json"
+
+
+def in_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def job_name() -> str:
+    """How a running job names itself: its number and sweep subdir (the summary names it by what varies)."""
+    hc = HydraConfig.get()
+    return f"#{hc.job.num} ({hc.runtime.output_dir})"
+
+
+def name_jobs(jobs: list[dict]) -> None:
+    """Name each job by the overrides that differ between the sweep's jobs: ``arch=resnet5,zoo.seed_offset=25``."""
+    keys = [o.partition("=")[0] for o in jobs[0]["overrides"]] if jobs else []
+    varies = {k for k in keys if len({dict(o.partition("=")[::2] for o in j["overrides"]).get(k) for j in jobs}) > 1}
+    for j in jobs:
+        parts = [o for o in j["overrides"] if o.partition("=")[0] in varies]
+        j["job"] = ",".join(parts) or f"#{j['num']}"
+
+
+def record_job(cfg: DictConfig, app: str, status: str, error: str | None = None) -> Path:
+    """Write ``<job dir>/job.json``: what this multirun job was and how it ended."""
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    record = {"num": hc.job.num, "app": app, "status": status, "error": error,
+              "overrides": list(hc.overrides.task), "choices": dict(hc.runtime.choices),
+              "zoo_dir": str(cfg.get("zoo_dir")), "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+              "config": OmegaConf.to_container(cfg, resolve=True)}
+    atomic_write(run_dir / JOB_FILE, json.dumps(record, indent=1, default=str).encode())
+    return run_dir / JOB_FILE
+
+
+def read_jobs(sweep_dir: Path) -> list[dict]:
+    """The job records under ``sweep_dir`` (one level down), in job order."""
+    jobs = [json.loads(p.read_text()) for p in sweep_dir.glob(f"*/{JOB_FILE}")]
+    return sorted(jobs, key=lambda j: j["num"])
+
+
+def zoo_state(zoo_dir: str) -> list[str]:
+    """What a zoo holds, as its completed populations (weights/*.json): changes when nets are added."""
+    return sorted(p.name for p in (Path(zoo_dir) / "weights").glob("*.json"))
+
+
+def htt_plan(jobs: list[dict], cross_from: str | None) -> list[dict]:
+    """The HTT runs of a sweep: one per zoo its jobs trained, plus, with ``cross_from``, the classifier
+    of that arch's zoo tested on every other zoo. Each: {label, zoo_dir, eval_zoo_dir, jobs, config}."""
+    zoos: dict[str, list[dict]] = {}
+    for j in jobs:
+        zoos.setdefault(j["zoo_dir"], []).append(j)
+    plan = [{"label": Path(z).name, "zoo_dir": z, "eval_zoo_dir": None, "train_arch": js[0]["choices"].get("arch"),
+             "eval_arch": js[0]["choices"].get("arch"), "jobs": js} for z, js in zoos.items()]
+    if cross_from:
+        base = [p for p in plan if p["train_arch"] == cross_from]
+        if not base:
+            return plan + [{"label": f"{cross_from}-on-*", "zoo_dir": None, "eval_zoo_dir": None, "jobs": [],
+                            "train_arch": cross_from, "eval_arch": None,
+                            "missing": f"no job of this sweep trained arch={cross_from} (sweep.cross_from)"}]
+        for b in base:
+            plan += [{"label": f"{b['label']}-on-{p['label']}", "zoo_dir": b["zoo_dir"], "eval_zoo_dir": p["zoo_dir"],
+                      "train_arch": cross_from, "eval_arch": p["eval_arch"], "jobs": b["jobs"] + p["jobs"]}
+                     for p in plan if p["zoo_dir"] != b["zoo_dir"] and p.get("zoo_dir")]
+    return plan
+
+
+def run_one_htt(item: dict, sweep_dir: Path) -> dict:
+    """Run (or skip, when up to date) one HTT of the plan; returns its record for sweep.json."""
+    from weightsim.cli import collect_warnings, finish, htt_stage, make_logger, user_error
+
+    run_dir = sweep_dir / "htt" / item["label"]
+    record = {k: item.get(k) for k in ("label", "zoo_dir", "eval_zoo_dir", "train_arch", "eval_arch")}
+    record["run_dir"] = str(run_dir.relative_to(sweep_dir))
+    failed = [j["job"] for j in item["jobs"] if j["status"] != "ok"]
+    if item.get("missing") or failed:
+        reason = item.get("missing") or f"job(s) failed: {'; '.join(failed)}"
+        return {**record, "status": "skipped", "error": reason}
+    state = {z: zoo_state(z) for z in filter(None, (item["zoo_dir"], item["eval_zoo_dir"]))}
+    done = run_dir / "done.json"
+    if done.exists() and json.loads(done.read_text()).get("zoos") == state:
+        return {**record, "status": "ok", "note": "up to date (zoos unchanged since it ran)"}
+    cfg = OmegaConf.create(item["jobs"][0]["config"])
+    cfg.zoo_dir, cfg.eval_zoo_dir = item["zoo_dir"], item["eval_zoo_dir"]
+    if cfg.get("logger") and "save_dir" in cfg.logger:
+        cfg.logger.save_dir = str(run_dir)
+    print(f"\nhtt {item['label']}" + (f" (classifier of {Path(cfg.zoo_dir).name})" if cfg.eval_zoo_dir else ""),
+          flush=True)
+    logger = None
+    try:
+        logger = make_logger(cfg)
+        with collect_warnings() as notes:
+            htt_stage(cfg, logger, notes, run_dir=run_dir)
+    except Exception as e:  # noqa: BLE001  (one failing HTT must not stop the others)
+        line = user_error(e) or f"{type(e).__name__}: {e}"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "error.txt").write_text(traceback.format_exc())
+        return {**record, "status": "failed", "error": line}
+    finally:
+        finish(logger)
+    atomic_write(done, json.dumps({"zoos": state}).encode())
+    return {**record, "status": "ok"}
+
+
+def after_sweep(sweep_dir: Path, sweep_cfg: DictConfig, experiment: str | None) -> int:
+    """Everything after the jobs of a multirun; returns the number of failures."""
+    jobs = read_jobs(sweep_dir)
+    name_jobs(jobs)
+    runs = []
+    if sweep_cfg.get("htt"):
+        runs = [run_one_htt(item, sweep_dir) for item in htt_plan(jobs, sweep_cfg.get("cross_from"))]
+    summary = {"experiment": experiment, "sweep_dir": str(sweep_dir),
+               "jobs": [{k: j[k] for k in ("job", "num", "app", "status", "error", "zoo_dir", "choices")}
+                        for j in jobs],
+               "htt": runs}
+    atomic_write(sweep_dir / SWEEP_FILE, json.dumps(summary, indent=1).encode())
+    if sweep_cfg.get("collect") and any(r["status"] == "ok" for r in runs):
+        from weightsim.report.collect import collect
+
+        paths = collect(sweep_dir)
+        print(f"\ncollected: {paths['md']}  (table.csv, figure.png beside it)")
+    failures = [f"job {j['job']}: {j['error']}" for j in jobs if j["status"] != "ok"]
+    failures += [f"htt {r['label']}: {r['status']}: {r['error']}" for r in runs if r["status"] != "ok"]
+    ok_jobs = sum(j["status"] == "ok" for j in jobs)
+    print(f"\nsweep {sweep_dir}: {ok_jobs} of {len(jobs)} jobs ok"
+          + (f", {sum(r['status'] == 'ok' for r in runs)} of {len(runs)} HTT runs ok" if runs else ""))
+    for line in failures:
+        print(f"failed: {line}", file=sys.stderr)
+    if failures:
+        print("rerun the same command to complete what is missing (finished nets and HTT runs are kept)",
+              file=sys.stderr)
+    return len(failures)
+
+
+class AfterSweep(Callback):
+    """Hydra callback (conf/config.yaml, hydra.callbacks): runs ``after_sweep`` at the end of a multirun
+    and exits 1 when a job or an HTT run failed."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        HydraConfig.instance().set_config(config)  # Hydra clears it after the jobs; ${hydra:...} needs it
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if not sweep_dir.is_dir():
+            return
+        if after_sweep(sweep_dir, config.get("sweep") or {}, config.get("name")):
+            sys.exit(1)
