@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import sys
+import time
 import traceback
 import warnings
 from pathlib import Path
@@ -77,6 +78,7 @@ def fill_from_data(arch_cfg: DictConfig, info: dict) -> None:
 def zoo_stage(cfg: DictConfig, logger=None) -> Path:
     from weightsim.data.common import LOCATION_KEYS
     from weightsim.zoo.generate import ZooConfig, builder, generate_zoo
+    from weightsim.zoo.view import Zoo
 
     taskset = instantiate(cfg.dataset)
     fill_from_data(cfg.arch, taskset.info)
@@ -93,8 +95,13 @@ def zoo_stage(cfg: DictConfig, logger=None) -> Path:
                 "data_info": taskset.info, "tasks": [t.meta() for t in taskset.tasks]}
     identity["config_hash"] = hashlib.sha256(json.dumps(
         [dataset_cfg, arch_cfg, zc.training()], sort_keys=True).encode()).hexdigest()[:16]
-    return generate_zoo(builder(arch, taskset.input_shape, taskset.classes_per_task), taskset, zc,
+    t0 = time.perf_counter()
+    path = generate_zoo(builder(arch, taskset.input_shape, taskset.classes_per_task), taskset, zc,
                         cfg.zoo_dir, identity, logger, cfg.progress)
+    rows = Zoo(path).rows
+    print(f"zoo {path}: {len(rows)} nets, mean test accuracy {sum(r['test_acc'] for r in rows) / len(rows):.3f}, "
+          f"{sum(r['diverged'] for r in rows)} diverged ({time.perf_counter() - t0:.0f} s)", flush=True)
+    return path
 
 
 def htt_stage(cfg: DictConfig, logger=None, notes: list[str] | None = None, run_dir: Path | None = None) -> dict:

@@ -67,7 +67,7 @@ def record_job(cfg: DictConfig, app: str, status: str, error: str | None = None)
 
 def read_jobs(sweep_dir: Path) -> list[dict]:
     """The job records under ``sweep_dir`` (one level down), in job order."""
-    jobs = [json.loads(p.read_text()) for p in sweep_dir.glob(f"*/{JOB_FILE}")]
+    jobs = [{**json.loads(p.read_text()), "run_dir": p.parent.name} for p in sweep_dir.glob(f"*/{JOB_FILE}")]
     return sorted(jobs, key=lambda j: j["num"])
 
 
@@ -134,13 +134,22 @@ def run_one_htt(item: dict, sweep_dir: Path) -> dict:
     return {**record, "status": "ok"}
 
 
+def job_htt(job: dict) -> dict:
+    """The record of the HTT a job ran itself (an ablation sweep over HTT options, say)."""
+    cross = job["config"].get("eval_zoo_dir")
+    return {"label": job["job"], "variant": job["job"], "zoo_dir": job["zoo_dir"], "eval_zoo_dir": cross,
+            "train_arch": job["choices"].get("arch"), "eval_arch": Path(cross).name if cross else None,
+            "run_dir": job["run_dir"], "status": job["status"], "error": job["error"]}
+
+
 def after_sweep(sweep_dir: Path, sweep_cfg: DictConfig, experiment: str | None) -> int:
     """Everything after the jobs of a multirun; returns the number of failures."""
     jobs = read_jobs(sweep_dir)
     name_jobs(jobs)
-    runs = []
     if sweep_cfg.get("htt"):
         runs = [run_one_htt(item, sweep_dir) for item in htt_plan(jobs, sweep_cfg.get("cross_from"))]
+    else:  # each weightsim-htt / weightsim-run job ran its own HTT in its job dir
+        runs = [job_htt(j) for j in jobs if j["app"] in ("htt", "run")]
     summary = {"experiment": experiment, "sweep_dir": str(sweep_dir),
                "jobs": [{k: j[k] for k in ("job", "num", "app", "status", "error", "zoo_dir", "choices")}
                         for j in jobs],
@@ -152,7 +161,8 @@ def after_sweep(sweep_dir: Path, sweep_cfg: DictConfig, experiment: str | None) 
         paths = collect(sweep_dir)
         print(f"\ncollected: {paths['md']}  (table.csv, figure.png beside it)")
     failures = [f"job {j['job']}: {j['error']}" for j in jobs if j["status"] != "ok"]
-    failures += [f"htt {r['label']}: {r['status']}: {r['error']}" for r in runs if r["status"] != "ok"]
+    if sweep_cfg.get("htt"):  # (otherwise a failed HTT is a failed job, named above)
+        failures += [f"htt {r['label']}: {r['status']}: {r['error']}" for r in runs if r["status"] != "ok"]
     ok_jobs = sum(j["status"] == "ok" for j in jobs)
     print(f"\nsweep {sweep_dir}: {ok_jobs} of {len(jobs)} jobs ok"
           + (f", {sum(r['status'] == 'ok' for r in runs)} of {len(runs)} HTT runs ok" if runs else ""))

@@ -23,13 +23,18 @@ from weightsim.report.paper import LAYOUT, paper_value  # noqa: E402
 from weightsim.report.plots import COLORS  # noqa: E402
 from weightsim.sweep import SWEEP_FILE  # noqa: E402
 
-COLUMNS = ["net", "protocol", "measure", "chain", "paper_chain", "ours", "ours_mean", "ours_sd", "paper",
+COLUMNS = ["net", "variant", "protocol", "measure", "chain", "paper_chain", "ours", "ours_mean", "ours_sd", "paper",
            "paper_note", "error_upper_bound", "p_value", "decision", "decision_bound", "effect_size", "n", "run"]
 
 
 def net_label(run: dict) -> str:
     """The net a run tested: its arch, or "<train arch>-><eval arch>" for a cross-network run."""
     return f"{run['train_arch']}->{run['eval_arch']}" if run.get("eval_zoo_dir") else run["train_arch"]
+
+
+def variant_label(run: dict) -> str:
+    """What else the run varied, for sweeps over HTT options (e.g. ``chains.bn=ignore``), without the arch."""
+    return ",".join(p for p in (run.get("variant") or "").split(",") if p and not p.startswith("arch="))
 
 
 def collected_rows(sweep_dir: Path) -> tuple[str | None, list[dict]]:
@@ -44,10 +49,10 @@ def collected_rows(sweep_dir: Path) -> tuple[str | None, list[dict]]:
         report = sweep_dir / run["run_dir"] / "report.json"
         if run["status"] != "ok" or not report.is_file():
             continue
-        net = net_label(run)
+        net, variant = net_label(run), variant_label(run)
         for r in json.loads(report.read_text()):
             paper = paper_value(experiment, net, r["protocol"], r["measure"], r["chain"]) or {}
-            out.append({"net": net, "protocol": r["protocol"], "measure": r["measure"], "chain": r["chain"],
+            out.append({"net": f"{net} {variant}".strip(), "variant": variant, "protocol": r["protocol"], "measure": r["measure"], "chain": r["chain"],
                         "paper_chain": paper.get("paper_chain", ""), "ours": r["accuracy"],
                         "ours_mean": r.get("accuracy_mean"), "ours_sd": r.get("accuracy_sd"),
                         "paper": paper.get("value"), "paper_note": paper.get("note", ""),
@@ -130,8 +135,51 @@ def plot(experiment: str | None, rows: list[dict], path: Path) -> Path:
     return path
 
 
+def numeric_setting(rows: list[dict]) -> str | None:
+    """The one setting a sweep varies over numbers (e.g. ``protocol.train_seeds``), or None."""
+    parts = {r["variant"] for r in rows}
+    keys = {v.partition("=")[0] for v in parts}
+    try:
+        [float(v.partition("=")[2]) for v in parts]
+    except ValueError:
+        return None
+    return keys.pop() if len(keys) == 1 and len(parts) > 1 and "," not in "".join(parts) else None
+
+
+def plot_curve(experiment: str | None, rows: list[dict], setting: str, path: Path) -> Path:
+    """Accuracy against the swept setting, one line per chain (chain Grams solid, raw layers dashed),
+    one panel per net and protocol; error bars: sd over seed splits."""
+    rows = [r for r in rows if r["chain"] != "all"]
+    arch = lambda r: r["net"].split(" ")[0]  # noqa: E731
+    keys = list(dict.fromkeys((arch(r), r["protocol"]) for r in rows))
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.4 * len(keys), 3.4), squeeze=False)
+    for ax, (net, proto) in zip(axes[0], keys):
+        sel = [r for r in rows if arch(r) == net and r["protocol"] == proto]
+        chains = sorted({r["chain"] for r in sel})
+        for measure, style in (("chain_gram", "-o"), ("raw", "--x")):
+            for c in chains:
+                pts = sorted((float(r["variant"].partition("=")[2]), r["ours_mean"], r["ours_sd"] or 0.0)
+                             for r in sel if r["chain"] == c and r["measure"] == measure)
+                if pts:
+                    x, y, e = zip(*pts)
+                    ax.errorbar(x, y, yerr=e, fmt=style, ms=4, capsize=2, color=plt.cm.viridis(c / (len(chains) + 1)),
+                                label=f"{'chain' if measure == 'chain_gram' else 'raw'} {c}")
+        ax.set_xscale("log", base=2)
+        ax.set_ylim(0, 1.05)
+        ax.set_xlabel(setting)
+        ax.set_ylabel("top-1" if proto == "classification" else "rank-1")
+        ax.set_title(f"{net}: {proto}", fontsize=9)
+        ax.legend(fontsize=6, ncol=2)
+    fig.suptitle(f"{experiment or 'sweep'}: accuracy against {setting} (mean ± sd over seed splits)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def collect(sweep_dir: str | Path) -> dict[str, Path]:
-    """Write ``<sweep_dir>/collected/{table.csv, table.md, figure.png}``; returns their paths."""
+    """Write ``<sweep_dir>/collected/{table.csv, table.md, figure.png}`` (and ``curve.png`` when the
+    sweep varied one numeric setting); returns their paths."""
     sweep_dir = Path(sweep_dir)
     experiment, rows = collected_rows(sweep_dir)
     out = sweep_dir / "collected"
@@ -143,4 +191,7 @@ def collect(sweep_dir: str | Path) -> dict[str, Path]:
         w.writerows(rows)
     paths["md"].write_text(markdown(experiment, rows))
     plot(experiment, rows, paths["png"])
+    setting = numeric_setting(rows)
+    if setting:
+        paths["curve"] = plot_curve(experiment, rows, setting, out / "curve.png")
     return paths

@@ -55,7 +55,8 @@ PAPER: dict[str, list[tuple]] = {
 
 # how the collected figure groups the bars: "measures" (one panel per net and protocol, chain Grams
 # beside raw layers) or "nets" (one panel per protocol, the nets side by side, chain Grams only)
-LAYOUT = {"fig4_factors": "nets", "fig5_cross_network": "nets"}
+LAYOUT = {"fig4_factors": "nets", "fig5_cross_network": "nets", "ablation_bn": "nets", "ablation_scale": "nets",
+          "ablation_sketch": "nets"}
 
 
 def paper_value(experiment: str | None, net: str, protocol: str, measure: str, chain) -> dict | None:
