@@ -38,7 +38,7 @@ def test_scale_sizes_an_experiment(scale, seeds, blocks):
     assert cfg.hydra.sweeper.params.arch == "plainnet5,plainnet6,resnet5,plainnet5_leaky"
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("config", overrides=["experiment=table1_namedata", f"scale={scale}"])
-    assert cfg.zoo.lr_drops == [0.7] and cfg.zoo.lr == 0.1 and cfg.zoo.steps == (10000 if scale == "paper" else 600)
+    assert cfg.zoo.lr_drops == [0.7] and cfg.zoo.lr == 0.1 and cfg.zoo.steps == (10000 if scale == "paper" else 400)
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):  # outside an experiment: no sizes
         cfg = compose("config", overrides=["dataset=cifar100"])
     assert cfg.zoo.seeds == 30 and "seed_blocks" not in cfg
@@ -103,3 +103,13 @@ def test_collect_without_a_sweep_says_what_it_reads(tmp_path):
     out = run_cli("collect", str(tmp_path))
     assert out.returncode == 2 and out.stderr.startswith("error: ") and "sweep.json" in out.stderr
     assert out.stderr.count("\n") == 1
+
+
+def test_a_sweep_over_one_numeric_setting_is_a_curve():
+    from weightsim.report.collect import numeric_setting, variant_label
+
+    rows = [{"variant": v} for v in ("protocol.train_seeds=4", "protocol.train_seeds=16")]
+    assert numeric_setting(rows) == "protocol.train_seeds"
+    assert numeric_setting([{"variant": "chains.bn=ignore"}, {"variant": "chains.bn=invariant"}]) is None
+    assert numeric_setting([{"variant": ""}]) is None
+    assert variant_label({"variant": "arch=mlp4,protocol.train_seeds=8"}) == "protocol.train_seeds=8"
