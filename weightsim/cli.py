@@ -59,8 +59,14 @@ def container(cfg) -> dict:
     return OmegaConf.to_container(cfg, resolve=True)
 
 
-def make_logger(cfg: DictConfig):
-    return instantiate(cfg.logger) if cfg.get("logger") and "_target_" in cfg.logger else None
+def make_logger(cfg: DictConfig, stage: str = "run"):
+    """The job's Lightning logger; a wandb run gets its name, group, tags and config from the job
+    (``stage``: zoo, htt or run; weightsim/report/wandb_log.py)."""
+    from weightsim.report.wandb_log import logger_args
+
+    if not (cfg.get("logger") and "_target_" in cfg.logger):
+        return None
+    return instantiate(cfg.logger, _partial_=True)(**logger_args(cfg, stage))  # "config" is instantiate's own
 
 
 def fill_from_data(arch_cfg: DictConfig, info: dict) -> None:
@@ -74,6 +80,7 @@ def fill_from_data(arch_cfg: DictConfig, info: dict) -> None:
 # -- the stages ------------------------------------------------------------------------------------
 def zoo_stage(cfg: DictConfig, logger=None) -> Path:
     from weightsim.data.common import LOCATION_KEYS
+    from weightsim.report.wandb_log import log_zoo
     from weightsim.zoo.generate import ZooConfig, builder, generate_zoo
 
     taskset = instantiate(cfg.dataset)
@@ -91,8 +98,10 @@ def zoo_stage(cfg: DictConfig, logger=None) -> Path:
                 "data_info": taskset.info, "tasks": [t.meta() for t in taskset.tasks]}
     identity["config_hash"] = hashlib.sha256(json.dumps(
         [dataset_cfg, arch_cfg, zc.training()], sort_keys=True).encode()).hexdigest()[:16]
-    return generate_zoo(builder(arch, taskset.input_shape, taskset.classes_per_task), taskset, zc,
+    path = generate_zoo(builder(arch, taskset.input_shape, taskset.classes_per_task), taskset, zc,
                         cfg.zoo_dir, identity, logger, cfg.progress)
+    log_zoo(logger, path, range(zc.seed_offset, zc.seed_offset + zc.seeds))
+    return path
 
 
 def htt_stage(cfg: DictConfig, logger=None, notes: list[str] | None = None) -> dict:
@@ -117,19 +126,11 @@ def htt_stage(cfg: DictConfig, logger=None, notes: list[str] | None = None) -> d
 
 
 def log_results(logger, result: dict, plots: list[Path]) -> None:
-    """Send the result rows and plots to wandb when it is the logger (CSV needs nothing more)."""
-    from lightning.pytorch.loggers import WandbLogger
+    """Send the summary scalars, result rows and plots to wandb when it is the logger (CSV needs
+    nothing more): keys in docs/wandb.md."""
+    from weightsim.report.wandb_log import log_htt
 
-    if isinstance(logger, WandbLogger):
-        import wandb
-
-        rows = result["rows"]
-        keys = list(dict.fromkeys(k for r in rows for k in r))
-        cell = lambda k, v: str(v) if k == "chain" else v  # noqa: E731  (a column holds 1, 2, ... and "all")
-        data = [[cell(k, r.get(k)) for k in keys] for r in rows]
-        logger.experiment.log({"report": wandb.Table(columns=keys, data=data),
-                               **{p.stem: wandb.Image(str(p)) for p in plots}})
-        logger.experiment.config.update(result["meta"].get("config", {}), allow_val_change=True)
+    log_htt(logger, result, plots)
 
 
 def finish(logger) -> None:
@@ -179,12 +180,12 @@ def user_error(e: BaseException) -> str | None:
     return None if found is None else str(found)
 
 
-def _app(stage):
+def _app(stage, name: str):
     def task(cfg: DictConfig) -> None:
         quiet()
         logger = None
         try:
-            logger = make_logger(cfg)
+            logger = make_logger(cfg, name)
             with collect_warnings() as notes:
                 stage(cfg, logger, notes)
         except Exception as e:
@@ -219,7 +220,7 @@ def _run(cfg, logger, notes):
     htt_stage(cfg, logger, notes)
 
 
-_zoo_main = _app(_zoo)
+_zoo_main = _app(_zoo, "zoo")
 
 
 def zoo_main() -> None:
@@ -233,5 +234,5 @@ def zoo_main() -> None:
 
 
 
-htt_main = _app(htt_stage)
-run_main = _app(_run)
+htt_main = _app(htt_stage, "htt")
+run_main = _app(_run, "run")
