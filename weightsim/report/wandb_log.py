@@ -153,7 +153,8 @@ def log_htt(logger, result: dict, plots: list[Path]) -> None:
     keys = list(dict.fromkeys(k for r in rows for k in r))
     cell = lambda k, v: str(v) if k == "chain" else v  # noqa: E731  (a column holds 1, 2, ... and "all")
     run = logger.experiment
-    run.config.update(zoo_labels(result["meta"]), allow_val_change=True)
+    if "zoo_dir" in result["meta"]:  # run_htt's meta names its zoos; a result put together by hand may not
+        run.config.update(zoo_labels(result["meta"]), allow_val_change=True)
     run.log({"report": wandb.Table(columns=keys, data=[[cell(k, r.get(k)) for k in keys] for r in rows]),
              **{p.stem: wandb.Image(str(p)) for p in plots}})
     run.summary.update(htt_summary(rows))
