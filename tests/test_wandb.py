@@ -101,14 +101,14 @@ def test_dashboard_draws_fig4_from_offline_runs(run_job, tmp_path):
                    for p in ("classification", "retrieval") for c in (1, 2, 3, 4)}
 
 
-def test_fig5_groups_cross_runs_by_eval_arch():
+def test_fig5_groups_cross_runs_by_train_and_eval_arch():
     def run(cross, eval_arch, acc):
         return {"config": {"stage": "htt", "cross": cross, "zoo_arch": "plainnet5", "eval_zoo_arch": eval_arch},
                 "summary": {"classification/chain_gram/chain_1/accuracy": acc,
                             "classification/raw/chain_1/accuracy": 0.0}}
     runs = [run(True, "resnet5", 0.5), run(True, "resnet5", 0.7), run(True, "plainnet6", 0.9), run(False, "plainnet5", 1.0)]
     assert panel_values(runs, PANELS["fig5_cross"], "chain_gram") == {
-        ("classification", "resnet5", 1): [0.5, 0.7], ("classification", "plainnet6", 1): [0.9]}
+        ("classification", "plainnet5 -> resnet5", 1): [0.5, 0.7], ("classification", "plainnet5 -> plainnet6", 1): [0.9]}
     assert panel_values(runs, PANELS["fig4_factors"], "chain_gram") == {("classification", "plainnet5", 1): [1.0]}
 
 

@@ -1,6 +1,6 @@
 """The paper's Fig. 4 (factors) and Fig. 5 (cross-network) from the wandb runs of a sweep, one
-panel each (docs/wandb.md): per-chain accuracy of both protocols, bars grouped by the train zoo's
-arch (Fig. 4, same-zoo runs) or by the eval zoo's arch (Fig. 5, cross-network runs).
+panel each (docs/wandb.md): per-chain accuracy of both protocols, bars grouped by the zoo's arch
+(Fig. 4, same-zoo runs) or by train zoo arch -> eval zoo arch (Fig. 5, cross-network runs).
 
     python -m weightsim.report.dashboard multirun/2026-12-02/10-00-00          # offline runs under a dir
     python -m weightsim.report.dashboard --project ENTITY/weightsim --group G  # synced runs (network)
@@ -25,11 +25,11 @@ PANELS = {
     "fig4_factors": {"title": "Fig. 4 - factors: per-chain accuracy by arch (same zoo)",
                      "runs": {"config.stage": ["htt", "run"], "config.cross": False},
                      "metric": r"^(classification|retrieval)/{measure}/chain_(\d+)/accuracy$",
-                     "group_by": "config.zoo_arch"},
-    "fig5_cross": {"title": "Fig. 5 - cross-network: per-chain accuracy by eval zoo arch",
+                     "group_by": ["config.zoo_arch"]},
+    "fig5_cross": {"title": "Fig. 5 - cross-network: per-chain accuracy, train zoo arch -> eval zoo arch",
                    "runs": {"config.stage": ["htt", "run"], "config.cross": True},
                    "metric": r"^(classification|retrieval)/{measure}/chain_(\d+)/accuracy$",
-                   "group_by": "config.eval_zoo_arch"},
+                   "group_by": ["config.zoo_arch", "config.eval_zoo_arch"]},
 }
 
 
@@ -40,14 +40,15 @@ def lookup(run: dict, key: str):
 
 
 def panel_values(runs: list[dict], panel: dict, measure: str) -> dict[tuple[str, str, int], list[float]]:
-    """{(protocol, group label, chain): [accuracy of each matching run]} of one panel spec."""
+    """{(protocol, group label, chain): [accuracy of each matching run]} of one panel spec; the
+    label joins the run's ``group_by`` values with " -> "."""
     pattern = re.compile(panel["metric"].format(measure=re.escape(measure)))
     values = defaultdict(list)
     for run in runs:
         if not all((lookup(run, k) in v) if isinstance(v, list) else lookup(run, k) == v
                    for k, v in panel["runs"].items()):
             continue
-        group = str(lookup(run, panel["group_by"]))
+        group = " -> ".join(str(lookup(run, k)) for k in panel["group_by"])
         for key, value in run["summary"].items():
             m = pattern.match(key)
             if m and isinstance(value, (int, float)):
@@ -86,8 +87,8 @@ def draw_panel(values: dict, title: str, path: Path) -> Path:
     ax.set_ylabel("accuracy (top-1 / rank-1)")
     ax.set_ylim(0, 1.05)
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, loc="lower left")
-    fig.tight_layout()
+    fig.legend(fontsize=7, loc="lower center", ncol=min(3, len(groups)), frameon=False)
+    fig.tight_layout(rect=(0, 0.06 * ((len(groups) + 2) // 3), 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path

@@ -33,6 +33,14 @@ def arch_label(name: str | None, config: dict) -> str:
     return f"{name}({','.join(changed)})" if changed else str(name)
 
 
+def zoo_arch(zoo_dir: str | Path) -> tuple[str, str]:
+    """(arch name, arch label) of the nets a zoo holds, from its header."""
+    from weightsim.zoo.store import ZooReader
+
+    arch = ZooReader(zoo_dir).head["arch"]
+    return arch["name"], arch_label(arch["name"], arch["config"])
+
+
 def seed_block(cfg: DictConfig) -> str:
     """The zoo seeds this job trains (or, for HTT, was configured with): ``s0-29`` for seeds [0, 30)."""
     lo = int(cfg.zoo.seed_offset)
@@ -43,18 +51,26 @@ def run_identity(cfg: DictConfig, stage: str) -> dict:
     """wandb.init arguments of this job: name, group, tags, job_type and the resolved config.
 
     group = <experiment>-[<scale>-]<dataset>-<arch label>: the seed-block jobs that write one zoo and
-    the HTT jobs on it; name = <stage>-<group>-<seed block>, with -j<num> in a multirun (job number)."""
+    the HTT jobs on it (an HTT job takes the arch from its zoo); name = <stage>-<group>-<seed block>,
+    then -on-<eval zoo's arch label> for a cross-network run and -j<num> in a multirun (job number)."""
     hc = HydraConfig.get()
     choices = {k: v for k, v in hc.runtime.choices.items() if not k.startswith("hydra") and v is not None}
     experiment = choices.get("experiment") or "adhoc"
-    arch = arch_label(choices.get("arch"), OmegaConf.to_container(cfg.arch, resolve=True))
+    if stage == "htt":  # the zoo exists: its nets' arch, whatever the arch choice says
+        arch_name, arch = zoo_arch(cfg.zoo_dir)
+    else:  # the arch the zoo is (or was) trained with
+        arch_name = choices.get("arch")
+        arch = arch_label(arch_name, OmegaConf.to_container(cfg.arch, resolve=True))
     group = "-".join(str(p) for p in (experiment, choices.get("scale"), choices.get("dataset"), arch) if p)
     name = f"{stage}-{group}-{seed_block(cfg)}"
+    cross = stage != "zoo" and cfg.get("eval_zoo_dir")
+    if cross:  # cross-network: the zoo tested on, by the arch it holds
+        name += f"-on-{zoo_arch(cfg.eval_zoo_dir)[1]}"
     if hc.mode == RunMode.MULTIRUN:
         name += f"-j{hc.job.num}"
     tags = [f"{g}:{v}" for g, v in (("experiment", experiment), ("scale", choices.get("scale")),
-                                     ("dataset", choices.get("dataset")), ("arch", choices.get("arch")),
-                                     ("stage", stage)) if v]
+                                     ("dataset", choices.get("dataset")), ("arch", arch_name),
+                                     ("stage", stage)) if v] + (["cross"] if cross else [])
     config = {**OmegaConf.to_container(cfg, resolve=True), "stage": stage, "choices": choices,
               "arch_label": arch, "seed_block": seed_block(cfg), "overrides": list(hc.overrides.task)}
     return {"name": name, "group": group, "tags": [t[:64] for t in tags], "job_type": stage, "config": config}
@@ -83,9 +99,8 @@ def zoo_summary(zoo_dir: str | Path, seeds: range) -> tuple[dict, dict]:
                "zoo/diverged": sum(bool(r["diverged"]) for r in rows),
                "zoo/train_acc_mean": mean([r["train_acc"] for r in rows]),
                "zoo/test_acc_mean": mean([r["test_acc"] for r in rows])}
-    head = zoo.head
-    config = {"zoo_arch": arch_label(head["arch"]["name"], head["arch"]["config"]),
-              "zoo_dataset": head["dataset"]["name"], "zoo_config_hash": head.get("config_hash")}
+    config = {"zoo_arch": zoo_arch(zoo_dir)[1], "zoo_dataset": zoo.head["dataset"]["name"],
+              "zoo_config_hash": zoo.head.get("config_hash")}
     return summary, {"rows": rows, "config": config}
 
 
@@ -137,9 +152,8 @@ def zoo_labels(meta: dict) -> dict:
     zoo unless cross-network), and whether it is a cross-network run."""
     from weightsim.zoo.store import ZooReader
 
-    heads = [ZooReader(meta[k]).head for k in ("zoo_dir", "eval_zoo_dir")]
-    train, test = (arch_label(h["arch"]["name"], h["arch"]["config"]) for h in heads)
-    return {"zoo_arch": train, "eval_zoo_arch": test, "zoo_dataset": heads[0]["dataset"]["name"],
+    return {"zoo_arch": zoo_arch(meta["zoo_dir"])[1], "eval_zoo_arch": zoo_arch(meta["eval_zoo_dir"])[1],
+            "zoo_dataset": ZooReader(meta["zoo_dir"]).head["dataset"]["name"],
             "cross": Path(meta["zoo_dir"]).resolve() != Path(meta["eval_zoo_dir"]).resolve()}
 
 
