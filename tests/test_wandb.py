@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 
-from tests.conftest import TINY, run_cli
-from weightsim.report.dashboard import PANELS, build, panel_values
+from tests.conftest import ROOT, TINY, run_cli
+from weightsim.report.dashboard import PANELS, main, panel_values
 from weightsim.report.wandb_log import zoo_labels
 from weightsim.report.wandb_read import offline_runs, read_offline_run
 from weightsim.zoo.store import ZooReader
@@ -75,7 +78,8 @@ def test_zoo_multirun_gives_one_run_per_job(run_job, tmp_path):
                   f"zoo_dir={zoo}", f"hydra.sweep.dir={tmp_path / 'sweep'}", env=OFFLINE)
     assert res.returncode == 0, res.stderr[-3000:]
     runs = offline_runs(tmp_path / "sweep")
-    assert [r["name"] for r in runs] == ["zoo-adhoc-digits-mlp(hidden=6)-s0-1-j0", "zoo-adhoc-digits-mlp(hidden=6)-s2-3-j1"]
+    assert [r["name"] for r in runs] == ["zoo-adhoc-digits-mlp(hidden=6)-s0-1-j0",
+                                         "zoo-adhoc-digits-mlp(hidden=6)-s2-3-j1"]
     assert {r["group"] for r in runs} == {"adhoc-digits-mlp(hidden=6)"} and "stage:zoo" in runs[0]["tags"]
     nets = ZooReader(zoo).rows
     for job, run in enumerate(runs):
@@ -92,11 +96,13 @@ def test_zoo_multirun_gives_one_run_per_job(run_job, tmp_path):
 
 def test_dashboard_draws_fig4_from_offline_runs(run_job, tmp_path):
     out, run = run_job
-    report = build(offline_runs(out), tmp_path)
+    main([str(out), "--out", str(tmp_path)])
+    report = json.loads((tmp_path / "dashboard.json").read_text())
     fig4 = report["panels"]["fig4_factors"]
-    assert (tmp_path / "fig4_factors.png").read_bytes()[:4] == b"\x89PNG" and "png" not in report["panels"]["fig5_cross"]
+    assert (tmp_path / "fig4_factors.png").read_bytes()[:4] == b"\x89PNG"
+    assert "png" not in report["panels"]["fig5_cross"]  # no cross-network run
     got = {(v["protocol"], v["chain"]): v["accuracy"] for v in fig4["values"]}
-    assert {g for g in (v["group"] for v in fig4["values"])} == {"mlp(hidden=8)"}
+    assert {v["group"] for v in fig4["values"]} == {"mlp(hidden=8)"}
     assert got == {(p, c): [run["summary"][f"{p}/chain_gram/chain_{c}/accuracy"]]
                    for p in ("classification", "retrieval") for c in (1, 2, 3, 4)}
 
@@ -106,9 +112,11 @@ def test_fig5_groups_cross_runs_by_train_and_eval_arch():
         return {"config": {"stage": "htt", "cross": cross, "zoo_arch": "plainnet5", "eval_zoo_arch": eval_arch},
                 "summary": {"classification/chain_gram/chain_1/accuracy": acc,
                             "classification/raw/chain_1/accuracy": 0.0}}
-    runs = [run(True, "resnet5", 0.5), run(True, "resnet5", 0.7), run(True, "plainnet6", 0.9), run(False, "plainnet5", 1.0)]
+    runs = [run(True, "resnet5", 0.5), run(True, "resnet5", 0.7), run(True, "plainnet6", 0.9),
+            run(False, "plainnet5", 1.0)]
     assert panel_values(runs, PANELS["fig5_cross"], "chain_gram") == {
-        ("classification", "plainnet5 -> resnet5", 1): [0.5, 0.7], ("classification", "plainnet5 -> plainnet6", 1): [0.9]}
+        ("classification", "plainnet5 -> resnet5", 1): [0.5, 0.7],
+        ("classification", "plainnet5 -> plainnet6", 1): [0.9]}
     assert panel_values(runs, PANELS["fig4_factors"], "chain_gram") == {("classification", "plainnet5", 1): [1.0]}
 
 
@@ -118,3 +126,10 @@ def test_reader_rejects_what_is_not_a_run_file(tmp_path):
     (tmp_path / "run-x.wandb").write_bytes(b"not a run")
     with pytest.raises(DataError, match="not a wandb run file"):
         read_offline_run(tmp_path)
+
+
+def test_dashboard_without_runs_is_one_line(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "weightsim.report.dashboard", str(tmp_path)], capture_output=True,
+                         text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip() == f"error: no wandb runs found in {tmp_path}: run the sweep with logger=wandb"

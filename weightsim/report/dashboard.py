@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -67,7 +68,8 @@ def draw_panel(values: dict, title: str, path: Path) -> Path:
 
     protocols = sorted({p for p, _, _ in values})
     groups = sorted({g for _, g, _ in values})
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * sum(len({c for p2, _, c in values if p2 == p}) for p in protocols)), 3.6))
+    bars = len({(p, c) for p, _, c in values})  # x positions: one per (protocol, chain)
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * bars), 3.6))
     width, x0, ticks, labels = 0.8 / max(1, len(groups)), 0, [], []
     for p in protocols:
         chains = sorted({c for p2, _, c in values if p2 == p})
@@ -128,12 +130,14 @@ def main(argv: list[str] | None = None) -> None:
         raise DataError(f"no wandb runs found in {args.runs_dir or args.project}: run the sweep with logger=wandb")
     report = build(runs, args.out, args.measure)
     for name, panel in report["panels"].items():
-        print(f"{name}: {len(panel['values'])} bars" + (f" -> {panel['png']}" if "png" in panel else " (no matching runs)"))
+        where = f" -> {panel['png']}" if "png" in panel else " (no matching runs)"
+        print(f"{name}: {len(panel['values'])} bars{where}")
     print(f"{Path(args.out) / 'dashboard.json'}")
 
 
 if __name__ == "__main__":
     try:
         main()
-    except WeightsimError as e:  # one line for bad input, as the other commands
-        raise SystemExit(f"error: {e}") from None
+    except WeightsimError as e:  # one line for bad input, exit 2, as the other commands
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
