@@ -41,38 +41,50 @@ def zoo_arch(zoo_dir: str | Path) -> tuple[str, str]:
     return arch["name"], arch_label(arch["name"], arch["config"])
 
 
-def seed_block(cfg: DictConfig) -> str:
-    """The zoo seeds this job trains (or, for HTT, was configured with): ``s0-29`` for seeds [0, 30)."""
-    lo = int(cfg.zoo.seed_offset)
-    return f"s{lo}-{lo + int(cfg.zoo.seeds) - 1}"
+def seed_block(first: int, count: int) -> str:
+    """Seeds [first, first + count) as ``s<first>-<last>``, e.g. ``s0-29``."""
+    return f"s{first}-{first + count - 1}"
+
+
+def job_zoo(cfg: DictConfig, stage: str, choices: dict) -> dict:
+    """What names the job: dataset, arch name, arch label and seed block of the zoo it writes (from
+    the config) or, for an HTT job, of the zoo it reads (from the zoo, whatever the choices say)."""
+    if stage != "htt":
+        arch = OmegaConf.to_container(cfg.arch, resolve=True)
+        return {"dataset": choices.get("dataset"), "arch": choices.get("arch"),
+                "label": arch_label(choices.get("arch"), arch),
+                "block": seed_block(int(cfg.zoo.seed_offset), int(cfg.zoo.seeds))}
+    from weightsim.zoo.store import ZooReader
+
+    zoo = ZooReader(cfg.zoo_dir)
+    seeds = sorted({r["seed"] for r in zoo.rows}) or [0]
+    name, label = zoo_arch(cfg.zoo_dir)
+    return {"dataset": zoo.head["dataset"]["name"], "arch": name, "label": label,
+            "block": seed_block(seeds[0], seeds[-1] - seeds[0] + 1)}
 
 
 def run_identity(cfg: DictConfig, stage: str) -> dict:
     """wandb.init arguments of this job: name, group, tags, job_type and the resolved config.
 
     group = <experiment>-[<scale>-]<dataset>-<arch label>: the seed-block jobs that write one zoo and
-    the HTT jobs on it (an HTT job takes the arch from its zoo); name = <stage>-<group>-<seed block>,
-    then -on-<eval zoo's arch label> for a cross-network run and -j<num> in a multirun (job number)."""
+    the HTT jobs on it; name = <stage>-<group>-<seed block>, then -on-<eval zoo's arch label> for a
+    cross-network run and -j<num> in a multirun (job number)."""
     hc = HydraConfig.get()
     choices = {k: v for k, v in hc.runtime.choices.items() if not k.startswith("hydra") and v is not None}
     experiment = choices.get("experiment") or "adhoc"
-    if stage == "htt":  # the zoo exists: its nets' arch, whatever the arch choice says
-        arch_name, arch = zoo_arch(cfg.zoo_dir)
-    else:  # the arch the zoo is (or was) trained with
-        arch_name = choices.get("arch")
-        arch = arch_label(arch_name, OmegaConf.to_container(cfg.arch, resolve=True))
-    group = "-".join(str(p) for p in (experiment, choices.get("scale"), choices.get("dataset"), arch) if p)
-    name = f"{stage}-{group}-{seed_block(cfg)}"
+    zoo = job_zoo(cfg, stage, choices)
+    group = "-".join(str(p) for p in (experiment, choices.get("scale"), zoo["dataset"], zoo["label"]) if p)
+    name = f"{stage}-{group}-{zoo['block']}"
     cross = stage != "zoo" and cfg.get("eval_zoo_dir")
     if cross:  # cross-network: the zoo tested on, by the arch it holds
         name += f"-on-{zoo_arch(cfg.eval_zoo_dir)[1]}"
     if hc.mode == RunMode.MULTIRUN:
         name += f"-j{hc.job.num}"
     tags = [f"{g}:{v}" for g, v in (("experiment", experiment), ("scale", choices.get("scale")),
-                                     ("dataset", choices.get("dataset")), ("arch", arch_name),
+                                     ("dataset", zoo["dataset"]), ("arch", zoo["arch"]),
                                      ("stage", stage)) if v] + (["cross"] if cross else [])
     config = {**OmegaConf.to_container(cfg, resolve=True), "stage": stage, "choices": choices,
-              "arch_label": arch, "seed_block": seed_block(cfg), "overrides": list(hc.overrides.task)}
+              "arch_label": zoo["label"], "seed_block": zoo["block"], "overrides": list(hc.overrides.task)}
     return {"name": name, "group": group, "tags": [t[:64] for t in tags], "job_type": stage, "config": config}
 
 
