@@ -1,4 +1,4 @@
-"""Shared test helpers. Tests never use wandb and never touch the network."""
+"""Shared test helpers. Tests never touch the network; wandb is disabled except in tests/test_wandb.py (offline)."""
 
 from __future__ import annotations
 
@@ -22,9 +22,11 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("WEIGHTSIM_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 
-def run_cli(app: str, *overrides: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run a real Hydra app (`weightsim-<app>`) in a subprocess with this interpreter and code."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "0"}
+def run_cli(app: str, *overrides: str, cwd: Path | None = None, timeout: int = 600,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run a real Hydra app (`weightsim-<app>`) in a subprocess with this interpreter and code;
+    ``env`` adds to or replaces its environment (e.g. WANDB_MODE=offline: wandb is disabled otherwise)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "0", **(env or {})}
     code = f"from weightsim.cli import {app}_main; {app}_main()"
     return subprocess.run([sys.executable, "-c", code, *overrides], cwd=cwd or ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)

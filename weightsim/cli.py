@@ -62,8 +62,14 @@ def container(cfg) -> dict:
     return OmegaConf.to_container(cfg, resolve=True)
 
 
-def make_logger(cfg: DictConfig):
-    return instantiate(cfg.logger) if cfg.get("logger") and "_target_" in cfg.logger else None
+def make_logger(cfg: DictConfig, stage: str = "run"):
+    """The job's Lightning logger; a wandb run gets its name, group, tags and config from the job
+    (``stage``: zoo, htt or run; weightsim/report/wandb_log.py)."""
+    from weightsim.report.wandb_log import logger_args
+
+    if not (cfg.get("logger") and "_target_" in cfg.logger):
+        return None
+    return instantiate(cfg.logger, _partial_=True)(**logger_args(cfg, stage))  # "config" is instantiate's own
 
 
 def fill_from_data(arch_cfg: DictConfig, info: dict) -> None:
@@ -77,6 +83,7 @@ def fill_from_data(arch_cfg: DictConfig, info: dict) -> None:
 # -- the stages ------------------------------------------------------------------------------------
 def zoo_stage(cfg: DictConfig, logger=None) -> Path:
     from weightsim.data.common import LOCATION_KEYS
+    from weightsim.report.wandb_log import log_zoo
     from weightsim.zoo.generate import ZooConfig, builder, generate_zoo
     from weightsim.zoo.view import Zoo
 
@@ -101,6 +108,7 @@ def zoo_stage(cfg: DictConfig, logger=None) -> Path:
     rows = Zoo(path).rows
     print(f"zoo {path}: {len(rows)} nets, mean test accuracy {sum(r['test_acc'] for r in rows) / len(rows):.3f}, "
           f"{sum(r['diverged'] for r in rows)} diverged ({time.perf_counter() - t0:.0f} s)", flush=True)
+    log_zoo(logger, path, range(zc.seed_offset, zc.seed_offset + zc.seeds))
     return path
 
 
@@ -126,19 +134,11 @@ def htt_stage(cfg: DictConfig, logger=None, notes: list[str] | None = None, run_
 
 
 def log_results(logger, result: dict, plots: list[Path]) -> None:
-    """Send the result rows and plots to wandb when it is the logger (CSV needs nothing more)."""
-    from lightning.pytorch.loggers import WandbLogger
+    """Send the summary scalars, result rows and plots to wandb when it is the logger (CSV needs
+    nothing more): keys in docs/wandb.md."""
+    from weightsim.report.wandb_log import log_htt
 
-    if isinstance(logger, WandbLogger):
-        import wandb
-
-        rows = result["rows"]
-        keys = list(dict.fromkeys(k for r in rows for k in r))
-        cell = lambda k, v: str(v) if k == "chain" else v  # noqa: E731  (a column holds 1, 2, ... and "all")
-        data = [[cell(k, r.get(k)) for k in keys] for r in rows]
-        logger.experiment.log({"report": wandb.Table(columns=keys, data=data),
-                               **{p.stem: wandb.Image(str(p)) for p in plots}})
-        logger.experiment.config.update(result["meta"].get("config", {}), allow_val_change=True)
+    log_htt(logger, result, plots)
 
 
 def finish(logger) -> None:
@@ -193,7 +193,7 @@ def _app(stage, app: str):
         quiet()
         logger = None
         try:
-            logger = make_logger(cfg)
+            logger = make_logger(cfg, app)
             with collect_warnings() as notes:
                 stage(cfg, logger, notes)
         except Exception as e:

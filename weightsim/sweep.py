@@ -120,7 +120,7 @@ def run_one_htt(item: dict, sweep_dir: Path) -> dict:
           flush=True)
     logger = None
     try:
-        logger = make_logger(cfg)
+        logger = make_logger(cfg, "htt")  # a wandb run named from the zoos it reads
         with collect_warnings() as notes:
             htt_stage(cfg, logger, notes, run_dir=run_dir)
     except Exception as e:  # noqa: BLE001  (one failing HTT must not stop the others)

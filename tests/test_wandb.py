@@ -1,0 +1,135 @@
+"""logger=wandb, offline (no account, no network): real CLI jobs, their runs read back from the
+.wandb files; the summary values against the report and the zoo manifest they came from."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT, TINY, run_cli
+from weightsim.report.dashboard import PANELS, main, panel_values
+from weightsim.report.wandb_log import zoo_labels
+from weightsim.report.wandb_read import offline_runs, read_offline_run
+from weightsim.zoo.store import ZooReader
+
+OFFLINE = {"WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+WANDB = [o for o in TINY if not o.startswith("logger=")] + ["logger=wandb"]
+
+
+@pytest.fixture(scope="module")
+def run_job(tmp_path_factory):
+    """One weightsim-run job (zoo then HTT) with logger=wandb: (run dir, its one wandb run)."""
+    out = tmp_path_factory.mktemp("wandb") / "run"
+    res = run_cli("run", *WANDB, f"hydra.run.dir={out}", env=OFFLINE)
+    assert res.returncode == 0, res.stderr[-3000:]
+    runs = offline_runs(out)
+    assert len(runs) == 1, [r["path"] for r in runs]
+    return out, runs[0]
+
+
+def test_run_is_named_grouped_tagged_from_the_hydra_choices(run_job):
+    _, run = run_job
+    assert run["group"] == "adhoc-digits-mlp(hidden=8)"  # no experiment chosen; arch.hidden=8 differs from mlp.yaml
+    assert run["name"] == "run-adhoc-digits-mlp(hidden=8)-s0-4"  # stage, group, seed block [0, 5)
+    assert set(run["tags"]) == {"experiment:adhoc", "dataset:digits", "arch:mlp", "stage:run"}
+    config = run["config"]  # the full resolved config, plus the choices and the zoo labels
+    assert config["zoo"]["seeds"] == 5 and config["arch"]["hidden"] == 8 and config["protocol"]["queries"] == 2
+    assert config["choices"]["dataset"] == "digits" and config["stage"] == "run"
+    assert config["zoo_arch"] == config["eval_zoo_arch"] == "mlp(hidden=8)" and config["cross"] is False
+
+
+def test_htt_summary_has_every_chain_with_the_report_values(run_job):
+    out, run = run_job
+    summary, rows = run["summary"], json.loads((out / "report.json").read_text())
+    assert len(rows) == 20  # 2 protocols x 2 measures x (4 chains + overall)
+    for r in rows:
+        key = f"{r['protocol']}/{r['measure']}/" + ("all" if r["chain"] == "all" else f"chain_{r['chain']}")
+        assert 0 <= summary[f"{key}/accuracy"] <= 1 and math.isclose(summary[f"{key}/accuracy"], r["accuracy"])
+        assert math.isclose(summary[f"{key}/error"], r["error"])
+        assert summary[f"{key}/decision"] == (r["decision"] == "accept")  # 1 / 0
+        assert summary[f"{key}/decision"] in (0, 1)
+        if r["p_value"] is not None:
+            assert 0 <= summary[f"{key}/p_value"] <= 1 and math.isclose(summary[f"{key}/p_value"], r["p_value"])
+    overall = [r for r in rows if r["chain"] == "all" and r["measure"] == "chain_gram"]
+    assert summary["decision"] == all(r["decision"] == "accept" for r in overall)
+    assert summary["decision_measure"] == "chain_gram"
+    assert summary["accuracy"]["_type"] == "image-file" and summary["report"]["_type"] == "table-file"
+
+
+def test_run_stage_logs_its_zoo(run_job):
+    out, run = run_job
+    s, nets = run["summary"], ZooReader(out / "zoo").rows
+    assert s["zoo/nets"] == len(nets) == 25 and s["zoo/tasks"] == 5
+    assert all(s[f"zoo/task_{t}/nets"] == 5 for t in range(5))
+    assert s["zoo/diverged"] == sum(r["diverged"] for r in nets)
+    assert sum(s["zoo/test_acc"]["values"]) == 25 and s["zoo/test_acc"]["_type"] == "histogram"
+    assert math.isclose(s["zoo/train_acc_mean"], sum(r["train_acc"] for r in nets) / 25)
+
+
+def test_zoo_multirun_gives_one_run_per_job(run_job, tmp_path):
+    """Two seed blocks of another zoo in one -m sweep: two runs, each with its own block's nets."""
+    zoo = tmp_path / "zoo"
+    res = run_cli("zoo", "-m", *WANDB, "arch.hidden=6", "zoo.seeds=2", "zoo.seed_offset=0,2", "zoo.epochs=1",
+                  f"zoo_dir={zoo}", f"hydra.sweep.dir={tmp_path / 'sweep'}", env=OFFLINE)
+    assert res.returncode == 0, res.stderr[-3000:]
+    runs = offline_runs(tmp_path / "sweep")
+    assert [r["name"] for r in runs] == ["zoo-adhoc-digits-mlp(hidden=6)-s0-1-j0",
+                                         "zoo-adhoc-digits-mlp(hidden=6)-s2-3-j1"]
+    assert {r["group"] for r in runs} == {"adhoc-digits-mlp(hidden=6)"} and "stage:zoo" in runs[0]["tags"]
+    nets = ZooReader(zoo).rows
+    for job, run in enumerate(runs):
+        block = [r for r in nets if r["seed"] in (2 * job, 2 * job + 1)]
+        s = run["summary"]
+        assert s["zoo/nets"] == len(block) == 10 and s["zoo/diverged"] == sum(r["diverged"] for r in block)
+        assert sum(s["zoo/train_acc"]["values"]) == sum(s["zoo/test_acc"]["values"]) == 10
+        assert not any(k.startswith("classification/") for k in s)  # a zoo job has no HTT values
+    assert runs[1]["summary"]["zoo/nets_on_disk"] == 20
+    # an HTT of the first zoo's classifier on this zoo's nets would be cross-network, the labels say which
+    labels = zoo_labels({"zoo_dir": str(run_job[0] / "zoo"), "eval_zoo_dir": str(zoo)})
+    assert labels["cross"] and (labels["zoo_arch"], labels["eval_zoo_arch"]) == ("mlp(hidden=8)", "mlp(hidden=6)")
+
+
+def test_dashboard_draws_fig4_from_offline_runs(run_job, tmp_path):
+    out, run = run_job
+    main([str(out), "--out", str(tmp_path)])
+    report = json.loads((tmp_path / "dashboard.json").read_text())
+    fig4 = report["panels"]["fig4_factors"]
+    assert (tmp_path / "fig4_factors.png").read_bytes()[:4] == b"\x89PNG"
+    assert "png" not in report["panels"]["fig5_cross"]  # no cross-network run
+    got = {(v["protocol"], v["chain"]): v["accuracy"] for v in fig4["values"]}
+    assert {v["group"] for v in fig4["values"]} == {"mlp(hidden=8)"}
+    assert got == {(p, c): [run["summary"][f"{p}/chain_gram/chain_{c}/accuracy"]]
+                   for p in ("classification", "retrieval") for c in (1, 2, 3, 4)}
+
+
+def test_fig5_groups_cross_runs_by_train_and_eval_arch():
+    def run(cross, eval_arch, acc):
+        return {"config": {"stage": "htt", "cross": cross, "zoo_arch": "plainnet5", "eval_zoo_arch": eval_arch},
+                "summary": {"classification/chain_gram/chain_1/accuracy": acc,
+                            "classification/raw/chain_1/accuracy": 0.0}}
+    runs = [run(True, "resnet5", 0.5), run(True, "resnet5", 0.7), run(True, "plainnet6", 0.9),
+            run(False, "plainnet5", 1.0)]
+    assert panel_values(runs, PANELS["fig5_cross"], "chain_gram") == {
+        ("classification", "plainnet5 -> resnet5", 1): [0.5, 0.7],
+        ("classification", "plainnet5 -> plainnet6", 1): [0.9]}
+    assert panel_values(runs, PANELS["fig4_factors"], "chain_gram") == {("classification", "plainnet5", 1): [1.0]}
+
+
+def test_reader_rejects_what_is_not_a_run_file(tmp_path):
+    from weightsim.errors import DataError
+
+    (tmp_path / "run-x.wandb").write_bytes(b"not a run")
+    with pytest.raises(DataError, match="not a wandb run file"):
+        read_offline_run(tmp_path)
+
+
+def test_dashboard_without_runs_is_one_line(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "weightsim.report.dashboard", str(tmp_path)], capture_output=True,
+                         text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip() == f"error: no wandb runs found in {tmp_path}: run the sweep with logger=wandb"
