@@ -36,6 +36,8 @@ def test_scale_sizes_an_experiment(scale, seeds, blocks):
     assert cfg.zoo.seeds == seeds and str(cfg.seed_blocks).replace(" ", "") == blocks
     assert cfg.dataset._target_.endswith("cifar100") and cfg.sweep.htt and cfg.sweep.collect
     assert cfg.hydra.sweeper.params.arch == "plainnet5,plainnet6,resnet5,plainnet5_leaky"
+    # the sweeper resolves the sweep dir before any job (no ${hydra:...} there), one per experiment and scale
+    assert cfg.hydra.sweep.dir == f"multirun/fig4_factors-{scale}"
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("config", overrides=["experiment=table1_namedata", f"scale={scale}"])
     assert cfg.zoo.lr_drops == [0.7] and cfg.zoo.lr == 0.1 and cfg.zoo.steps == (10000 if scale == "paper" else 400)
