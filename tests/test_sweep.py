@@ -115,3 +115,12 @@ def test_a_sweep_over_one_numeric_setting_is_a_curve():
     assert numeric_setting([{"variant": "chains.bn=ignore"}, {"variant": "chains.bn=invariant"}]) is None
     assert numeric_setting([{"variant": ""}]) is None
     assert variant_label({"variant": "arch=mlp4,protocol.train_seeds=8"}) == "protocol.train_seeds=8"
+
+
+def test_a_job_that_never_finished_counts_as_failed(tmp_path):
+    from weightsim.sweep import read_jobs
+
+    (tmp_path / "0").mkdir()
+    (tmp_path / "0" / "job.json").write_text(json.dumps({"num": 0, "app": "?", "status": "started", "error": None}))
+    [job] = read_jobs(tmp_path)
+    assert job["status"] == "failed" and "did not finish" in job["error"]

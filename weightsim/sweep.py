@@ -54,13 +54,15 @@ def name_jobs(jobs: list[dict]) -> None:
 
 
 def record_job(cfg: DictConfig, app: str, status: str, error: str | None = None) -> Path:
-    """Write ``<job dir>/job.json``: what this multirun job was and how it ended."""
+    """Write ``<job dir>/job.json``: what this multirun job was and how it ended (``started`` until
+    it ends: a job killed midway, by a cluster's time limit say, stays ``started`` and counts as failed)."""
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
+    body = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]) if "hydra" in cfg else cfg
     record = {"num": hc.job.num, "app": app, "status": status, "error": error,
               "overrides": list(hc.overrides.task), "choices": dict(hc.runtime.choices),
               "zoo_dir": str(cfg.get("zoo_dir")), "time": time.strftime("%Y-%m-%d %H:%M:%S"),
-              "config": OmegaConf.to_container(cfg, resolve=True)}
+              "config": OmegaConf.to_container(body, resolve=True)}
     atomic_write(run_dir / JOB_FILE, json.dumps(record, indent=1, default=str).encode())
     return run_dir / JOB_FILE
 
@@ -68,6 +70,9 @@ def record_job(cfg: DictConfig, app: str, status: str, error: str | None = None)
 def read_jobs(sweep_dir: Path) -> list[dict]:
     """The job records under ``sweep_dir`` (one level down), in job order."""
     jobs = [{**json.loads(p.read_text()), "run_dir": p.parent.name} for p in sweep_dir.glob(f"*/{JOB_FILE}")]
+    for j in jobs:
+        if j["status"] == "started":
+            j["status"], j["error"] = "failed", "did not finish (killed or timed out): see its log"
     return sorted(jobs, key=lambda j: j["num"])
 
 
@@ -175,8 +180,12 @@ def after_sweep(sweep_dir: Path, sweep_cfg: DictConfig, experiment: str | None) 
 
 
 class AfterSweep(Callback):
-    """Hydra callback (conf/config.yaml, hydra.callbacks): runs ``after_sweep`` at the end of a multirun
-    and exits 1 when a job or an HTT run failed."""
+    """Hydra callback (conf/config.yaml, hydra.callbacks): marks each multirun job ``started`` as it
+    starts, runs ``after_sweep`` at the end of the multirun and exits 1 when a job or an HTT run failed."""
+
+    def on_job_start(self, config: DictConfig, **kwargs) -> None:
+        if in_multirun():
+            record_job(config, "?", "started")
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         HydraConfig.instance().set_config(config)  # Hydra clears it after the jobs; ${hydra:...} needs it
