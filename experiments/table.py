@@ -1,6 +1,7 @@
 """Per-chain accuracies of finished runs, as the experiments/*.md tables print them.
 
     python experiments/table.py outputs/experiments/pn5-bn [more run dirs]
+    python experiments/table.py multirun/fig3_cifar100-cpu      (a collected sweep: one line per net)
 
 One line per run, measure and protocol: accuracy in % per chain (chain 1 first), then the overall
 decision (H0 accepted only when every chain accepts) and the smallest / largest p-value.
@@ -30,6 +31,31 @@ def lines(run: Path) -> list[str]:
     return out
 
 
+def collected_lines(sweep: Path) -> list[str]:
+    """A collected sweep as table rows: net | protocol | chain Grams (mean over splits) per chain |
+    raw layers | the paper's chain Grams | overall decision."""
+    import csv
+
+    rows = list(csv.DictReader(open(sweep / "collected" / "table.csv")))
+    pct = lambda v: f"{100 * float(v):.0f}" if v not in ("", None) else "—"  # noqa: E731
+    out = []
+    for net in dict.fromkeys(r["net"] for r in rows):
+        for protocol in dict.fromkeys(r["protocol"] for r in rows):
+            pick = lambda m: [r for r in rows if (r["net"], r["protocol"], r["measure"]) == (net, protocol, m)]  # noqa: E731
+            gram, raw = pick("chain_gram"), pick("raw")
+            if not gram:
+                continue
+            per = lambda rs, k: " / ".join(pct(r[k]) for r in rs if r["chain"] != "all")  # noqa: E731
+            paper = {r["paper"] or r["paper_note"] for r in gram if r["chain"] != "all"}
+            paper = per(gram, "paper") if len(paper) > 1 else (pct(paper.pop()) if paper and
+                                                                 paper != {""} and next(iter(paper))[0].isdigit()
+                                                                 else (paper.pop() if paper else "—"))
+            overall = next(r["decision"] for r in gram if r["chain"] == "all")
+            out.append(f"| {net} | {protocol} | {per(gram, 'ours_mean')} | {per(raw, 'ours_mean')} | {paper} | {overall} |")
+    return out
+
+
 if __name__ == "__main__":
     for arg in sys.argv[1:]:
-        print("\n".join(lines(Path(arg))))
+        path = Path(arg)
+        print("\n".join(collected_lines(path) if (path / "collected").is_dir() else lines(path)))

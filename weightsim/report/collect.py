@@ -20,7 +20,6 @@ import numpy as np  # noqa: E402
 
 from weightsim.errors import WeightsimError  # noqa: E402
 from weightsim.report.paper import LAYOUT, paper_value  # noqa: E402
-from weightsim.report.plots import COLORS  # noqa: E402
 from weightsim.sweep import SWEEP_FILE  # noqa: E402
 
 COLUMNS = ["net", "variant", "protocol", "measure", "chain", "paper_chain", "ours", "ours_mean", "ours_sd", "paper",
@@ -92,6 +91,9 @@ def panels(experiment: str | None, rows: list[dict]) -> list[tuple[str, list[dic
     """(title, rows, series key) per panel: by net and protocol with the measures as series, or (layout
     "nets") by protocol with the nets as series, chain Grams only."""
     rows = [r for r in rows if r["chain"] != "all"]
+    cross = {r["net"].split("->")[0] for r in rows if "->" in r["net"]}
+    if cross:  # a cross-network sweep: the classifier's own net beside the nets it was tested on
+        rows = [r for r in rows if "->" in r["net"] or r["net"] in cross]
     protocols = list(dict.fromkeys(r["protocol"] for r in rows))
     if LAYOUT.get(experiment or "") == "nets":
         return [(p, [r for r in rows if r["protocol"] == p and r["measure"] == "chain_gram"], "net")
@@ -105,7 +107,7 @@ def plot(experiment: str | None, rows: list[dict], path: Path) -> Path:
     """Per-chain bars (mean ± sd over seed splits) per panel; the paper's values as black marks."""
     spec = [p for p in panels(experiment, rows) if p[1]]
     cols = 2 if len(spec) > 1 else 1
-    fig, axes = plt.subplots((len(spec) + cols - 1) // cols, cols, figsize=(5.2 * cols, 3.2 * ((len(spec) + 1) // 2)),
+    fig, axes = plt.subplots((len(spec) + cols - 1) // cols, cols, figsize=(7.0 * cols, 3.2 * ((len(spec) + 1) // 2)),
                              squeeze=False)
     for ax, (title, sel, key) in zip(axes.flat, spec):
         chains = sorted({r["chain"] for r in sel})
@@ -116,15 +118,16 @@ def plot(experiment: str | None, rows: list[dict], path: Path) -> Path:
             pos = x + (i - (len(series) - 1) / 2) * width
             mean = [pick[c]["ours_mean"] if c in pick else np.nan for c in chains]
             sd = [(pick[c]["ours_sd"] or 0.0) if c in pick else 0.0 for c in chains]
-            ax.bar(pos, mean, width, yerr=sd, capsize=2, color=COLORS[i % len(COLORS)], label=s)
+            ax.bar(pos, mean, width, yerr=sd, capsize=2, color=plt.cm.tab10(i % 10), label=s)
             paper = [pick[c]["paper"] if c in pick and pick[c]["paper"] is not None else np.nan for c in chains]
-            ax.plot(pos, paper, "k_", ms=12, mew=2, label="paper" if i == 0 else None)
+            if not np.isnan(paper).all():
+                ax.plot(pos, paper, "k_", ms=12, mew=2, label="paper" if i == 0 else None)
         ax.set_xticks(x, [str(c) for c in chains])
         ax.set_ylim(0, 1.05)
         ax.set_xlabel("chain")
         ax.set_ylabel("top-1" if "classification" in title else "rank-1")
         ax.set_title(title, fontsize=9)
-        ax.legend(fontsize=7, loc="lower left")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     for ax in list(axes.flat)[len(spec):]:
         ax.axis("off")
     fig.suptitle(f"{experiment or 'sweep'}: ours (bars, mean ± sd over seed splits), paper (black marks)",
