@@ -1,4 +1,5 @@
-"""Thin Hydra entry points: weightsim-zoo, weightsim-htt, weightsim-run (zoo then HTT, one run dir)."""
+"""Thin Hydra entry points: weightsim-zoo, weightsim-htt, weightsim-run (zoo then HTT, one run dir),
+weightsim-compare (every compare measure on a zoo: weightsim/compare/run.py)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from omegaconf.errors import MissingMandatoryValue
 from weightsim.config import CONF, choices, register_configs
 from weightsim.errors import WeightsimError, WeightsimWarning, in_cause_chain
 
-GROUPS = ("dataset", "arch", "zoo", "chains", "classifier", "protocol", "logger", "launcher", "experiment")
+GROUPS = ("dataset", "arch", "zoo", "chains", "classifier", "protocol", "logger", "launcher", "experiment", "compare")
 
 
 # settings that were renamed or removed: an old command line gets the new spelling, not Hydra's
@@ -235,3 +236,12 @@ def zoo_main() -> None:
 
 htt_main = _app(htt_stage)
 run_main = _app(_run)
+
+
+def _compare(cfg, logger, notes):
+    from weightsim.compare.run import compare_stage
+
+    compare_stage(cfg, logger, notes)
+
+
+compare_main = _app(_compare)
