@@ -183,3 +183,22 @@ def test_bad_compare_input_is_one_error_line(tiny_zoo, tmp_path):
     line = only_error_line(run_cli("compare", *base, "compare.measures=[weight_matching]", "protocol.train_seeds=2",
                                    f"eval_zoo_dir={nobias}"))
     assert "one architecture" in line and "same arch config" in line
+
+
+def test_cka_layer_matrix_of_a_conv_zoo_flattens_each_layer_per_input(zoos):
+    """Conv layers of different map sizes: the layer x layer CKA compares one vector per probe input."""
+    from weightsim.compare.run import CompareConfig, cka_layers, pair_nets
+
+    zoo = zoos["plain_bn"]
+    m = make_measure("cka", probe=30)
+    cc = CompareConfig(seeds=2, probe=30)
+    matrix, rate, names = cka_layers(zoo, m, cc)
+    assert matrix.shape == (len(names), len(names)) == (4, 4) and 0 <= rate <= 1
+    a, b = (m.layers(zoo, r) for r in zoo.select(task=0)[:2])
+    i, j = 0, 2  # maps of different sizes
+    assert a[i].shape[0] != a[j].shape[0]
+    pairs, _ = pair_nets(zoo, cc)  # the same-task pairs of usable nets: the mean over them
+    assert len(pairs) >= 2
+    want = np.mean([linear_cka(m.layers(zoo, p)[i].reshape(30, -1), m.layers(zoo, q)[j].reshape(30, -1))
+                    for p, q in pairs])
+    assert matrix[i, j] == pytest.approx(want, abs=1e-12)

@@ -188,9 +188,15 @@ def summarize(rows: list[dict]) -> list[dict]:
 def cka_layers(zoo: Zoo, measure: ActivationMeasure, cc: CompareConfig) -> tuple[np.ndarray, float, list[str]]:
     """Mean layer x layer linear CKA over the same-task pairs, and the identification rate: the share
     of (pair, layer of A) whose most CKA-similar layer of B is the same layer (Kornblith et al.'s
-    sanity check)."""
+    sanity check). Each layer is one vector per probe input here (a conv map's positions x channels
+    flattened), so conv layers of different map sizes compare."""
     same, _ = pair_nets(zoo, cc)
-    mats = [cka_matrix(measure.layers(zoo, a), measure.layers(zoo, b)) for a, b in same]
+    n = len(measure.probe_of(zoo))
+
+    def per_input(row: dict) -> list:  # a conv layer flattened per input (layers differ in positions)
+        return [a.reshape(n, -1) for a in measure.layers(zoo, row)]
+
+    mats = [cka_matrix(per_input(a), per_input(b)) for a, b in same]
     hits = [float(np.mean(np.nanargmax(np.nan_to_num(m, nan=-1.0), axis=1) == np.arange(len(m)))) for m in mats]
     return np.nanmean(np.stack(mats), axis=0), float(np.mean(hits)), measure.names(zoo)
 
