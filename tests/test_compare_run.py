@@ -202,3 +202,20 @@ def test_cka_layer_matrix_of_a_conv_zoo_flattens_each_layer_per_input(zoos):
     want = np.mean([linear_cka(m.layers(zoo, p)[i].reshape(30, -1), m.layers(zoo, q)[j].reshape(30, -1))
                     for p, q in pairs])
     assert matrix[i, j] == pytest.approx(want, abs=1e-12)
+
+
+def test_a_measure_that_cannot_rank_gets_no_p_value_below_chance():
+    """All distances tied (a match distance of 1 for every pair): rank-1 is one gallery net's task for
+    every query, exactly what every permutation of the gallery labels gives, so p = 1 (the float32
+    hit rate must not sit above the float64 null)."""
+    from weightsim.htt.protocols import cmc_curve, retrieval_null
+    from weightsim.htt.stats import permutation_p_value
+
+    q, g = torch.arange(5).repeat_interleave(6), torch.arange(5).repeat_interleave(4)
+    dist = torch.ones(len(q), len(g))
+    observed = float(cmc_curve(dist, q, g, 5)[0])
+    null = retrieval_null(dist, q, g, 99)
+    assert observed == pytest.approx(0.2) and torch.allclose(null, torch.full((99,), 0.2, dtype=torch.float64))
+    assert permutation_p_value(observed, null.numpy()) == 1.0
+    dist[torch.arange(len(q)), torch.arange(len(q)) % len(g)] = 0  # not vacuous: a ranking that beats chance
+    assert permutation_p_value(float(cmc_curve(dist, q, g, 5)[0]), retrieval_null(dist, q, g, 99).numpy()) < 1
