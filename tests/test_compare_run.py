@@ -227,3 +227,24 @@ def test_a_measure_that_cannot_rank_gets_no_p_value_below_chance():
     assert permutation_p_value(observed, null.numpy()) == 1.0
     dist[torch.arange(len(q)), torch.arange(len(q)) % len(g)] = 0  # not vacuous: a ranking that beats chance
     assert permutation_p_value(float(cmc_curve(dist, q, g, 5)[0]), retrieval_null(dist, q, g, 99).numpy()) < 1
+
+
+def test_weight_matching_pairs_are_read_in_either_order(zoos):
+    """HTT may match (B, A) first (a test net against a training net); the pairs then ask for (A, B):
+    the same distances, the naive distance, and a barrier against B aligned to A."""
+    from weightsim.compare.run import CompareConfig, pair_rows
+
+    zoo, co = zoos["mlp"], ChainOptions()
+    wm = make_measure("weight_matching")
+    rows = zoo.select(task=0)
+    wm.distances(zoo, rows[::-1], zoo, rows, co)
+    first = dict(wm.values)
+    out = pair_rows(zoo, [wm], CompareConfig(seeds=2, barrier_pairs=1), co)
+    assert wm.values.keys() >= first.keys()
+    same = [r for r in out if r["relation"] == "same_task" and r["task_a"] == 0]
+    naive = [r["value"] for r in same if r["measure"] == "weight_naive"]
+    net_a, net_b = zoo.nets(rows[:2])
+    want = float(torch.sqrt(sum(((net_a.state_dict()[k].double() - v.double()) ** 2).sum()
+                                for k, v in net_b.state_dict().items())))
+    assert naive == [pytest.approx(want, rel=1e-9)]
+    assert {r["measure"] for r in out} == {"weight_matching", "weight_naive", "barrier_naive", "barrier_aligned"}

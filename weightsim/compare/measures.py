@@ -42,7 +42,9 @@ def net_key(zoo: Zoo, row: dict) -> Key:
 
 class PairMeasure(DistanceMeasure):
     """A distance measure computed pair by pair, each pair once: ``pair(zoo_a, row_a, zoo_b, row_b)``
-    gives the pair's per-layer values, ``distance`` turns them into per-layer distances."""
+    gives the pair's per-layer values, ``distance`` turns them into per-layer distances. A symmetric
+    measure computes (A, B) or (B, A), whichever is asked first, and reads it for the other order
+    (weight matching from either side can end in different local optima; this keeps one)."""
 
     symmetric = True
 
@@ -188,8 +190,7 @@ class WeightMatching(PairMeasure):
         super().__init__()
         self.restarts, self.max_iter, self.seed = restarts, max_iter, seed
         self.nets: dict[Key, nn.Module] = {}
-        self.naive: dict[tuple[Key, Key], float] = {}
-        self.alignments: dict[tuple[Key, Key], nn.Module] = {}
+        self.naive: dict[tuple[Key, Key], float] = {}  # ||theta_A - theta_B||_2 of each pair matched
 
     def chain_keys(self, zoo: Zoo, opts: ChainOptions) -> list[tuple]:
         return [((layer.module, layer.c_out), layer.c_out) for layer in chain_layers(zoo.template)]
@@ -205,10 +206,19 @@ class WeightMatching(PairMeasure):
 
     def pair(self, zoo_a, row_a, zoo_b, row_b, shuffled=False) -> np.ndarray:
         al = weight_matching(self.net(zoo_a, row_a), self.net(zoo_b, row_b), self.max_iter, self.seed, self.restarts)
-        ka, kb = net_key(zoo_a, row_a), net_key(zoo_b, row_b)
-        self.naive[(ka, kb)] = al.naive_distance
-        self.alignments[(ka, kb)] = al.aligned
+        self.naive[(net_key(zoo_a, row_a), net_key(zoo_b, row_b))] = al.naive_distance
         return np.array(al.layer_distances)
+
+    def naive_distance(self, zoo_a: Zoo, row_a: dict, zoo_b: Zoo, row_b: dict) -> float:
+        """||theta_A - theta_B||_2 before matching (symmetric: either order's match gives it)."""
+        self.value(zoo_a, row_a, zoo_b, row_b)
+        ka, kb = net_key(zoo_a, row_a), net_key(zoo_b, row_b)
+        return self.naive[(ka, kb)] if (ka, kb) in self.naive else self.naive[(kb, ka)]
+
+    def align(self, zoo_a: Zoo, row_a: dict, zoo_b: Zoo, row_b: dict) -> nn.Module:
+        """Net B of the pair with its units matched to net A's (a copy, same function)."""
+        return weight_matching(self.net(zoo_a, row_a), self.net(zoo_b, row_b), self.max_iter, self.seed,
+                               self.restarts).aligned
 
     def describe(self, zoo: Zoo, opts: ChainOptions) -> dict:
         return {"features": "per chain layer, ||theta_A - pi(theta_B)||_2 of its tensors after weight matching "

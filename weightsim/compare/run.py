@@ -127,8 +127,7 @@ def pair_rows(zoo: Zoo, measures: list, cc: CompareConfig, co: ChainOptions) -> 
                     for layer, v in zip(layers, d):
                         add(m.name, layer, v, a, b, relation)
                     add(m.name, "net", math.sqrt(float((d ** 2).sum())), a, b, relation)
-                    ka, kb = (str(zoo.root), a["task"], a["seed"]), (str(zoo.root), b["task"], b["seed"])
-                    add("weight_naive", "net", m.naive[(ka, kb)], a, b, relation)
+                    add("weight_naive", "net", m.naive_distance(zoo, a, zoo, b), a, b, relation)
             rows += barrier_rows(zoo, m, same, diff, cc)
         elif hasattr(m, "distances"):  # chain-Gram distance
             for relation, pairs in (("same_task", same), ("different_task", diff)):
@@ -155,13 +154,11 @@ def barrier_rows(zoo: Zoo, wm, same: list, diff: list, cc: CompareConfig) -> lis
         pick = rng.choice(len(pairs), size=min(cc.barrier_pairs, len(pairs)), replace=False) if pairs else []
         for i in sorted(pick):
             a, b = pairs[i]
-            ka, kb = (str(zoo.root), a["task"], a["seed"]), (str(zoo.root), b["task"], b["seed"])
-            wm.value(zoo, a, zoo, b)
             t = tasks[a["task"]]
             x, y = taskset.x[t.test_idx], t.test_y
             bn = taskset.x[t.train_idx] if has_bn else None
-            net_a, net_b = wm.nets[ka], wm.nets[kb]
-            for name, other in (("barrier_naive", net_b), ("barrier_aligned", wm.alignments[(ka, kb)])):
+            net_a, net_b = wm.net(zoo, a), wm.net(zoo, b)
+            for name, other in (("barrier_naive", net_b), ("barrier_aligned", wm.align(zoo, a, zoo, b))):
                 rows.append({"measure": name, "layer": "net", "eps": None, "relation": relation,
                              "task_a": a["task"], "seed_a": a["seed"], "task_b": b["task"], "seed_b": b["seed"],
                              "value": loss_barrier(net_a, other, x, y, bn_batch=bn)})
