@@ -102,7 +102,8 @@ def test_distance_measures_are_the_compare_functions_on_each_pair(zoos):
         assert dm[i, j] == pytest.approx(1 - match_curve(acts[n][i], acts[n][j], [0.3])[0], abs=1e-12)
         assert torch.equal(dc, dc.T) and torch.equal(dm, dm.T) and dc.diagonal().abs().max() == 0
     al = weight_matching(nets[i], nets[j])
-    torch.testing.assert_close(torch.stack([d[i, j] for d in d_wm]), torch.tensor(al.layer_distances, dtype=torch.float64))
+    torch.testing.assert_close(torch.stack([d[i, j] for d in d_wm]),
+                               torch.tensor(al.layer_distances, dtype=torch.float64))
     assert sum(v ** 2 for v in al.layer_distances) == pytest.approx(al.distance ** 2, rel=1e-9)
     for f, d in zip(feats, d_cg):
         assert float(d[i, j]) == pytest.approx(float(torch.linalg.norm(f[i].double() - f[j].double())), rel=1e-6)

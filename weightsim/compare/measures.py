@@ -91,7 +91,8 @@ class ActivationMeasure(PairMeasure):
     def __init__(self, probe: int = 256, probe_seed: int = 0, data_dir: str | None = None, where: str = "post",
                  budget_mb: float = 256.0, layers: list[str] | None = None):
         super().__init__()
-        self.probe, self.probe_seed, self.data_dir, self.where, self.budget_mb = probe, probe_seed, data_dir, where, budget_mb
+        self.probe, self.probe_seed, self.data_dir = probe, probe_seed, data_dir
+        self.where, self.budget_mb = where, budget_mb
         self.only = list(layers) if layers else None
         self.acts: dict[tuple[Key, bool], list[Tensor]] = {}
         self.inputs: dict[str, Tensor] = {}
