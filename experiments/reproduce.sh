@@ -44,6 +44,13 @@ declare -A RUNS=(
   [tiny]="run tiny '$RUN' $TINY zoo_dir=$ZOOS/tiny-pn5"
   [tiny-ignore]="run tiny-ignore '$HTT' $TINY chains.bn=ignore zoo_dir=$ZOOS/tiny-pn5"
 )
+# compare.md: every compare measure on the demo zoo and on a small PlainNet-5 zoo (retrieval only)
+CMP=".venv/bin/weightsim-compare progress=false protocol.protocols=[retrieval] protocol.repeats=1"
+PN5S="arch=plainnet5 dataset.image=true dataset.train_tasks=10 dataset.unseen_tasks=5 zoo.seeds=10 zoo.epochs=15"
+RUNS[zoo-demo]="run zoo-demo '.venv/bin/weightsim-zoo progress=false' experiment=demo zoo_dir=$ZOOS/demo"
+RUNS[compare-demo]="run compare-demo '$CMP' zoo_dir=$ZOOS/demo"
+RUNS[zoo-pn5-small]="run zoo-pn5-small '.venv/bin/weightsim-zoo progress=false' $PN5S zoo_dir=$ZOOS/digits-pn5-small"
+RUNS[compare-pn5]="run compare-pn5 '$CMP' zoo_dir=$ZOOS/digits-pn5-small"
 # architectures_digits.md, network factors: a classifier trained on PlainNet-5, tested on other nets
 # (the same-net reference is pn5-nobn-fro without BN, pn5-bn with BN)
 for norm in none bn; do
@@ -57,7 +64,7 @@ done
 ORDER="demo mlp4 pn5-nobn pn5-nobn-fro pn5-bn pn5-bn-fro pn5-bn-ignore pn5-bn-ignore-fro pn5-bn-fold-fro resmlp12
 resmlp12-ignore zoo-leaky-none zoo-depth-none zoo-res5-none  cross-leaky-none cross-depth-none
 cross-res5-none zoo-leaky-bn zoo-depth-bn zoo-res5-bn cross-leaky-bn cross-depth-bn cross-res5-bn
-names tiny tiny-ignore"
+names tiny tiny-ignore zoo-demo compare-demo zoo-pn5-small compare-pn5"
 mkdir -p $OUT
 for name in ${@:-$ORDER}; do
   [ -n "${RUNS[$name]:-}" ] || { echo "unknown run '$name': choose from" $ORDER >&2; exit 2; }

@@ -123,8 +123,8 @@ def test_overall_row_accepts_only_when_every_chain_accepts():
 
 
 def test_unknown_measure_lists_the_choices(tmp_path):
-    res = run_cli("htt", "protocol.measures=[chain_gram,cka]", f"zoo_dir={tmp_path}", f"hydra.run.dir={tmp_path}")
+    res = run_cli("htt", "protocol.measures=[chain_gram,svcca]", f"zoo_dir={tmp_path}", f"hydra.run.dir={tmp_path}")
     assert res.returncode == 2, res.stderr[-2000:]
     lines = [l for l in res.stderr.splitlines() if l.startswith("error:")]
-    assert len(lines) == 1 and "unknown protocol.measures entry 'cka'" in lines[0]
-    assert "chain_gram" in lines[0] and "raw" in lines[0]
+    assert len(lines) == 1 and "unknown protocol.measures entry 'svcca'" in lines[0]
+    assert all(m in lines[0] for m in ("chain_gram", "raw", "cka", "match", "weight_matching"))

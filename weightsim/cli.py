@@ -1,4 +1,5 @@
-"""Thin Hydra entry points: weightsim-zoo, weightsim-htt, weightsim-run (zoo then HTT, one run dir)."""
+"""Thin Hydra entry points: weightsim-zoo, weightsim-htt, weightsim-run (zoo then HTT, one run dir),
+weightsim-compare (every compare measure on a zoo: weightsim/compare/run.py)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ from weightsim.config import CONF, choices, register_configs
 from weightsim.errors import WeightsimError, WeightsimWarning, in_cause_chain
 from weightsim.sweep import in_multirun, job_name, record_job
 
-GROUPS = ("dataset", "arch", "zoo", "chains", "classifier", "protocol", "logger", "launcher", "experiment", "scale")
+GROUPS = ("dataset", "arch", "zoo", "chains", "classifier", "protocol", "logger", "launcher", "experiment", "scale",
+          "compare")
 
 
 # settings that were renamed or removed: an old command line gets the new spelling, not Hydra's
@@ -271,3 +273,12 @@ def collect_main() -> None:
         sys.exit(2)
     print(Path(paths["md"]).read_text())
     print(f"collected: {paths['md'].parent}")
+
+
+def _compare(cfg, logger, notes):
+    from weightsim.compare.run import compare_stage
+
+    compare_stage(cfg, logger, notes)
+
+
+compare_main = _app(_compare, "compare")

@@ -21,11 +21,12 @@ if not CONF.is_dir():
 def structured_configs() -> dict[tuple[str, str], type]:
     """(group, choice) -> the dataclass that holds its defaults."""
     from weightsim.chains.options import ChainOptions
+    from weightsim.compare.run import CompareConfig
     from weightsim.htt.run import ClassifierConfig, ProtocolConfig
     from weightsim.zoo.generate import ZooConfig
 
     return {("zoo", "default"): ZooConfig, ("chains", "default"): ChainOptions, ("protocol", "htt"): ProtocolConfig,
-            ("classifier", "linear"): ClassifierConfig}
+            ("classifier", "linear"): ClassifierConfig, ("compare", "default"): CompareConfig}
 
 
 def register_configs() -> None:

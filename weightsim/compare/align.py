@@ -86,7 +86,8 @@ class PermSpec:
 class Alignment:
     """aligned: a copy of net_b with its hidden units permuted (same function, checked);
     perms: group -> (n_g,) int index array; distance / naive_distance: ||theta_A - pi(theta_B)||_2
-    after / before alignment; sweeps: coordinate-descent sweeps run."""
+    after / before alignment; sweeps: coordinate-descent sweeps run; layer_distances: the aligned
+    distance split by chain layer (sum of squares = distance^2)."""
 
     aligned: nn.Module
     perms: dict[str, np.ndarray]
@@ -94,6 +95,7 @@ class Alignment:
     naive_distance: float
     sweeps: int
     spec: PermSpec
+    layer_distances: list[float]  # per chain layer, ||theta_A - pi(theta_B)||_2 over its tensors (layer_tensors)
 
 
 # -- the permutation structure from the chain walk ----------------------------------------------------
@@ -170,15 +172,23 @@ def perm_spec(model: nn.Module) -> PermSpec:
         axes += _own_axes(layers[i]) + _bn_axes(layers[i + 1]) + _input_axes(layers[i + 1])
         sizes[g] = layers[i].c_out
         members.setdefault(g, []).append(layers[i].module)
-    covered = []
-    for layer in layers:
-        covered += [a.tensor for a in _own_axes(layer) + _bn_axes(layer)]
-        covered += [b.weight for b in layer.blocks]
-    if layers[-1].bn_after:
-        bn = layers[-1].bn_after
-        covered += [t for t in (bn.weight, bn.bias, bn.running_mean, bn.running_var) if t]
+    covered = [t for tensors in layer_tensors(model) for t in tensors]
     return PermSpec({g: tuple(dict.fromkeys(a)) for g, a in groups.items()}, sizes,
                     {g: tuple(m) for g, m in members.items()}, tuple(dict.fromkeys(covered)))
+
+
+def layer_tensors(model: nn.Module) -> list[tuple[str, ...]]:
+    """Per chain layer, the tensors the distance counts: its weights and biases, the BatchNorms
+    before it (and, for the last layer, the one after it)."""
+    layers = chain_layers(model)
+    out = []
+    for layer in layers:
+        ts = [a.tensor for a in _own_axes(layer) + _bn_axes(layer)] + [b.weight for b in layer.blocks]
+        if layer is layers[-1] and layer.bn_after:
+            bn = layer.bn_after
+            ts += [t for t in (bn.weight, bn.bias, bn.running_mean, bn.running_var) if t]
+        out.append(tuple(dict.fromkeys(ts)))
+    return out
 
 
 # -- permuting tensors -----------------------------------------------------------------------------
@@ -356,8 +366,9 @@ def weight_matching(net_a: nn.Module, net_b: nn.Module, max_iter: int = 100, see
     aligned = copy.deepcopy(net_b)
     _load(aligned, pb_aligned)
     _check_function(net_b, aligned, probe_batch(net_b) if x is None else x)
+    per_layer = [_distance({t: pa[t] for t in ts}, {t: pb_aligned[t] for t in ts}) for ts in layer_tensors(net_a)]
     return Alignment(aligned, {g: p.numpy() for g, p in perms.items()}, _distance(pa, pb_aligned),
-                     _distance(pa, pb), sweeps, spec)
+                     _distance(pa, pb), sweeps, spec, per_layer)
 
 
 def aligned_distances(nets: list[nn.Module], others: list[nn.Module] | None = None, **kw) -> np.ndarray:

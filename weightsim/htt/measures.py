@@ -124,7 +124,14 @@ MEASURES: dict[str, Measure] = {m.name: m for m in (ChainGram(), RawLayers())}
 
 
 def get_measure(name: str) -> Measure:
-    """The registered measure ``name``; an unknown one is an error that lists the choices."""
-    if name not in MEASURES:
-        raise ConfigError(f"unknown protocol.measures entry '{name}': choose from {', '.join(MEASURES)}")
-    return MEASURES[name]
+    """The registered measure ``name``, or a new compare measure (weightsim/compare/measures.py:
+    cka, match, weight_matching, chain_gram_distance) with its default settings; an unknown one is an
+    error that lists the choices."""
+    from weightsim.compare.measures import COMPARE_MEASURES  # they build on DistanceMeasure: imported late
+
+    if name in MEASURES:
+        return MEASURES[name]
+    if name in COMPARE_MEASURES:
+        return COMPARE_MEASURES[name]()
+    raise ConfigError(f"unknown protocol.measures entry '{name}': choose from "
+                      f"{', '.join([*MEASURES, *COMPARE_MEASURES])}")

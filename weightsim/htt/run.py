@@ -356,10 +356,14 @@ def evaluate_measure(study: Study, measure: Measure, chains: list[int], keys_a: 
     for split in splits:
         if isinstance(measure, DistanceMeasure):  # distances in, no classifier
             pick = lambda ds: [ds[c - 1] for c in chains]  # noqa: E731
-            test_train = pick(measure.distances(study.eval_zoo, split.test, study.train_zoo, split.train, co))
-            test = pick(measure.distances(study.eval_zoo, split.test, study.eval_zoo, split.test, co))
+            none = [torch.zeros(0, 0)] * len(chains)
+            classify = "classification" in pc.protocols  # else no test-net distances are needed
+            test_train = pick(measure.distances(study.eval_zoo, split.test, study.train_zoo, split.train, co)) \
+                if classify else none
+            test = pick(measure.distances(study.eval_zoo, split.test, study.eval_zoo, split.test, co)) \
+                if classify else none
             unseen = pick(measure.distances(study.eval_zoo, study.unseen, study.eval_zoo, study.unseen, co)) \
-                if study.unseen else [torch.zeros(0, 0)] * len(chains)
+                if study.unseen else none
             for c, dtt, dt, du in zip(chains, test_train, test, unseen):
                 runs[c].append(evaluate_distances(dtt, dt, du, split, study, pc, seed + c))
                 bar.update(1)
@@ -383,13 +387,16 @@ def evaluate_measure(study: Study, measure: Measure, chains: list[int], keys_a: 
 
 
 def run_htt(zoo_dir: str, pc: ProtocolConfig, cc: ClassifierConfig, co: ChainOptions,
-            eval_zoo_dir: str | None = None, seed: int = 0, logger=None, progress: bool = True) -> dict:
+            eval_zoo_dir: str | None = None, seed: int = 0, logger=None, progress: bool = True,
+            measures: list[Measure] | None = None) -> dict:
     """Returns {"rows": report rows, "cmc": {(chain, measure): curve}, "meta": {...}}.
 
     eval_zoo_dir: cross-network evaluation; the classifier trains on ``zoo_dir`` and is tested on
-    the nets of ``eval_zoo_dir`` (same tasks), chain by chain.
+    the nets of ``eval_zoo_dir`` (same tasks), chain by chain. measures: measure objects with their
+    own settings to test instead of those protocol.measures names (weightsim-compare's).
     """
-    measures = check_protocol(pc)
+    named = check_protocol(pc)  # validates the settings whatever the measures
+    measures = measures or named
     study = open_study(zoo_dir, eval_zoo_dir, pc)
     if "classification" not in pc.protocols and not study.unseen:
         raise ConfigError("nothing to test: protocol.protocols has only retrieval and it is skipped (see the "

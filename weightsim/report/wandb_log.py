@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from weightsim.config import CONF
 
-STAGES = ("zoo", "htt", "run")  # weightsim-zoo, weightsim-htt, weightsim-run
+STAGES = ("zoo", "htt", "run", "compare")  # weightsim-zoo, -htt, -run, -compare
 NAME_GROUPS = ("experiment", "scale", "dataset", "arch")  # the choices that name a run, in this order
 
 
@@ -49,7 +49,7 @@ def seed_block(first: int, count: int) -> str:
 def job_zoo(cfg: DictConfig, stage: str, choices: dict) -> dict:
     """What names the job: dataset, arch name, arch label and seed block of the zoo it writes (from
     the config) or, for an HTT job, of the zoo it reads (from the zoo, whatever the choices say)."""
-    if stage != "htt":
+    if stage not in ("htt", "compare"):  # (htt and compare read a zoo: it names them)
         arch = OmegaConf.to_container(cfg.arch, resolve=True)
         return {"dataset": choices.get("dataset"), "arch": choices.get("arch"),
                 "label": arch_label(choices.get("arch"), arch),

@@ -1,0 +1,272 @@
+"""weightsim-compare: every compare measure on one zoo, through the HTT protocols and pair by pair.
+
+1. HTT (htt/run.py) with each measure of ``compare.measures``: the distance measures (1 - CKA,
+   1 - s(eps), the weight-matching distance, the chain-Gram distance) by k-NN classification and
+   retrieval / CMC, the chain Grams (``chain_gram``) by the weight classifier; report rows as HTT's.
+2. Pairs (``compare.csv``): the ``compare.seeds`` lowest usable seeds of every task; every same-task
+   pair, as many seeded different-task pairs, and for the activation measures every same-task pair
+   again with net B's probe inputs shuffled (the null). Per pair and layer: CKA, s(eps) over the eps
+   grid, the weight-matching distance (aligned and naive) and the loss barriers of ``barrier_pairs``
+   pairs per relation; the CKA layer x layer matrix of the same-task pairs.
+3. ``summary.csv``: per measure, layer (and eps) the mean and sd of every relation; plots.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from weightsim.chains import ChainOptions
+from weightsim.compare.align import loss_barrier
+from weightsim.compare.cka import cka_matrix
+from weightsim.compare.measures import COMPARE_MEASURES, ActivationMeasure, PairMeasure, make_measure
+from weightsim.compare.subspace import GRID
+from weightsim.errors import ConfigError
+from weightsim.htt.measures import get_measure
+from weightsim.nets.kinds import BATCHNORMS
+from weightsim.zoo.view import Zoo
+
+RELATIONS = ("same_task", "different_task", "shuffled_input")
+
+
+@dataclass
+class CompareConfig:
+    """Settings of weightsim-compare (the ``compare`` group; HTT's settings stay in ``protocol``)."""
+
+    measures: list[str] = field(default_factory=lambda: ["chain_gram", "chain_gram_distance", "cka", "match",
+                                                         "weight_matching"])
+    probe: int = 256  # probe inputs (test inputs of the zoo's tasks, seeded order) the activation measures see
+    probe_seed: int = 0
+    data_dir: str | None = None  # where the zoo's dataset lies (null: the loader's default)
+    where: str = "post"  # activations after the activation function (post) or the Linear / Conv output (pre)
+    layers: list[str] | None = None  # activation layers to compare (module names, "logits"); null: all
+    eps: float = 0.3  # match: the distance is 1 - s(eps)
+    eps_grid: list[float] = field(default_factory=lambda: list(GRID))  # match: the eps-curves of compare.csv
+    budget_mb: float = 256.0  # activations of a block of nets computed at once
+    restarts: int = 1  # weight matching: descents from this many visit orders
+    max_iter: int = 100  # weight matching: sweeps per descent
+    seeds: int = 5  # pairs: the lowest usable seeds of every task
+    barrier_pairs: int = 10  # pairs per relation whose loss barrier (naive and aligned) is measured
+    pair_seed: int = 0  # which different-task pairs and barrier pairs are drawn
+
+
+def check_compare(cc: CompareConfig) -> None:
+    if not cc.measures:
+        raise ConfigError("compare.measures is empty: name at least one measure")
+    for knob, low in (("probe", 2), ("seeds", 2), ("restarts", 1), ("max_iter", 1), ("barrier_pairs", 0)):
+        if getattr(cc, knob) < low:
+            raise ConfigError(f"compare.{knob}={getattr(cc, knob)} must be >= {low}")
+    for e in [cc.eps, *cc.eps_grid]:
+        if not 0 < e < 1:
+            raise ConfigError(f"compare eps {e} must lie in (0, 1) (compare.eps, compare.eps_grid)")
+
+
+def build_measures(cc: CompareConfig) -> list:
+    """The measures of ``compare.measures``, the compare ones with this config's settings."""
+    settings = dict(probe=cc.probe, probe_seed=cc.probe_seed, data_dir=cc.data_dir, where=cc.where,
+                    budget_mb=cc.budget_mb, layers=cc.layers, eps=cc.eps, grid=tuple(cc.eps_grid), restarts=cc.restarts,
+                    max_iter=cc.max_iter)
+    out = []
+    for name in cc.measures:
+        m = get_measure(name)  # checks the name
+        out.append(make_measure(name, **settings) if name in COMPARE_MEASURES else m)
+    return out
+
+
+# -- the pairs -------------------------------------------------------------------------------------
+def pair_nets(zoo: Zoo, cc: CompareConfig) -> tuple[list[tuple[dict, dict]], list[tuple[dict, dict]]]:
+    """(same-task pairs, different-task pairs): every pair of the ``seeds`` lowest usable seeds of a
+    task, and as many seeded pairs of nets of two different tasks."""
+    by_task: dict[int, list[dict]] = {}
+    for r in zoo.select(diverged=False):
+        by_task.setdefault(r["task"], []).append(r)
+    nets = {t: sorted(rs, key=lambda r: r["seed"])[:cc.seeds] for t, rs in sorted(by_task.items())}
+    if len(nets) < 2 or max(len(v) for v in nets.values()) < 2:
+        raise ConfigError(f"zoo {zoo.root}: pairs need 2 tasks and 2 usable seeds of a task; it has "
+                          f"{len(nets)} task(s) with at most {max((len(v) for v in nets.values()), default=0)} seeds")
+    same = [(a, b) for rs in nets.values() for i, a in enumerate(rs) for b in rs[i + 1:]]
+    flat = [r for rs in nets.values() for r in rs]
+    diff = [(a, b) for i, a in enumerate(flat) for b in flat[i + 1:] if a["task"] != b["task"]]
+    pick = np.random.default_rng(cc.pair_seed).choice(len(diff), size=min(len(same), len(diff)), replace=False)
+    return same, [diff[i] for i in sorted(pick)]
+
+
+def pair_rows(zoo: Zoo, measures: list, cc: CompareConfig, co: ChainOptions) -> list[dict]:
+    """compare.csv: one row per (measure, layer, eps, pair, relation) with the pair's value."""
+    same, diff = pair_nets(zoo, cc)
+    rows = []
+
+    def add(measure: str, layer: str, value: float, a: dict, b: dict, relation: str, eps: float | None = None):
+        rows.append({"measure": measure, "layer": layer, "eps": eps, "relation": relation,
+                     "task_a": a["task"], "seed_a": a["seed"], "task_b": b["task"], "seed_b": b["seed"],
+                     "value": float(value)})
+
+    for m in measures:
+        if isinstance(m, ActivationMeasure):
+            names = m.names(zoo)
+            m.prepare(zoo, [r for p in same + diff for r in p])
+            m.prepare(zoo, [b for _, b in same], shuffled=True)
+            runs = [(p, "same_task", False) for p in same] + [(p, "different_task", False) for p in diff] \
+                + [(p, "shuffled_input", True) for p in same]
+            for (a, b), relation, shuffled in runs:
+                values = m.value(zoo, a, zoo, b, shuffled)
+                for layer, v in zip(names, values):
+                    if m.name == "match":
+                        for eps, s in zip(m.grid, v):
+                            add("match", layer, s, a, b, relation, eps)
+                    else:
+                        add(m.name, layer, v, a, b, relation)
+        elif isinstance(m, PairMeasure):  # weight matching: per chain layer, then the whole net
+            layers = [k[0][0] for k in m.chain_keys(zoo, co)]
+            for relation, pairs in (("same_task", same), ("different_task", diff)):
+                for a, b in pairs:
+                    d = m.value(zoo, a, zoo, b)
+                    for layer, v in zip(layers, d):
+                        add(m.name, layer, v, a, b, relation)
+                    add(m.name, "net", math.sqrt(float((d ** 2).sum())), a, b, relation)
+                    add("weight_naive", "net", m.naive_distance(zoo, a, zoo, b), a, b, relation)
+            rows += barrier_rows(zoo, m, same, diff, cc)
+        elif hasattr(m, "distances"):  # chain-Gram distance
+            for relation, pairs in (("same_task", same), ("different_task", diff)):
+                nets = list({(r["task"], r["seed"]): r for p in pairs for r in p}.values())
+                where = {(r["task"], r["seed"]): i for i, r in enumerate(nets)}
+                dist = m.distances(zoo, nets, zoo, nets, co)
+                for a, b in pairs:
+                    for c, d in enumerate(dist, 1):
+                        add(m.name, str(c), d[where[(a["task"], a["seed"])], where[(b["task"], b["seed"])]],
+                            a, b, relation)
+    return rows
+
+
+def barrier_rows(zoo: Zoo, wm, same: list, diff: list, cc: CompareConfig) -> list[dict]:
+    """Loss barriers of ``barrier_pairs`` seeded pairs per relation, on net A's task test data: of the
+    straight line to net B as it is (``barrier_naive``) and to B after weight matching
+    (``barrier_aligned``). BatchNorm statistics are re-estimated on A's training inputs at every lambda."""
+    taskset = zoo.taskset(cc.data_dir)
+    tasks = {t.id: t for t in taskset.tasks}
+    has_bn = any(isinstance(mod, BATCHNORMS) for mod in zoo.template.modules())
+    rng = np.random.default_rng(cc.pair_seed + 1)
+    rows = []
+    for relation, pairs in (("same_task", same), ("different_task", diff)):
+        pick = rng.choice(len(pairs), size=min(cc.barrier_pairs, len(pairs)), replace=False) if pairs else []
+        for i in sorted(pick):
+            a, b = pairs[i]
+            t = tasks[a["task"]]
+            x, y = taskset.x[t.test_idx], t.test_y
+            bn = taskset.x[t.train_idx] if has_bn else None
+            net_a, net_b = wm.net(zoo, a), wm.net(zoo, b)
+            for name, other in (("barrier_naive", net_b), ("barrier_aligned", wm.align(zoo, a, zoo, b))):
+                rows.append({"measure": name, "layer": "net", "eps": None, "relation": relation,
+                             "task_a": a["task"], "seed_a": a["seed"], "task_b": b["task"], "seed_b": b["seed"],
+                             "value": loss_barrier(net_a, other, x, y, bn_batch=bn)})
+    return rows
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """Per (measure, layer, eps): mean, sd and count of the values of every relation."""
+    groups: dict[tuple, dict[str, list[float]]] = {}
+    for r in rows:
+        groups.setdefault((r["measure"], r["layer"], r["eps"]), {}).setdefault(r["relation"], []).append(r["value"])
+    out = []
+    for (measure, layer, eps), rel in groups.items():
+        row = {"measure": measure, "layer": layer, "eps": eps}
+        for name in RELATIONS:
+            v = np.asarray(rel.get(name, []), dtype=float)
+            row[f"{name}_mean"] = float(np.nanmean(v)) if v.size else None
+            row[f"{name}_sd"] = float(np.nanstd(v)) if v.size else None
+            row[f"{name}_n"] = int(v.size)
+        out.append(row)
+    return out
+
+
+def cka_layers(zoo: Zoo, measure: ActivationMeasure, cc: CompareConfig) -> tuple[np.ndarray, float, list[str]]:
+    """Mean layer x layer linear CKA over the same-task pairs, and the identification rate: the share
+    of (pair, layer of A) whose most CKA-similar layer of B is the same layer (Kornblith et al.'s
+    sanity check). Each layer is one vector per probe input here (a conv map's positions x channels
+    flattened), so conv layers of different map sizes compare."""
+    same, _ = pair_nets(zoo, cc)
+    n = len(measure.probe_of(zoo))
+
+    def per_input(row: dict) -> list:  # a conv layer flattened per input (layers differ in positions)
+        return [a.reshape(n, -1) for a in measure.layers(zoo, row)]
+
+    mats = [cka_matrix(per_input(a), per_input(b)) for a, b in same]
+    hits = [float(np.mean(np.nanargmax(np.nan_to_num(m, nan=-1.0), axis=1) == np.arange(len(m)))) for m in mats]
+    return np.nanmean(np.stack(mats), axis=0), float(np.mean(hits)), measure.names(zoo)
+
+
+def write_csv(path, rows: list[dict]) -> None:
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, keys)
+        w.writeheader()
+        w.writerows(rows)
+
+
+def run_compare(zoo_dir: str, cc: CompareConfig, pc, clc, co: ChainOptions, seed: int = 0, logger=None,
+                progress: bool = True, eval_zoo_dir: str | None = None) -> dict:
+    """HTT with every measure (eval_zoo_dir: tested on that zoo's nets, as weightsim-htt), then the
+    pairs of ``zoo_dir``. Returns HTT's result plus "pairs", "summary" and "cka" ({"matrix",
+    "identification", "layers"} when cka is measured)."""
+    from dataclasses import replace
+
+    from weightsim.htt.run import run_htt
+
+    check_compare(cc)
+    measures = build_measures(cc)
+    result = run_htt(zoo_dir, replace(pc, measures=list(cc.measures)), clc, co, eval_zoo_dir, seed, logger, progress,
+                     measures=measures)
+    zoo = Zoo(zoo_dir)
+    pairs = pair_rows(zoo, measures, cc, co)
+    result.update(pairs=pairs, summary=summarize(pairs), cka=None)
+    for m in measures:
+        if m.name == "cka":
+            matrix, rate, names = cka_layers(zoo, m, cc)
+            result["cka"] = {"matrix": matrix.tolist(), "identification": rate, "layers": names}
+    same, diff = pair_nets(zoo, cc)
+    result["meta"]["compare"] = {**cc.__dict__, "same_task_pairs": len(same), "different_task_pairs": len(diff)}
+    if result["cka"]:
+        result["meta"]["compare"]["cka_identification"] = result["cka"]["identification"]
+    return result
+
+
+def compare_stage(cfg, logger=None, notes: list[str] | None = None) -> dict:
+    """The weightsim-compare app: run_compare on ``zoo_dir``; report.* as HTT's (with every measure),
+    compare.csv (the pairs), summary.csv, cka.json and the plots in the run directory."""
+    import json
+    from pathlib import Path
+
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    from weightsim.compare.plots import plot_cka_heatmap, plot_cmc_measures, plot_eps_curves
+    from weightsim.htt.run import ClassifierConfig, ProtocolConfig
+    from weightsim.report import markdown_table, write_report
+
+    def box(node):
+        return OmegaConf.to_container(node, resolve=True)
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    result = run_compare(cfg.zoo_dir, CompareConfig(**box(cfg.compare)), ProtocolConfig(**box(cfg.protocol)),
+                         ClassifierConfig(**box(cfg.classifier)), ChainOptions(**box(cfg.chains)), cfg.seed,
+                         logger, cfg.progress, cfg.eval_zoo_dir)
+    result["meta"]["config"] = box(cfg)
+    result["meta"]["warnings"] = list(notes or [])
+    paths = write_report(run_dir, result, title="weightsim compare")
+    write_csv(run_dir / "compare.csv", result["pairs"])
+    write_csv(run_dir / "summary.csv", result["summary"])
+    plots = []
+    if result["cmc"]:
+        plots.append(plot_cmc_measures(result["cmc"], run_dir / "cmc_measures.png"))
+    if any(r["measure"] == "match" for r in result["summary"]):
+        plots.append(plot_eps_curves(result["summary"], run_dir / "eps_curves.png"))
+    if result["cka"]:
+        (run_dir / "cka.json").write_text(json.dumps(result["cka"], indent=1))
+        plots.append(plot_cka_heatmap(result["cka"]["matrix"], result["cka"]["layers"],
+                                      result["cka"]["identification"], run_dir / "cka_layers.png"))
+    print("\n" + markdown_table(result["rows"]))
+    print(f"\nreport: {paths['md']}  (compare.csv: the pairs, summary.csv, plots beside it)")
+    return result
