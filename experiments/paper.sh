@@ -14,11 +14,13 @@ TINY="dataset.data_dir=$DATA/tiny-imagenet-200-subset40"
 NAMES="dataset.data_dir=$DATA/names"
 mkdir -p multirun
 
-timed() {  # timed NAME COMMAND...: run, record the wall time (and the exit status) in multirun/times.txt
+timed() {  # timed NAME COMMAND...: run; record wall and CPU seconds (and the exit status) in multirun/times.txt
   local name=$1 start=$SECONDS; shift
+  local t0; t0=$(awk '{print $14 + $15 + $16 + $17}' /proc/$$/stat)  # this shell's children's CPU ticks so far
   "$@" > multirun/$name.log 2>&1
   local rc=$?
-  echo "$name: $((SECONDS - start)) s (exit $rc)" | tee -a multirun/times.txt
+  local cpu; cpu=$(awk -v t0="$t0" -v hz="$(getconf CLK_TCK)" '{printf "%.0f", ($14 + $15 + $16 + $17 - t0) / hz}' /proc/$$/stat)
+  echo "$name: $((SECONDS - start)) s wall, $cpu s CPU (exit $rc)" | tee -a multirun/times.txt
 }
 
 copy_zoo() {  # copy_zoo FROM TO: a study starts from an item's zoo (same seeds: the same nets) if TO is new
