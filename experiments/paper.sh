@@ -45,5 +45,5 @@ item() {
 }
 
 ALL="fig3_cifar100 fig4_factors fig5_cross_network table2_resnet_mlp12 fig2_tiny_imagenet table1_namedata
-ablation_bn ablation_scale ablation_sketch curve_epochs curve_seeds"
+ablation_bn ablation_scale ablation_sketch curve_seeds curve_epochs"
 for name in ${@:-$ALL}; do item $name; done
