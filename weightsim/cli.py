@@ -1,4 +1,5 @@
-"""Thin Hydra entry points: weightsim-zoo, weightsim-htt, weightsim-run (zoo then HTT, one run dir)."""
+"""Thin Hydra entry points: weightsim-zoo, weightsim-htt, weightsim-run (zoo then HTT, one run dir),
+weightsim-recover (Expand-and-Cluster)."""
 
 from __future__ import annotations
 
@@ -179,7 +180,7 @@ def user_error(e: BaseException) -> str | None:
     return None if found is None else str(found)
 
 
-def _app(stage):
+def _app(stage, config_name: str = "config"):
     def task(cfg: DictConfig) -> None:
         quiet()
         logger = None
@@ -204,7 +205,7 @@ def _app(stage):
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
         register_configs()
-        hydra.main(config_path=str(CONF), config_name="config", version_base="1.3")(task)()
+        hydra.main(config_path=str(CONF), config_name=config_name, version_base="1.3")(task)()
 
     return main
 
@@ -235,3 +236,12 @@ def zoo_main() -> None:
 
 htt_main = _app(htt_stage)
 run_main = _app(_run)
+
+
+def _recover(cfg, logger, notes):
+    from weightsim.recover.run import recover_stage
+
+    recover_stage(cfg, logger, notes)
+
+
+recover_main = _app(_recover, "recover")  # weightsim-recover: Expand-and-Cluster (conf/recover.yaml)

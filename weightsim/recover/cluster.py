@@ -86,8 +86,8 @@ def cos_matrix(f: np.ndarray) -> np.ndarray:
 def cluster_layer(feats: Tensor, owner: Tensor, n_students: int, out_norm: Tensor, gamma: float = 0.5,
                   beta: float = math.pi / 6, preset: str = "robust", drop_below: float = 1e-3) -> Clusters:
     """Cluster the pooled neurons of one layer. feats (M, D), owner (M,) student ids in [0, n_students),
-    out_norm (M,) norms of the neurons' canonical outgoing weights (used by ``robust`` to drop neurons
-    with out_norm < drop_below * the largest of their student)."""
+    out_norm (M,) each neuron's weight in its student's output (ec.importance; used by ``robust`` to drop
+    neurons with out_norm < drop_below * the largest of their student)."""
     f = feats.double().cpu().numpy()
     own = owner.cpu().numpy()
     a = out_norm.double().cpu().numpy()

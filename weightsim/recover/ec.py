@@ -77,6 +77,16 @@ def fold_constants(W: Tensor, b: Tensor, mask: Tensor, values: Tensor) -> tuple[
     return W, b
 
 
+def importance(s: Students, l: int, L: int) -> Tensor:
+    """(N, h_l): for each neuron of hidden layer l (0-based) of each student, a bound on how much the
+    output moves per unit of its activation: g_j = sum_k |W_{l+1}[k, j]| g_k, with g = 1 at the
+    outputs (every covered activation has |sigma'| <~ 1). A neuron that only feeds dead neurons has g ~ 0."""
+    g = torch.ones(s.n, s.layer(L)[0].shape[1], dtype=torch.float64)  # (N, d_out)
+    for k in range(L, l, -1):  # Linear layers from the output down to the one after layer l
+        g = (s.layer(k)[0].abs() * g[:, :, None]).sum(1)  # (N, in of layer k)
+    return g
+
+
 def collapse(c: Clusters, feats: Tensor, A: Tensor, owner: np.ndarray, out_norm: Tensor, order: list[int],
              top: int, preset: str, act: str, n: int) -> tuple[Tensor, Tensor, list[int], int]:
     """One neuron per cluster: feats (M, D) canonical [w; b], A (out, M) canonical outgoing weights.
@@ -109,16 +119,36 @@ def collapse(c: Clusters, feats: Tensor, A: Tensor, owner: np.ndarray, out_norm:
     return rep, A_s, winners, dropped
 
 
+def expand(teacher: nn.Module, x: Tensor, *, activation: str | None = None, n_students: int = 10,
+           width_factor: float = 4.0, optimizer: str = "lbfgs", student_steps: int = 1500, lr: float = 1e-3,
+           seed: int = 0, progress=print) -> Students:
+    """The expand step: ``n_students`` students, hidden widths ceil(width_factor * the teacher's), trained
+    together to imitate teacher(x) at x (n, d_in)."""
+    lins, teacher_act = layers(teacher)
+    act = activation or teacher_act
+    t0 = time.perf_counter()
+    x = x.double().flatten(1)
+    with torch.no_grad():
+        y = teacher.double()(x)
+    widths = [math.ceil(width_factor * lin.out_features) for lin in lins[:-1]]
+    students = init_students(lins[0].in_features, widths, lins[-1].out_features, act, n_students, seed)
+    students = train(students, x, y, optimizer=optimizer, steps=student_steps, lr=lr, seed=seed)
+    progress(f"{n_students} students of widths {widths} trained ({time.perf_counter() - t0:.1f}s): train MSE "
+             + " ".join(f"{v:.1e}" for v in sorted(students.losses.tolist())))
+    return students
+
+
 def expand_and_cluster(teacher: nn.Module, x: Tensor | None = None, *, activation: str | None = None,
                        n_students: int = 10, width_factor: float = 4.0, preset: str = "robust",
                        gamma: float = 0.5, beta: float = math.pi / 6, optimizer: str = "lbfgs",
                        student_steps: int = 1500, finetune_steps: int = 1000, lr: float = 1e-3,
                        n: int = 1500, seed: int = 0, top_students: int = 5, sign_rule: str | None = None,
-                       students: Students | None = None, progress=print) -> Recovered:
+                       drop_below: float = 1e-3, students: Students | None = None, progress=print) -> Recovered:
     """Recover ``teacher`` (an MLP: Linear, act, ..., Linear) from its outputs at x (n, d_in; default
     n draws of N(0, I)). Students use ``activation`` (default: the teacher's). ``sign_rule``: "first"
     (the published rule; default of preset reference) or "random" (default of robust). ``students``:
-    already trained students (e.g. to run both presets on one set)."""
+    already trained students (e.g. to run both presets on one set). ``drop_below``: robust's threshold on
+    a neuron's importance relative to its student's largest."""
     check_options(n_students, gamma, width_factor, preset, optimizer, top_students)
     t0 = time.perf_counter()
     lins, teacher_act = layers(teacher)
@@ -137,10 +167,8 @@ def expand_and_cluster(teacher: nn.Module, x: Tensor | None = None, *, activatio
     log: dict = {"teacher_sizes": widths, "activation": act, "preset": preset, "n_students": n_students,
                  "width_factor": width_factor, "layers": []}
     if students is None:
-        students = init_students(d_in, [math.ceil(width_factor * r) for r in widths], d_out, act, n_students, seed)
-        students = train(students, x, y, steps=student_steps, **fit_opts)
-        progress(f"students trained ({time.perf_counter() - t0:.1f}s): train MSE "
-                 + " ".join(f"{v:.1e}" for v in sorted(students.losses.tolist())))
+        students = expand(teacher, x, activation=act, n_students=n_students, width_factor=width_factor,
+                          student_steps=student_steps, progress=progress, **fit_opts)
     log["student_losses"] = students.losses.tolist()
     log["student_history"] = students.history
     log["student_seconds"] = time.perf_counter() - t0
@@ -157,8 +185,10 @@ def expand_and_cluster(teacher: nn.Module, x: Tensor | None = None, *, activatio
         feats = torch.cat([f for f, _, _ in canon])  # (N h, D)
         A_can = torch.cat([a for _, _, a in canon], 1)  # (out, N h)
         owner = np.repeat(np.arange(s.n), W.shape[1])
-        out_norm = A_can.norm(dim=0)
-        c = cluster_layer(feats, torch.as_tensor(owner), s.n, out_norm, gamma, beta, preset)
+        out_norm = importance(s, l, L).flatten()  # (N h,)
+        if ACTIVATIONS[act][1] == "relu":  # relu(w.x + b) grows with ||[w; b]||: the weight moved to a
+            out_norm = out_norm * torch.cat([W, B[..., None]], 2).norm(dim=2).flatten()
+        c = cluster_layer(feats, torch.as_tensor(owner), s.n, out_norm, gamma, beta, preset, drop_below)
         order = torch.argsort(s.losses).tolist()
         rep, A_s, winners, dropped = collapse(c, feats, A_can, owner, out_norm, order, top_students, preset, act, s.n)
         all_clusters.append(c)
@@ -190,13 +220,51 @@ def expand_and_cluster(teacher: nn.Module, x: Tensor | None = None, *, activatio
     net.load_state_dict(state)
     linear = final_affine(net, x, y, act)
     opts = dict(fit_opts, lr=lr / 10)  # the published fine-tune rate: a tenth of the students'
-    params = [p for p in net.parameters()] + ([] if linear is None else list(linear.parameters()))
-    before = float(((net(x) + (0 if linear is None else linear(x)) - y) ** 2).mean().detach())
-    loss, _ = fit(params, lambda idx: ((net(x) + (0 if linear is None else linear(x)) - y) ** 2).mean()[None],
-                  len(x), steps=finetune_steps, **opts)
-    log.update(final_mse_before_finetune=before, final_mse=float(loss[0]), seconds=time.perf_counter() - t0,
-               sizes=found)
+    before = float(((Recovered(net, linear, found, {})(x) - y) ** 2).mean())
+    loss = finetune(net, linear, x, y, finetune_steps, opts)
+    if preset == "robust":  # neurons the fine-tuned net no longer uses (junk the students shared) go
+        net, log["pruned_unused"] = prune_unused(net, linear, x, act, drop_below)
+        if sum(log["pruned_unused"]):
+            loss = finetune(net, linear, x, y, finetune_steps, opts)
+        found = [m.out_features for m in layers(net)[0][:-1]]
+    log.update(final_mse_before_finetune=before, final_mse=loss, seconds=time.perf_counter() - t0, sizes=found)
     return Recovered(net, linear, found, log, all_clusters)
+
+
+def finetune(net: nn.Sequential, linear: nn.Linear | None, x: Tensor, y: Tensor, steps: int, opts: dict) -> float:
+    """Fit net (+ linear) to y at x in place; returns the final train MSE."""
+    params = list(net.parameters()) + ([] if linear is None else list(linear.parameters()))
+    mse = lambda idx: ((net(x) + (0 if linear is None else linear(x)) - y) ** 2).mean()[None]  # noqa: E731
+    return float(fit(params, mse, len(x), steps=steps, **opts)[0][0])
+
+
+def prune_unused(net: nn.Sequential, linear: nn.Linear | None, x: Tensor, act: str, drop_below: float
+                 ) -> tuple[nn.Sequential, list[int]]:
+    """Remove every hidden neuron whose knock-out (its outgoing weights zeroed) moves the output by less
+    than ``drop_below`` times the output's RMS; returns the smaller net and how many went per layer."""
+    lins = layers(net)[0]
+    with torch.no_grad():
+        base = net(x)
+        rms = base.pow(2).mean().sqrt().clamp_min(1e-300)
+        keeps = []
+        for l in range(len(lins) - 1):
+            nxt, keep = lins[l + 1], torch.ones(lins[l].out_features, dtype=torch.bool)
+            for j in range(lins[l].out_features):
+                col = nxt.weight[:, j].clone()
+                nxt.weight[:, j] = 0
+                keep[j] = (net(x) - base).pow(2).mean().sqrt() / rms >= drop_below  # ||f - f_{-j}|| / ||f||
+                nxt.weight[:, j] = col
+            keeps.append(keep)
+    sizes = [int(k.sum()) for k in keeps]
+    small = mlp(lins[0].in_features, sizes, lins[-1].out_features, act)
+    new = layers(small)[0]
+    with torch.no_grad():
+        for l, lin in enumerate(lins):
+            rows = keeps[l] if l < len(keeps) else slice(None)
+            cols = keeps[l - 1] if l > 0 else slice(None)
+            new[l].weight.copy_(lin.weight[rows][:, cols])
+            new[l].bias.copy_(lin.bias[rows])
+    return small, [int((~k).sum()) for k in keeps]
 
 
 def final_affine(net: nn.Sequential, x: Tensor, y: Tensor, act: str) -> nn.Linear | None:

@@ -69,7 +69,7 @@ def match_layer(T: Tensor, R: Tensor, kind: str, tol: float) -> tuple[dict, Tens
     rows, cols = linear_sum_assignment(-C.numpy()) if r2 else (np.zeros(0, int), np.zeros(0, int))
     errs = np.ones(r)
     to_teacher = torch.zeros(r2, r, dtype=torch.float64)
-    matched = 0
+    matched, pairs = 0, []
     for i, j in zip(rows, cols):
         s = 1.0 if float(T[i] @ R[j]) >= 0 else -1.0
         if kind == "relu":  # relu(c z) = c relu(z): compare directions, carry the scale c forward
@@ -80,6 +80,7 @@ def match_layer(T: Tensor, R: Tensor, kind: str, tol: float) -> tuple[dict, Tens
             errs[i] = float((s * R[j] - T[i]).norm() / T[i].norm())
             to_teacher[j, i] = s if kind == "odd" else 1.0  # even-linear: a flip keeps the outgoing weight
         matched += int(1 - float(C[i, j]) < tol)
+        pairs.append((int(i), int(j), s))
     return ({"teacher_size": r, "size": r2, "nearest_dist": nearest,
              "recovered_frac": float(np.mean([d < tol for d in nearest])), "weight_rel_err": float(errs.max()),
-             "excess": r2 - matched}, to_teacher)
+             "excess": r2 - matched, "pairs": pairs}, to_teacher)
