@@ -84,10 +84,12 @@ def cos_matrix(f: np.ndarray) -> np.ndarray:
 
 
 def cluster_layer(feats: Tensor, owner: Tensor, n_students: int, out_norm: Tensor, gamma: float = 0.5,
-                  beta: float = math.pi / 6, preset: str = "robust", drop_below: float = 1e-3) -> Clusters:
+                  beta: float = math.pi / 6, preset: str = "robust", drop_below: float = 1e-3,
+                  weights: Tensor | None = None) -> Clusters:
     """Cluster the pooled neurons of one layer. feats (M, D), owner (M,) student ids in [0, n_students),
     out_norm (M,) each neuron's weight in its student's output (ec.importance; used by ``robust`` to drop
-    neurons with out_norm < drop_below * the largest of their student)."""
+    neurons with out_norm < drop_below * the largest of their student). weights (M, D): the [w; b] whose
+    directions ``robust`` compares to merge clusters, when feats are another view of them (default feats)."""
     f = feats.double().cpu().numpy()
     own = owner.cpu().numpy()
     a = out_norm.double().cpu().numpy()
@@ -95,9 +97,10 @@ def cluster_layer(feats: Tensor, owner: Tensor, n_students: int, out_norm: Tenso
     min_size = int(gamma * n_students)  # the published rule keeps clusters of >= int(gamma N) members
     used = np.arange(M)
     log: dict = {"neurons": M}
+    top = np.zeros(n_students)
+    np.maximum.at(top, own, a)
+    rel = a / np.maximum(top[own], 1e-300)  # importance relative to the student's largest
     if preset == "robust":
-        top = np.zeros(n_students)
-        np.maximum.at(top, own, a)
         used = np.flatnonzero(a >= drop_below * top[own])
         log["dropped_zero_outgoing"] = int(M - len(used))
     if len(used) < 2:
@@ -122,9 +125,12 @@ def cluster_layer(feats: Tensor, owner: Tensor, n_students: int, out_norm: Tenso
     log["angular_dropped"] = len(groups) - len(kept)
     align = np.ones(M)
     if preset == "robust" and len(kept) > 1:
-        kept, medians, log["merged"] = merge_aligned(f, kept, medians, beta)
+        w = f if weights is None else weights.double().cpu().numpy()
+        kept, medians, log["merged"] = merge_aligned(w, kept, medians, beta)
     for g in kept:  # each member turned towards its cluster's first member
         align[g] = np.where(f[g] @ f[g[0]] < 0, -1.0, 1.0)
+    log["kept"] = [{"members": len(g), "students": len(set(own[g].tolist())), "median_cos_dist": m,
+                    "median_rel_importance": float(np.median(rel[g]))} for g, m in zip(kept, medians)]
     return Clusters(kept, align, used, Z, float(Z[j, 2]), min_size, counts, medians, log)
 
 

@@ -23,7 +23,7 @@ from weightsim.errors import ConfigError, warn
 from weightsim.recover.cluster import PRESETS, Clusters, cluster_layer
 from weightsim.recover.students import OPTIMIZERS, Students, fit, init_students, mlp, train
 from weightsim.recover.symmetry import canonicalize, leak_sign, sign_reference
-from weightsim.recover.teachers import ACTIVATIONS, layers
+from weightsim.recover.teachers import ACTIVATIONS, activation_module, layers
 
 
 @dataclass
@@ -75,6 +75,30 @@ def fold_constants(W: Tensor, b: Tensor, mask: Tensor, values: Tensor) -> tuple[
     W = W.clone()
     W[..., mask] = 0
     return W, b
+
+
+def data_map(h: Tensor) -> Tensor:
+    """K (D, D), D = d + 1, for a layer whose inputs on the probe data are h (n, d): [w; b] K =
+    [S w; b + w.mu] with mu the mean and S = C^(1/2) the square root of the covariance of h, so that
+    ||([w; b] - [w'; b']) K||^2 = mean over the data of the squared difference of the two pre-activations.
+    Weight directions the data never explores (constant inputs, a low-rank input) weigh nothing."""
+    mu = h.mean(0)
+    evals, evecs = torch.linalg.eigh(torch.cov(h.T, correction=0).reshape(h.shape[1], h.shape[1]))
+    S = evecs @ torch.diag(evals.clamp_min(0).sqrt()) @ evecs.T
+    d = h.shape[1]
+    K = torch.zeros(d + 1, d + 1, dtype=torch.float64)
+    K[:d, :d], K[:d, d], K[d, d] = S, mu, 1.0
+    return K
+
+
+def layer_inputs(s: Students, x: Tensor, l: int, k: int, act: str) -> Tensor:
+    """The inputs (n, d_l) of hidden layer l of student k at x."""
+    h = x
+    with torch.no_grad():
+        for i in range(l):
+            W, B = s.layer(i)
+            h = activation_module(act)(h @ W[k].T + B[k])
+    return h
 
 
 def importance(s: Students, l: int, L: int) -> Tensor:
@@ -143,12 +167,14 @@ def expand_and_cluster(teacher: nn.Module, x: Tensor | None = None, *, activatio
                        gamma: float = 0.5, beta: float = math.pi / 6, optimizer: str = "lbfgs",
                        student_steps: int = 1500, finetune_steps: int = 1000, lr: float = 1e-3,
                        n: int = 1500, seed: int = 0, top_students: int = 5, sign_rule: str | None = None,
-                       drop_below: float = 1e-3, students: Students | None = None, progress=print) -> Recovered:
+                       drop_below: float = 1e-3, metric: str | None = None, students: Students | None = None, progress=print) -> Recovered:
     """Recover ``teacher`` (an MLP: Linear, act, ..., Linear) from its outputs at x (n, d_in; default
     n draws of N(0, I)). Students use ``activation`` (default: the teacher's). ``sign_rule``: "first"
     (the published rule; default of preset reference) or "random" (default of robust). ``students``:
     already trained students (e.g. to run both presets on one set). ``drop_below``: robust's threshold on
-    a neuron's importance relative to its student's largest."""
+    a neuron's importance relative to its student's largest. ``metric``: what the clustering's L2
+    distance compares: "raw" [w; b] (the published, default) or "data" (the neurons' pre-activations on
+    the probe data, ``data_map``: for inputs with directions the data barely explores)."""
     check_options(n_students, gamma, width_factor, preset, optimizer, top_students)
     t0 = time.perf_counter()
     lins, teacher_act = layers(teacher)
@@ -174,6 +200,10 @@ def expand_and_cluster(teacher: nn.Module, x: Tensor | None = None, *, activatio
     log["student_seconds"] = time.perf_counter() - t0
     mask, values = constant_inputs(x)
     ref_rule = sign_rule or ("first" if preset == "reference" else "random")
+    metric = metric or "raw"
+    if metric not in ("raw", "data"):
+        raise ConfigError(f"metric '{metric}': choose from raw (L2 between [w; b], the published) or data "
+                          f"(L2 between pre-activations on the probe data)")
     s, found, all_clusters, L = students, [], [], len(widths)
     for l in range(L):
         W, B = s.layer(l)
@@ -188,7 +218,12 @@ def expand_and_cluster(teacher: nn.Module, x: Tensor | None = None, *, activatio
         out_norm = importance(s, l, L).flatten()  # (N h,)
         if ACTIVATIONS[act][1] == "relu":  # relu(w.x + b) grows with ||[w; b]||: the weight moved to a
             out_norm = out_norm * torch.cat([W, B[..., None]], 2).norm(dim=2).flatten()
-        c = cluster_layer(feats, torch.as_tensor(owner), s.n, out_norm, gamma, beta, preset, drop_below)
+        if metric == "data":  # distances between pre-activations on the probe data, not between raw weights
+            h = layer_inputs(s, x, l, int(torch.argmin(s.losses)), act)
+            feats_d = feats @ data_map(h)
+        else:
+            feats_d = feats
+        c = cluster_layer(feats_d, torch.as_tensor(owner), s.n, out_norm, gamma, beta, preset, drop_below, feats)
         order = torch.argsort(s.losses).tolist()
         rep, A_s, winners, dropped = collapse(c, feats, A_can, owner, out_norm, order, top_students, preset, act, s.n)
         all_clusters.append(c)
@@ -215,7 +250,8 @@ def expand_and_cluster(teacher: nn.Module, x: Tensor | None = None, *, activatio
                 if winners else torch.zeros(d_out, 0, dtype=torch.float64)
             found = [p.shape[0] for k, p in state.items() if k.endswith(".bias")][:-1]
         log["layers"].append(entry)
-        progress(f"hidden layer {l + 1}: {r} neurons (teacher {widths[l]}), cut {c.cut:.3g}, {c.log}")
+        progress(f"hidden layer {l + 1}: {r} neurons (teacher {widths[l]}), cut {c.cut:.3g}, "
+                 + str({k: v for k, v in c.log.items() if k != "kept"}))
     net = mlp(d_in, found, d_out, act)
     net.load_state_dict(state)
     linear = final_affine(net, x, y, act)

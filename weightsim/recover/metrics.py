@@ -29,15 +29,17 @@ def recovery_metrics(teacher: nn.Module, net: nn.Module, x: Tensor | None = None
     Returns teacher_sizes, sizes, overhead = sum(sizes)/sum(teacher_sizes) - 1, nearest_dist (per
     teacher neuron, layer by layer), recovered_frac (d_i < tol), max_nearest_dist, weight_rel_err
     (largest over the matched hidden neurons and the output weights), excess (recovered neurons not
-    matched to a teacher neuron within tol), and ``layers``: the same per hidden layer."""
+    matched to a teacher neuron within tol), ``layers``: the same per hidden layer; with x also
+    preact_recovered_frac: the share of first-layer teacher neurons whose pre-activation vector over x
+    has |cos| > 1 - tol with a recovered neuron's (the function-space view, for inputs whose weight
+    directions the data does not pin down)."""
     (lt, act), (lr, _) = layers(teacher), layers(net)
     kind = ACTIVATIONS[act][1]
     if len(lt) != len(lr) or lt[0].in_features != lr[0].in_features or lt[-1].out_features != lr[-1].out_features:
         raise ValueError(f"teacher {[m.in_features for m in lt]} and net {[m.in_features for m in lr]} differ in depth "
                          f"or input/output sizes")
     get = lambda m: (m.weight.detach().double(), m.bias.detach().double())  # noqa: E731
-    per_layer, factor = [], None  # factor[j_prev] -> (teacher index, multiplier) of previous-layer neurons
-    prev_map = None
+    per_layer, prev_map = [], None  # prev_map (r'_prev, r_prev): recovered previous neurons -> teacher's
     for l in range(len(lt) - 1):
         (Wt, bt), (Wr, br) = get(lt[l]), get(lr[l])
         if l == 0 and x is not None:
@@ -47,6 +49,12 @@ def recovery_metrics(teacher: nn.Module, net: nn.Module, x: Tensor | None = None
         T, R = torch.cat([Wt, bt[:, None]], 1), torch.cat([Wr, br[:, None]], 1)
         entry, prev_map = match_layer(T, R, kind, tol)
         per_layer.append(entry)
+    if x is not None:  # first layer, as functions on the data: |cos| between pre-activation vectors over x
+        xs = x.double().flatten(1)
+        Zt, Zr = xs @ get(lt[0])[0].T + get(lt[0])[1], xs @ get(lr[0])[0].T + get(lr[0])[1]
+        C = (unit(Zt.T) @ unit(Zr.T).T).abs()
+        pre = (1 - C.max(1).values).clamp_min(0).tolist() if C.shape[1] else [1.0] * C.shape[0]
+        per_layer[0]["preact_nearest_dist"] = pre
     Wt, _ = get(lt[-1])
     Wr, _ = get(lr[-1])
     out_err = float((Wr @ prev_map - Wt).norm() / Wt.norm()) if Wt.norm() > 0 else 0.0
@@ -56,7 +64,9 @@ def recovery_metrics(teacher: nn.Module, net: nn.Module, x: Tensor | None = None
             "nearest_dist": nearest, "recovered_frac": float(np.mean([d < tol for d in nearest])),
             "max_nearest_dist": max(nearest), "output_rel_err": out_err,
             "weight_rel_err": max([out_err] + [e["weight_rel_err"] for e in per_layer]),
-            "excess": sum(e["excess"] for e in per_layer), "tol": tol, "layers": per_layer}
+            "excess": sum(e["excess"] for e in per_layer), "tol": tol, "layers": per_layer,
+            **({"preact_recovered_frac": float(np.mean([d < tol for d in per_layer[0]["preact_nearest_dist"]]))}
+               if x is not None else {})}
 
 
 def match_layer(T: Tensor, R: Tensor, kind: str, tol: float) -> tuple[dict, Tensor]:

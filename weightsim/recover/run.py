@@ -20,7 +20,7 @@ from weightsim.recover.teachers import layers
 from weightsim.report.tables import markdown_table
 
 COLUMNS = ["teacher", "preset", "layer", "teacher_size", "size", "overhead", "recovered_frac", "max_nearest_dist",
-           "weight_rel_err", "excess", "final_mse", "n_students", "width_factor", "seconds"]
+           "weight_rel_err", "excess", "preact_recovered_frac", "final_mse", "n_students", "width_factor", "seconds"]
 
 
 def rows_of(name: str, preset: str, m: dict, rec_log: dict, ec: dict, seconds: float, act: str) -> list[dict]:
@@ -34,7 +34,8 @@ def rows_of(name: str, preset: str, m: dict, rec_log: dict, ec: dict, seconds: f
                     "max_nearest_dist": max(e["nearest_dist"]), "weight_rel_err": e["weight_rel_err"],
                     "excess": e["excess"]})
     out.append({**common, "layer": "all", "teacher_size": sum(m["teacher_sizes"]), "size": sum(m["sizes"]),
-                **{k: m[k] for k in ("overhead", "recovered_frac", "max_nearest_dist", "weight_rel_err", "excess")}})
+                **{k: m[k] for k in ("overhead", "recovered_frac", "max_nearest_dist", "weight_rel_err", "excess",
+                                     "preact_recovered_frac")}})
     return out
 
 
@@ -93,6 +94,8 @@ def write(run_dir: Path, rows: list[dict], meta: dict) -> None:
           f"inputs constant over the probe data folded into b); `recovered_frac`: share below tol = {tol:g}.",
           "- `weight_rel_err`: largest relative error ||w' - w|| / ||w|| of the matched (sign-aligned; ReLU: unit "
           "norm) neurons and of the output weights; a teacher neuron without partner counts 1.",
+          "- `preact_recovered_frac` (overall row): share of first-layer teacher neurons whose pre-activation over "
+          "the probe inputs has |cos| > 1 - tol with a recovered neuron's (function space, not weights).",
           "- `excess`: recovered neurons not matched to a teacher neuron within tol; `final_mse`: the recovered "
           "net's train MSE to the teacher; `seconds`: student training + this preset's clustering and fine-tuning.",
           ""]
