@@ -23,7 +23,7 @@ def plot_dendrograms(clusters: dict[str, list[Clusters]], path: str | Path) -> P
     for ax, (preset, l, c) in zip(axes[0], panels):
         dendrogram(c.linkage, ax=ax, no_labels=True, color_threshold=c.cut, above_threshold_color="0.6")
         ax.axhline(c.cut, color="tab:red", ls="--", lw=1, label=f"cut {c.cut:.3g}")
-        ax.set_yscale("symlog", linthresh=1e-3)
+        ax.set_yscale("symlog", linthresh=max(c.cut / 10, 1e-12))  # the cut visible even at ~1e-5
         ax.set_title(f"{preset}: hidden layer {l + 1}, {len(c.members)} clusters kept\n"
                      f"({len(c.used)} neurons, clusters need >= {c.min_size})", fontsize=9)
         ax.set_ylabel("L2 merge height")
