@@ -1,10 +1,11 @@
 """Collect an Expand-and-Cluster multirun (weightsim-recover -m ...) into one table and one figure.
 
-    python experiments/recover_sweep.py multirun/recover/<date>/<time> [figure.png]
+    python experiments/recover_sweep.py DIR [DIR ...] [--figure sweep.png]
 
-Reads every <job>/report.json under the directory; prints the overall row of each (activation, N,
-rho, preset) as a Markdown table and draws recovered fraction and size overhead against rho
-(weightsim.recover.plots.plot_sweep), by default to <dir>/sweep.png.
+Reads every <job>/report.json under the multirun directories; prints, per (activation, N, rho,
+preset), the mean over its runs (e.g. teacher seeds) as a Markdown table and draws recovered
+fraction and size overhead against rho (weightsim.recover.plots.plot_sweep), by default to
+<first DIR>/sweep.png.
 """
 
 from __future__ import annotations
@@ -13,22 +14,22 @@ import json
 import sys
 from pathlib import Path
 
-from weightsim.recover.plots import plot_sweep
+from weightsim.recover.plots import plot_sweep, sweep_table
 from weightsim.report.tables import markdown_table
 
-COLUMNS = ["activation", "n_students", "width_factor", "preset", "teacher_size", "size", "overhead",
-           "recovered_frac", "max_nearest_dist", "weight_rel_err", "excess", "final_mse", "seconds"]
+COLUMNS = ["activation", "n_students", "width_factor", "preset", "runs", "recovered_frac", "all_recovered",
+           "overhead", "max_overhead", "median_weight_rel_err", "seconds"]
 
 
-def main(root: str, figure: str | None = None) -> None:
-    rows = [r for f in sorted(Path(root).glob("*/report.json")) for r in json.loads(f.read_text())]
+def main(args: list[str]) -> None:
+    figure = args[args.index("--figure") + 1] if "--figure" in args else None
+    roots = [a for i, a in enumerate(args) if a != "--figure" and (i == 0 or args[i - 1] != "--figure")]
+    rows = [r for root in roots for f in sorted(Path(root).glob("*/report.json")) for r in json.loads(f.read_text())]
     if not rows:
-        sys.exit(f"error: no */report.json under {root}: pass the multirun directory of weightsim-recover -m")
-    overall = sorted((r for r in rows if r["layer"] == "all"),
-                     key=lambda r: (r["activation"], r["n_students"], r["width_factor"], r["preset"]))
-    print(markdown_table(overall, COLUMNS))
-    print(f"\nfigure: {plot_sweep(rows, figure or Path(root) / 'sweep.png')}")
+        sys.exit(f"error: no */report.json under {' '.join(roots)}: pass multirun directories of weightsim-recover -m")
+    print(markdown_table(sweep_table(rows), COLUMNS))
+    print(f"\nfigure: {plot_sweep(rows, figure or Path(roots[0]) / 'sweep.png')}")
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    main(sys.argv[1:])

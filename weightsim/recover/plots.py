@@ -82,25 +82,47 @@ def plot_losses(history: list[tuple[int, list[float]]], path: str | Path) -> Pat
     return Path(path)
 
 
-def plot_sweep(rows: list[dict], path: str | Path) -> Path:
-    """Identifiability sweep: recovered fraction and size overhead vs width factor rho, one line per
-    (activation, N, preset), from the runs' overall rows."""
+def sweep_table(rows: list[dict]) -> list[dict]:
+    """The overall rows of many runs grouped by (activation, N, rho, preset): runs, mean recovered
+    fraction, runs with every neuron recovered, mean and largest overhead, median weight error, mean seconds."""
     rows = [r for r in rows if r["layer"] == "all"]
+    keys = sorted({(r["activation"], r["n_students"], r["width_factor"], r["preset"]) for r in rows})
+    out = []
+    for act, n, rho, preset in keys:
+        sel = [r for r in rows if (r["activation"], r["n_students"], r["width_factor"], r["preset"]) == (act, n, rho, preset)]
+        out.append({"activation": act, "n_students": n, "width_factor": rho, "preset": preset, "runs": len(sel),
+                    "recovered_frac": float(np.mean([r["recovered_frac"] for r in sel])),
+                    "all_recovered": sum(r["recovered_frac"] == 1.0 for r in sel),
+                    "overhead": float(np.mean([r["overhead"] for r in sel])),
+                    "max_overhead": max(r["overhead"] for r in sel),
+                    "median_weight_rel_err": float(np.median([r["weight_rel_err"] for r in sel])),
+                    "seconds": float(np.mean([r["seconds"] for r in sel]))})
+    return out
+
+
+def plot_sweep(rows: list[dict], path: str | Path) -> Path:
+    """Identifiability sweep: mean recovered fraction and size overhead (over the runs of each setting,
+    e.g. teacher seeds) vs width factor rho, one line per (activation, N, preset)."""
+    table = sweep_table(rows)
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    keys = sorted({(r["activation"], r["n_students"], r["preset"]) for r in rows})
-    for k, (act, n, preset) in enumerate(keys):
-        sel = sorted((r for r in rows if (r["activation"], r["n_students"], r["preset"]) == (act, n, preset)),
-                     key=lambda r: r["width_factor"])
+    keys = sorted({(r["activation"], r["n_students"], r["preset"]) for r in table})
+    acts = sorted({k[0] for k in keys})
+    for act, n, preset in keys:
+        sel = [r for r in table if (r["activation"], r["n_students"], r["preset"]) == (act, n, preset)]
         rho = [r["width_factor"] for r in sel]
-        style = dict(marker="o" if preset == "robust" else "x", ls="-" if n == max(x[1] for x in keys) else "--",
-                     color=f"C{sorted({x[0] for x in keys}).index(act)}", label=f"{act} N={n} {preset}")
+        style = dict(marker="o" if preset == "robust" else "x", ls="-" if n == max(k[1] for k in keys) else "--",
+                     color=f"C{acts.index(act)}", alpha=0.9 if preset == "robust" else 0.6,
+                     label=f"{act} N={n} {preset}")
         axes[0].plot(rho, [r["recovered_frac"] for r in sel], **style)
         axes[1].plot(rho, [100 * r["overhead"] for r in sel], **style)
+    runs = sorted({r["runs"] for r in table})
     axes[0].set_ylabel("recovered fraction (abs-cos dist < tol)")
     axes[1].set_ylabel("size overhead (%)")
     for ax in axes:
         ax.set_xlabel("width factor rho")
         ax.set_xscale("log", base=2)
+    axes[0].set_title(f"mean over {'/'.join(map(str, runs))} run(s) per point", fontsize=9)
+    axes[1].axhline(10, color="k", ls=":", lw=0.8)
     axes[1].legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
