@@ -253,3 +253,18 @@ def test_cli_zoo_teacher_with_uncovered_layer_is_one_error_line(tmp_path):
     assert r.returncode == 2
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: teacher layer 1 (LeakyReLU)"), r.stderr
+
+
+def test_teacher_in_students_counts_planted_copies():
+    from weightsim.recover.metrics import teacher_in_students
+    t = synthetic_teacher(6, [3], "relu", seed=2)
+    x = torch.randn(200, 6, generator=torch.Generator().manual_seed(0))
+    W, b = t[0].weight.detach(), t[0].bias.detach()
+    g = torch.Generator().manual_seed(1)
+    # student k: neurons 0 and 1 of the teacher (rescaled: the same ReLU direction) and junk; student 0 also neuron 2
+    Ws = torch.stack([torch.cat([W[:2] * 2.0, W[2:] if k == 0 else torch.randn(1, 6, generator=g)]) for k in range(3)])
+    bs = torch.stack([torch.cat([b[:2] * 2.0, b[2:] if k == 0 else torch.randn(1, generator=g)]) for k in range(3)])
+    out = teacher_in_students(t, Ws, bs, x)
+    assert out["students_within_tol"] == [3, 3, 1]
+    assert out["median_dist"][0] < 1e-12 and out["median_dist"][2] > 1e-3
+    assert out["active_share"] == pytest.approx(((x @ W.T + b) > 0).double().mean(0).tolist())

@@ -94,3 +94,22 @@ def match_layer(T: Tensor, R: Tensor, kind: str, tol: float) -> tuple[dict, Tens
     return ({"teacher_size": r, "size": r2, "nearest_dist": nearest,
              "recovered_frac": float(np.mean([d < tol for d in nearest])), "weight_rel_err": float(errs.max()),
              "excess": r2 - matched, "pairs": pairs}, to_teacher)
+
+
+def teacher_in_students(teacher: nn.Module, first_w: Tensor, first_b: Tensor, x: Tensor, tol: float = 1e-3) -> dict:
+    """Diagnostic of the expand step, first hidden layer: are the teacher's neurons in the students at all?
+
+    first_w (N, h, d), first_b (N, h): the students' first layers. Per teacher neuron: the median over
+    students of its abs-cosine distance to the student's nearest neuron ([w; b], constant inputs of x
+    folded), how many students hold it within tol, and the share of probe inputs on which it is active
+    (pre-activation > 0; for ReLU a neuron active on none or on all inputs is not identifiable)."""
+    lin = layers(teacher)[0][0]
+    mask, values = constant_inputs(x.double().flatten(1))
+    Wt, bt = fold_constants(lin.weight.detach().double(), lin.bias.detach().double(), mask, values)
+    T = unit(torch.cat([Wt, bt[:, None]], 1))
+    Ws, bs = fold_constants(first_w.double(), first_b.double(), mask, values)
+    S = unit(torch.cat([Ws, bs[..., None]], 2))  # (N, h, D)
+    dist = 1 - (S @ T.T).abs().max(1).values  # (N, r)
+    active = ((x.double().flatten(1) @ Wt.T + bt) > 0).double().mean(0)
+    return {"median_dist": dist.median(0).values.tolist(), "students_within_tol": (dist < tol).sum(0).tolist(),
+            "active_share": active.tolist()}

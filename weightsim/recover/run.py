@@ -14,7 +14,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from weightsim.recover.ec import check_options, expand, expand_and_cluster
-from weightsim.recover.metrics import recovery_metrics
+from weightsim.recover.metrics import recovery_metrics, teacher_in_students
 from weightsim.recover.plots import plot_dendrograms, plot_losses, plot_weights
 from weightsim.recover.teachers import layers
 from weightsim.report.tables import markdown_table
@@ -65,8 +65,9 @@ def recover_stage(cfg: DictConfig, logger=None, notes: list[str] | None = None) 
         metrics[preset], nets[preset], clusters[preset] = m, rec.net, rec.clusters
         logs[preset] = {k: v for k, v in rec.log.items() if k != "student_history"}
         logs[preset]["nearest_dist"] = m["nearest_dist"]
+    inside = teacher_in_students(problem.teacher, *students.layer(0), problem.x, cfg.tol)
     meta = {"teacher": problem.name, "activation": act, "probe_inputs": len(problem.x),
-            "student_seconds": t_students, "config": OmegaConf.to_container(cfg, resolve=True),
+            "student_seconds": t_students, "student_mse": students.losses.tolist(), "teacher_in_students": inside, "config": OmegaConf.to_container(cfg, resolve=True),
             "warnings": list(notes or []), "runs": logs}
     write(run_dir, rows, meta)
     plot_dendrograms(clusters, run_dir / "dendrogram.png")
@@ -103,6 +104,14 @@ def write(run_dir: Path, rows: list[dict], meta: dict) -> None:
         md += ["## Warnings", ""] + [f"- {w}" for w in meta["warnings"]] + [""]
     md += ["## Run", "", f"- probe inputs: {meta['probe_inputs']}", f"- student training: {meta['student_seconds']:.1f}s"]
     md += [f"- {p}: {json.dumps({k: v for k, v in r.items() if k in ('layers', 'sizes')})}" for p, r in meta["runs"].items()]
+    inside = meta["teacher_in_students"]
+    md += ["", "Teacher neurons (first hidden layer) in the trained students, before clustering: median over "
+           "students of the abs-cosine distance to the nearest student neuron, students holding it within tol, "
+           "share of probe inputs where its pre-activation is > 0:", "",
+           markdown_table([{"neuron": i, "median_dist": d, "students_within_tol": k, "active_share": a} for i, (d, k, a)
+                           in enumerate(zip(inside["median_dist"], inside["students_within_tol"], inside["active_share"]))],
+                          ["neuron", "median_dist", "students_within_tol", "active_share"])]
+    md += ["", f"- student train MSE: {', '.join(f'{v:.1e}' for v in sorted(meta['student_mse']))}"]
     md += ["", "Plots: `dendrogram.png` (linkage and cut per preset and layer), `weights.png` (teacher vs recovered "
            "first-layer weights), `student_losses.png`."]
     (run_dir / "report.md").write_text("\n".join(md) + "\n")

@@ -10,6 +10,7 @@ of nets whose layers change size between steps.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -28,7 +29,9 @@ def mlp(d_in: int, widths: list[int], d_out: int, activation: str) -> nn.Sequent
     """Linear, act, ..., Linear (float64)."""
     sizes, mods = [d_in, *widths, d_out], []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        mods.append(nn.Linear(a, b).double())
+        with warnings.catch_warnings():  # a layer of width 0 (nothing recovered) is legal; torch warns on its init
+            warnings.filterwarnings("ignore", "Initializing zero-element tensors")
+            mods.append(nn.Linear(a, b).double())
         if i < len(widths):
             mods.append(activation_module(activation))
     return nn.Sequential(*mods)
