@@ -181,10 +181,12 @@ def test_metrics_on_a_permuted_flipped_copy_and_on_missing_and_extra_neurons():
         small[2].weight.copy_(t[2].weight[:, 1:]), small[2].bias.copy_(t[2].bias)
         small[4].weight.copy_(t[4].weight), small[4].bias.copy_(t[4].bias)
     m = recovery_metrics(t, small, x)
-    assert m["layers"][0]["recovered_frac"] == 5 / 6 and m["weight_rel_err"] == 1.0 and m["overhead"] == pytest.approx(-0.1)
+    assert m["layers"][0]["recovered_frac"] == 5 / 6 and m["weight_rel_err"] == 1.0
+    assert m["overhead"] == pytest.approx(-0.1)
     big = nn.Sequential(nn.Linear(10, 7), nn.Tanh(), nn.Linear(7, 4), nn.Tanh(), nn.Linear(4, 1))
     with torch.no_grad():  # an extra neuron with zero outgoing weights: same function, one excess
-        big[0].weight.copy_(torch.cat([t[0].weight, torch.randn(1, 10)])), big[0].bias.copy_(torch.cat([t[0].bias, torch.zeros(1)]))
+        big[0].weight.copy_(torch.cat([t[0].weight, torch.randn(1, 10)]))
+        big[0].bias.copy_(torch.cat([t[0].bias, torch.zeros(1)]))
         big[2].weight.copy_(torch.cat([t[2].weight, torch.zeros(4, 1)], 1)), big[2].bias.copy_(t[2].bias)
         big[4].weight.copy_(t[4].weight), big[4].bias.copy_(t[4].bias)
     assert torch.allclose(big(x), t(x), atol=1e-12)

@@ -46,7 +46,7 @@ class Recovered:
 
 
 def check_options(n_students: int, gamma: float, width_factor: float, preset: str, optimizer: str,
-                  top_students: int) -> None:
+                  top_students: int, metric: str = "raw") -> None:
     """One ConfigError line per bad option, before any training."""
     if width_factor < 1:
         raise ConfigError(f"width_factor={width_factor} < 1: students must be at least as wide as the teacher "
@@ -61,6 +61,9 @@ def check_options(n_students: int, gamma: float, width_factor: float, preset: st
         raise ConfigError(f"optimizer '{optimizer}': choose from {', '.join(OPTIMIZERS)}")
     if top_students < 1:
         raise ConfigError(f"top_students={top_students}: need >= 1")
+    if metric not in ("raw", "data"):
+        raise ConfigError(f"metric '{metric}': choose from raw (L2 between [w; b], the published) or data "
+                          f"(L2 between pre-activations on the probe data)")
 
 
 def constant_inputs(x: Tensor) -> tuple[Tensor, Tensor]:
@@ -124,7 +127,9 @@ def collapse(c: Clusters, feats: Tensor, A: Tensor, owner: np.ndarray, out_norm:
     odd = not leak_sign(act)
     for g in c.members:
         owners = owner[g]
-        cand = [k for k in order[:top] if k in owners] or ([k for k in order if k in owners] if preset == "robust" else [])
+        cand = [k for k in order[:top] if k in owners]
+        if not cand and preset == "robust":
+            cand = [k for k in order if k in owners]
         if not cand:
             dropped += 1
             continue
@@ -167,7 +172,8 @@ def expand_and_cluster(teacher: nn.Module, x: Tensor | None = None, *, activatio
                        gamma: float = 0.5, beta: float = math.pi / 6, optimizer: str = "lbfgs",
                        student_steps: int = 1500, finetune_steps: int = 1000, lr: float = 1e-3,
                        n: int = 1500, seed: int = 0, top_students: int = 5, sign_rule: str | None = None,
-                       drop_below: float = 1e-3, metric: str | None = None, students: Students | None = None, progress=print) -> Recovered:
+                       drop_below: float = 1e-3, metric: str = "raw", students: Students | None = None,
+                       progress=print) -> Recovered:
     """Recover ``teacher`` (an MLP: Linear, act, ..., Linear) from its outputs at x (n, d_in; default
     n draws of N(0, I)). Students use ``activation`` (default: the teacher's). ``sign_rule``: "first"
     (the published rule; default of preset reference) or "random" (default of robust). ``students``:
@@ -175,7 +181,7 @@ def expand_and_cluster(teacher: nn.Module, x: Tensor | None = None, *, activatio
     a neuron's importance relative to its student's largest. ``metric``: what the clustering's L2
     distance compares: "raw" [w; b] (the published, default) or "data" (the neurons' pre-activations on
     the probe data, ``data_map``: for inputs with directions the data barely explores)."""
-    check_options(n_students, gamma, width_factor, preset, optimizer, top_students)
+    check_options(n_students, gamma, width_factor, preset, optimizer, top_students, metric)
     t0 = time.perf_counter()
     lins, teacher_act = layers(teacher)
     act = activation or teacher_act
@@ -200,10 +206,6 @@ def expand_and_cluster(teacher: nn.Module, x: Tensor | None = None, *, activatio
     log["student_seconds"] = time.perf_counter() - t0
     mask, values = constant_inputs(x)
     ref_rule = sign_rule or ("first" if preset == "reference" else "random")
-    metric = metric or "raw"
-    if metric not in ("raw", "data"):
-        raise ConfigError(f"metric '{metric}': choose from raw (L2 between [w; b], the published) or data "
-                          f"(L2 between pre-activations on the probe data)")
     s, found, all_clusters, L = students, [], [], len(widths)
     for l in range(L):
         W, B = s.layer(l)

@@ -89,7 +89,8 @@ def sweep_table(rows: list[dict]) -> list[dict]:
     keys = sorted({(r["activation"], r["n_students"], r["width_factor"], r["preset"]) for r in rows})
     out = []
     for act, n, rho, preset in keys:
-        sel = [r for r in rows if (r["activation"], r["n_students"], r["width_factor"], r["preset"]) == (act, n, rho, preset)]
+        sel = [r for r in rows
+               if (r["activation"], r["n_students"], r["width_factor"], r["preset"]) == (act, n, rho, preset)]
         out.append({"activation": act, "n_students": n, "width_factor": rho, "preset": preset, "runs": len(sel),
                     "recovered_frac": float(np.mean([r["recovered_frac"] for r in sel])),
                     "all_recovered": sum(r["recovered_frac"] == 1.0 for r in sel),

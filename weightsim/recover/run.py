@@ -43,7 +43,8 @@ def recover_stage(cfg: DictConfig, logger=None, notes: list[str] | None = None) 
     torch.set_num_threads(int(cfg.threads))
     ec = OmegaConf.to_container(cfg.ec, resolve=True)
     for preset in cfg.presets:  # every bad option fails before any training
-        check_options(ec["n_students"], ec["gamma"], ec["width_factor"], preset, ec["optimizer"], ec["top_students"])
+        check_options(ec["n_students"], ec["gamma"], ec["width_factor"], preset, ec["optimizer"], ec["top_students"],
+                      ec["metric"])
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     problem = instantiate(cfg.teacher)
     _, act = layers(problem.teacher)
@@ -67,7 +68,8 @@ def recover_stage(cfg: DictConfig, logger=None, notes: list[str] | None = None) 
         logs[preset]["nearest_dist"] = m["nearest_dist"]
     inside = teacher_in_students(problem.teacher, *students.layer(0), problem.x, cfg.tol)
     meta = {"teacher": problem.name, "activation": act, "probe_inputs": len(problem.x),
-            "student_seconds": t_students, "student_mse": students.losses.tolist(), "teacher_in_students": inside, "config": OmegaConf.to_container(cfg, resolve=True),
+            "student_seconds": t_students, "student_mse": students.losses.tolist(), "teacher_in_students": inside,
+            "config": OmegaConf.to_container(cfg, resolve=True),
             "warnings": list(notes or []), "runs": logs}
     write(run_dir, rows, meta)
     plot_dendrograms(clusters, run_dir / "dendrogram.png")
@@ -102,14 +104,17 @@ def write(run_dir: Path, rows: list[dict], meta: dict) -> None:
           ""]
     if meta["warnings"]:
         md += ["## Warnings", ""] + [f"- {w}" for w in meta["warnings"]] + [""]
-    md += ["## Run", "", f"- probe inputs: {meta['probe_inputs']}", f"- student training: {meta['student_seconds']:.1f}s"]
-    md += [f"- {p}: {json.dumps({k: v for k, v in r.items() if k in ('layers', 'sizes')})}" for p, r in meta["runs"].items()]
+    md += ["## Run", "", f"- probe inputs: {meta['probe_inputs']}",
+           f"- student training: {meta['student_seconds']:.1f}s"]
+    md += [f"- {p}: {json.dumps({k: v for k, v in r.items() if k in ('layers', 'sizes')})}"
+           for p, r in meta["runs"].items()]
     inside = meta["teacher_in_students"]
     md += ["", "Teacher neurons (first hidden layer) in the trained students, before clustering: median over "
            "students of the abs-cosine distance to the nearest student neuron, students holding it within tol, "
            "share of probe inputs where its pre-activation is > 0:", "",
-           markdown_table([{"neuron": i, "median_dist": d, "students_within_tol": k, "active_share": a} for i, (d, k, a)
-                           in enumerate(zip(inside["median_dist"], inside["students_within_tol"], inside["active_share"]))],
+           markdown_table([{"neuron": i, "median_dist": d, "students_within_tol": k, "active_share": a}
+                           for i, (d, k, a) in enumerate(zip(inside["median_dist"], inside["students_within_tol"],
+                                                             inside["active_share"]))],
                           ["neuron", "median_dist", "students_within_tol", "active_share"])]
     md += ["", f"- student train MSE: {', '.join(f'{v:.1e}' for v in sorted(meta['student_mse']))}"]
     md += ["", "Plots: `dendrogram.png` (linkage and cut per preset and layer), `weights.png` (teacher vs recovered "

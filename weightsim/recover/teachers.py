@@ -78,7 +78,8 @@ def synthetic_teacher(d_in: int, widths: list[int], activation: str = "tanh", se
     if not widths or min(widths) < 1 or d_in < 1:
         raise ConfigError(f"teacher widths={widths}, d_in={d_in}: need at least one hidden layer of width >= 1")
     g = torch.Generator().manual_seed(seed)
-    uni = lambda n, lo_hi: lo_hi[0] + (lo_hi[1] - lo_hi[0]) * torch.rand(n, generator=g, dtype=torch.float64)  # noqa: E731
+    def uni(n: int, lo_hi: tuple[float, float]) -> Tensor:  # U[lo, hi]
+        return lo_hi[0] + (lo_hi[1] - lo_hi[0]) * torch.rand(n, generator=g, dtype=torch.float64)
     mods: list[nn.Module] = []
     sizes = [d_in, *widths]
     for fan_in, width in zip(sizes[:-1], sizes[1:]):
