@@ -151,6 +151,20 @@ def test_robust_clustering_finds_exactly_the_planted_neurons():
     assert len(ref.members) >= 8 and ref.log["neurons"] == 320 and c.log["dropped_zero_outgoing"] == 210
 
 
+def test_stable_cut_finds_the_planted_neurons_in_every_renoising():
+    # the published cut (end of the first run with the most big clusters) keeps extra clusters on most
+    # re-noisings: a teacher cluster with many members splits into two big halves on the way up
+    kept = {"reference": [], "robust": [], "stable": []}
+    for seed in range(20):
+        _, feats, owner, a = planted_students(seed)
+        kept["reference"].append(len(cluster_layer(feats, owner, 10, a, preset="reference").members))
+        kept["robust"].append(len(cluster_layer(feats, owner, 10, a, preset="robust").members))
+        kept["stable"].append(len(cluster_layer(feats, owner, 10, a, preset="robust", cut="stable").members))
+    assert kept["stable"] == [8] * 20
+    assert sum(k > 8 for k in kept["reference"]) >= 15, kept
+    assert sum(k == 8 for k in kept["robust"]) >= 18, kept
+
+
 def test_merge_aligned_joins_clusters_within_beta_up_to_sign():
     rng = np.random.default_rng(1)
     u, v = np.eye(5)[0], np.eye(5)[1]

@@ -2,7 +2,8 @@
 
 feats (M, D): canonical [w; b] of every neuron of every student (symmetry.py); owner (M,): its student.
 Average-linkage L2 clustering; the cut keeps the most clusters that have >= int(gamma N) members
-(the published rule, computed in one pass over the linkage); clusters whose members disagree in
+(the published rule, computed in one pass over the linkage; ``cut="stable"`` instead cuts where the
+count of big clusters stays the same over the longest span of heights); clusters whose members disagree in
 direction (median pairwise cosine distance > 1 - cos beta) are dropped. The ``robust`` preset also
 drops neurons whose outgoing weights are ~0 before clustering (they carry no function and form junk
 clusters that move the cut) and merges kept clusters whose mean directions are within beta (a
@@ -56,12 +57,21 @@ def count_big_clusters(Z: np.ndarray, n: int, min_size: int) -> np.ndarray:
     return counts
 
 
-def cut_index(counts: np.ndarray) -> int:
-    """The merge after which to cut: the end of the first run of merges attaining the maximum count."""
-    j = int(np.argmax(counts))  # first merge reaching the maximum
-    while j + 1 < len(counts) and counts[j + 1] == counts[j]:
-        j += 1
-    return j
+def cut_index(counts: np.ndarray, heights: np.ndarray | None = None) -> int:
+    """The merge after which to cut. Published rule (heights None): the end of the first run of merges
+    attaining the maximum count. ``stable`` (with the merge heights): the end of the run of equal
+    count >= 1 that lasts longest in height, from its first merge to the merge that ends it."""
+    runs, i = [], 0  # (first, last) merge of each run of equal counts
+    while i < len(counts):
+        j = i
+        while j + 1 < len(counts) and counts[j + 1] == counts[i]:
+            j += 1
+        runs.append((i, j))
+        i = j + 1
+    if heights is None:
+        return next(j for i, j in runs if counts[i] == counts.max())
+    life = lambda r: (heights[r[1] + 1] if r[1] + 1 < len(heights) else heights[-1]) - heights[r[0]]  # noqa: E731
+    return max((r for r in runs if counts[r[0]] >= 1), key=life, default=runs[-1])[1]
 
 
 def labels_after(Z: np.ndarray, n: int, j: int) -> np.ndarray:
@@ -85,11 +95,12 @@ def cos_matrix(f: np.ndarray) -> np.ndarray:
 
 def cluster_layer(feats: Tensor, owner: Tensor, n_students: int, out_norm: Tensor, gamma: float = 0.5,
                   beta: float = math.pi / 6, preset: str = "robust", drop_below: float = 1e-3,
-                  weights: Tensor | None = None) -> Clusters:
+                  weights: Tensor | None = None, cut: str = "first") -> Clusters:
     """Cluster the pooled neurons of one layer. feats (M, D), owner (M,) student ids in [0, n_students),
     out_norm (M,) each neuron's weight in its student's output (ec.importance; used by ``robust`` to drop
     neurons with out_norm < drop_below * the largest of their student). weights (M, D): the [w; b] whose
-    directions ``robust`` compares to merge clusters, when feats are another view of them (default feats)."""
+    directions ``robust`` compares to merge clusters, when feats are another view of them (default feats).
+    cut: "first" (the published rule) or "stable" (``cut_index``)."""
     f = feats.double().cpu().numpy()
     own = owner.cpu().numpy()
     a = out_norm.double().cpu().numpy()
@@ -110,7 +121,7 @@ def cluster_layer(feats: Tensor, owner: Tensor, n_students: int, out_norm: Tenso
              f"fewer students or a smaller width factor keep it small")
     Z = scipy_linkage(f[used], method="average", metric="euclidean")
     counts = count_big_clusters(Z, len(used), min_size)
-    j = cut_index(counts)
+    j = cut_index(counts, Z[:, 2] if cut == "stable" else None)
     labels = labels_after(Z, len(used), j)
     groups = [used[labels == lab] for lab in np.unique(labels)]
     groups = [g for g in groups if len(g) >= min_size]

@@ -46,7 +46,7 @@ class Recovered:
 
 
 def check_options(n_students: int, gamma: float, width_factor: float, preset: str, optimizer: str,
-                  top_students: int, metric: str = "raw") -> None:
+                  top_students: int, metric: str = "raw", cut: str = "first") -> None:
     """One ConfigError line per bad option, before any training."""
     if width_factor < 1:
         raise ConfigError(f"width_factor={width_factor} < 1: students must be at least as wide as the teacher "
@@ -61,6 +61,8 @@ def check_options(n_students: int, gamma: float, width_factor: float, preset: st
         raise ConfigError(f"optimizer '{optimizer}': choose from {', '.join(OPTIMIZERS)}")
     if top_students < 1:
         raise ConfigError(f"top_students={top_students}: need >= 1")
+    if cut not in ("first", "stable"):
+        raise ConfigError(f"cut '{cut}': choose from first (the published rule) or stable")
     if metric not in ("raw", "data"):
         raise ConfigError(f"metric '{metric}': choose from raw (L2 between [w; b], the published) or data "
                           f"(L2 between pre-activations on the probe data)")
@@ -172,7 +174,8 @@ def expand_and_cluster(teacher: nn.Module, x: Tensor | None = None, *, activatio
                        gamma: float = 0.5, beta: float = math.pi / 6, optimizer: str = "lbfgs",
                        student_steps: int = 1500, finetune_steps: int = 1000, lr: float = 1e-3,
                        n: int = 1500, seed: int = 0, top_students: int = 5, sign_rule: str | None = None,
-                       drop_below: float = 1e-3, metric: str = "raw", students: Students | None = None,
+                       drop_below: float = 1e-3, metric: str = "raw", cut: str = "first",
+                       students: Students | None = None,
                        progress=print) -> Recovered:
     """Recover ``teacher`` (an MLP: Linear, act, ..., Linear) from its outputs at x (n, d_in; default
     n draws of N(0, I)). Students use ``activation`` (default: the teacher's). ``sign_rule``: "first"
@@ -180,8 +183,9 @@ def expand_and_cluster(teacher: nn.Module, x: Tensor | None = None, *, activatio
     already trained students (e.g. to run both presets on one set). ``drop_below``: robust's threshold on
     a neuron's importance relative to its student's largest. ``metric``: what the clustering's L2
     distance compares: "raw" [w; b] (the published, default) or "data" (the neurons' pre-activations on
-    the probe data, ``data_map``: for inputs with directions the data barely explores)."""
-    check_options(n_students, gamma, width_factor, preset, optimizer, top_students, metric)
+    the probe data, ``data_map``: for inputs with directions the data barely explores). ``cut``: "first"
+    (the published cut rule) or "stable" (cluster.cut_index)."""
+    check_options(n_students, gamma, width_factor, preset, optimizer, top_students, metric, cut)
     t0 = time.perf_counter()
     lins, teacher_act = layers(teacher)
     act = activation or teacher_act
@@ -225,7 +229,7 @@ def expand_and_cluster(teacher: nn.Module, x: Tensor | None = None, *, activatio
             feats_d = feats @ data_map(h)
         else:
             feats_d = feats
-        c = cluster_layer(feats_d, torch.as_tensor(owner), s.n, out_norm, gamma, beta, preset, drop_below, feats)
+        c = cluster_layer(feats_d, torch.as_tensor(owner), s.n, out_norm, gamma, beta, preset, drop_below, feats, cut)
         order = torch.argsort(s.losses).tolist()
         rep, A_s, winners, dropped = collapse(c, feats, A_can, owner, out_norm, order, top_students, preset, act, s.n)
         all_clusters.append(c)

@@ -44,7 +44,7 @@ def recover_stage(cfg: DictConfig, logger=None, notes: list[str] | None = None) 
     ec = OmegaConf.to_container(cfg.ec, resolve=True)
     for preset in cfg.presets:  # every bad option fails before any training
         check_options(ec["n_students"], ec["gamma"], ec["width_factor"], preset, ec["optimizer"], ec["top_students"],
-                      ec["metric"])
+                      ec["metric"], ec["cut"])
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     problem = instantiate(cfg.teacher)
     _, act = layers(problem.teacher)
