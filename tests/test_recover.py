@@ -158,7 +158,7 @@ def test_stable_cut_finds_the_planted_neurons_in_every_renoising():
     for seed in range(20):
         _, feats, owner, a = planted_students(seed)
         kept["reference"].append(len(cluster_layer(feats, owner, 10, a, preset="reference").members))
-        kept["robust"].append(len(cluster_layer(feats, owner, 10, a, preset="robust").members))
+        kept["robust"].append(len(cluster_layer(feats, owner, 10, a, preset="robust", cut="first").members))
         kept["stable"].append(len(cluster_layer(feats, owner, 10, a, preset="robust", cut="stable").members))
     assert kept["stable"] == [8] * 20
     assert sum(k > 8 for k in kept["reference"]) >= 15, kept
@@ -171,8 +171,13 @@ def test_merge_aligned_joins_clusters_within_beta_up_to_sign():
     f = np.concatenate([u + 0.01 * rng.normal(size=(4, 5)), -1.2 * u + 0.01 * rng.normal(size=(4, 5)),
                         v + 0.01 * rng.normal(size=(4, 5))])
     groups = [np.arange(0, 4), np.arange(4, 8), np.arange(8, 12)]
-    merged, _, n = merge_aligned(f, groups, [0.0, 0.0, 0.0], math.pi / 6)
+    merged, _, n = merge_aligned(f, groups, [2e-4, 2e-4, 2e-4], math.pi / 6)  # their own spread: ~2e-4
     assert n == 1 and sorted(map(len, merged)) == [4, 8]
+    # two tight clusters 20 degrees apart (< beta) are two neurons, not pieces of one: kept apart
+    w = math.cos(0.35) * u + math.sin(0.35) * v
+    f2 = np.concatenate([u + 1e-4 * rng.normal(size=(4, 5)), w + 1e-4 * rng.normal(size=(4, 5))])
+    merged, _, n = merge_aligned(f2, [np.arange(0, 4), np.arange(4, 8)], [1e-8, 1e-8], math.pi / 6)
+    assert n == 0 and len(merged) == 2
 
 
 def test_metrics_on_a_permuted_flipped_copy_and_on_missing_and_extra_neurons():

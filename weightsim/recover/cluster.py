@@ -147,15 +147,19 @@ def cluster_layer(feats: Tensor, owner: Tensor, n_students: int, out_norm: Tenso
 
 def merge_aligned(f: np.ndarray, groups: list[np.ndarray], medians: list[float], beta: float
                   ) -> tuple[list[np.ndarray], list[float], int]:
-    """Union the clusters whose mean directions are within beta of each other, up to sign
-    (|cos| >= cos beta); returns the merged clusters, their medians (the largest part's) and how many merges."""
+    """Union the clusters whose mean directions are as close as their own members are, up to sign:
+    1 - |cos| <= min(1 - cos beta, 10 x the larger median pairwise cosine distance of the two (>= 1e-6)).
+    Pieces of one neuron (split by the linkage or by the sign convention) lie that close; two distinct
+    neurons less than beta apart stay apart when their clusters are tight. Returns the merged clusters,
+    their medians (the largest part's) and how many merges."""
     means = []
     for g in groups:
         s = np.where(f[g] @ f[g[0]] < 0, -1.0, 1.0)
         m = (f[g] * s[:, None]).mean(0)
         means.append(m / max(np.linalg.norm(m), 1e-300))
     means = np.array(means)
-    close = np.abs(means @ means.T) >= math.cos(beta)
+    spread = np.maximum(np.maximum.outer(medians, medians), 1e-6)
+    close = 1 - np.abs(means @ means.T) <= np.minimum(1 - math.cos(beta), 10 * spread)
     parent = list(range(len(groups)))
 
     def root(i: int) -> int:

@@ -46,7 +46,7 @@ class Recovered:
 
 
 def check_options(n_students: int, gamma: float, width_factor: float, preset: str, optimizer: str,
-                  top_students: int, metric: str = "raw", cut: str = "first") -> None:
+                  top_students: int, metric: str = "raw", cut: str | None = None) -> None:
     """One ConfigError line per bad option, before any training."""
     if width_factor < 1:
         raise ConfigError(f"width_factor={width_factor} < 1: students must be at least as wide as the teacher "
@@ -61,7 +61,7 @@ def check_options(n_students: int, gamma: float, width_factor: float, preset: st
         raise ConfigError(f"optimizer '{optimizer}': choose from {', '.join(OPTIMIZERS)}")
     if top_students < 1:
         raise ConfigError(f"top_students={top_students}: need >= 1")
-    if cut not in ("first", "stable"):
+    if cut not in (None, "first", "stable"):
         raise ConfigError(f"cut '{cut}': choose from first (the published rule) or stable")
     if metric not in ("raw", "data"):
         raise ConfigError(f"metric '{metric}': choose from raw (L2 between [w; b], the published) or data "
@@ -174,7 +174,7 @@ def expand_and_cluster(teacher: nn.Module, x: Tensor | None = None, *, activatio
                        gamma: float = 0.5, beta: float = math.pi / 6, optimizer: str = "lbfgs",
                        student_steps: int = 1500, finetune_steps: int = 1000, lr: float = 1e-3,
                        n: int = 1500, seed: int = 0, top_students: int = 5, sign_rule: str | None = None,
-                       drop_below: float = 1e-3, metric: str = "raw", cut: str = "first",
+                       drop_below: float = 1e-3, metric: str = "raw", cut: str | None = None,
                        students: Students | None = None,
                        progress=print) -> Recovered:
     """Recover ``teacher`` (an MLP: Linear, act, ..., Linear) from its outputs at x (n, d_in; default
@@ -184,7 +184,7 @@ def expand_and_cluster(teacher: nn.Module, x: Tensor | None = None, *, activatio
     a neuron's importance relative to its student's largest. ``metric``: what the clustering's L2
     distance compares: "raw" [w; b] (the published, default) or "data" (the neurons' pre-activations on
     the probe data, ``data_map``: for inputs with directions the data barely explores). ``cut``: "first"
-    (the published cut rule) or "stable" (cluster.cut_index)."""
+    (the published cut rule; default of reference) or "stable" (cluster.cut_index; default of robust)."""
     check_options(n_students, gamma, width_factor, preset, optimizer, top_students, metric, cut)
     t0 = time.perf_counter()
     lins, teacher_act = layers(teacher)
@@ -210,6 +210,7 @@ def expand_and_cluster(teacher: nn.Module, x: Tensor | None = None, *, activatio
     log["student_seconds"] = time.perf_counter() - t0
     mask, values = constant_inputs(x)
     ref_rule = sign_rule or ("first" if preset == "reference" else "random")
+    cut = cut or ("first" if preset == "reference" else "stable")
     s, found, all_clusters, L = students, [], [], len(widths)
     for l in range(L):
         W, B = s.layer(l)
