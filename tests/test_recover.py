@@ -22,7 +22,15 @@ from weightsim.recover.cluster import count_big_clusters, cut_index, labels_afte
 from weightsim.recover.symmetry import sign_reference
 from weightsim.recover.teachers import activation_module, layers
 
-torch.set_default_dtype(torch.float64)
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    """These tests build float64 nets; the default dtype is restored for every other test module."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
 
 
 def one_layer(W, b, A, act):

@@ -60,7 +60,8 @@ def count_big_clusters(Z: np.ndarray, n: int, min_size: int) -> np.ndarray:
 def cut_index(counts: np.ndarray, heights: np.ndarray | None = None) -> int:
     """The merge after which to cut. Published rule (heights None): the end of the first run of merges
     attaining the maximum count. ``stable`` (with the merge heights): the end of the run of equal
-    count >= 1 that lasts longest in height, from its first merge to the merge that ends it."""
+    count >= 1 that lasts longest in log height (the largest ratio from its first merge to the merge
+    that ends it; absolute spans would favour the coarse partitions at the top)."""
     runs, i = [], 0  # (first, last) merge of each run of equal counts
     while i < len(counts):
         j = i
@@ -70,7 +71,8 @@ def cut_index(counts: np.ndarray, heights: np.ndarray | None = None) -> int:
         i = j + 1
     if heights is None:
         return next(j for i, j in runs if counts[i] == counts.max())
-    life = lambda r: (heights[r[1] + 1] if r[1] + 1 < len(heights) else heights[-1]) - heights[r[0]]  # noqa: E731
+    h = np.log(np.maximum(heights, 1e-12 * max(heights.max(), 1e-300)))  # spans compared as height ratios
+    life = lambda r: (h[r[1] + 1] if r[1] + 1 < len(h) else h[-1]) - h[r[0]]  # noqa: E731
     return max((r for r in runs if counts[r[0]] >= 1), key=life, default=runs[-1])[1]
 
 
