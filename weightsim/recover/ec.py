@@ -184,7 +184,7 @@ def expand_and_cluster(teacher: nn.Module, x: Tensor | None = None, *, activatio
     a neuron's importance relative to its student's largest. ``metric``: what the clustering's L2
     distance compares: "raw" [w; b] (the published, default) or "data" (the neurons' pre-activations on
     the probe data, ``data_map``: for inputs with directions the data barely explores). ``cut``: "first"
-    (the published cut rule; default of reference) or "stable" (cluster.cut_index; default of robust)."""
+    (the published cut rule, default) or "stable" (cluster.cut_index)."""
     check_options(n_students, gamma, width_factor, preset, optimizer, top_students, metric, cut)
     t0 = time.perf_counter()
     lins, teacher_act = layers(teacher)
@@ -210,7 +210,7 @@ def expand_and_cluster(teacher: nn.Module, x: Tensor | None = None, *, activatio
     log["student_seconds"] = time.perf_counter() - t0
     mask, values = constant_inputs(x)
     ref_rule = sign_rule or ("first" if preset == "reference" else "random")
-    cut = cut or ("first" if preset == "reference" else "stable")
+    cut = cut or "first"
     s, found, all_clusters, L = students, [], [], len(widths)
     for l in range(L):
         W, B = s.layer(l)
