@@ -1,5 +1,6 @@
 """Thin Hydra entry points: weightsim-zoo, weightsim-htt, weightsim-run (zoo then HTT, one run dir),
-weightsim-compare (every compare measure on a zoo: weightsim/compare/run.py)."""
+weightsim-compare (every compare measure on a zoo: weightsim/compare/run.py), weightsim-recover
+(Expand-and-Cluster), weightsim-collect (an experiment sweep's table and figure)."""
 
 from __future__ import annotations
 
@@ -190,7 +191,7 @@ def user_error(e: BaseException) -> str | None:
     return None if found is None else str(found)
 
 
-def _app(stage, app: str):
+def _app(stage, app: str, config_name: str = "config"):
     def task(cfg: DictConfig) -> None:
         quiet()
         logger = None
@@ -223,7 +224,7 @@ def _app(stage, app: str):
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
         register_configs()
-        hydra.main(config_path=str(CONF), config_name="config", version_base="1.3")(task)()
+        hydra.main(config_path=str(CONF), config_name=config_name, version_base="1.3")(task)()
 
     return main
 
@@ -282,3 +283,12 @@ def _compare(cfg, logger, notes):
 
 
 compare_main = _app(_compare, "compare")
+
+
+def _recover(cfg, logger, notes):
+    from weightsim.recover.run import recover_stage
+
+    recover_stage(cfg, logger, notes)
+
+
+recover_main = _app(_recover, "recover", "recover")  # weightsim-recover: Expand-and-Cluster (conf/recover.yaml)

@@ -1,0 +1,13 @@
+"""Expand-and-Cluster (Martinelli et al., ICML 2024): recover an MLP's weights and layer sizes from its
+input-output map by clustering the hidden neurons of overparameterised students (docs/recover.md)."""
+
+from weightsim.recover.cluster import Clusters, cluster_layer
+from weightsim.recover.ec import Recovered, expand_and_cluster
+from weightsim.recover.metrics import recovery_metrics
+from weightsim.recover.students import Students, init_students, train
+from weightsim.recover.symmetry import canonicalize
+from weightsim.recover.teachers import Problem, gaussian_problem, synthetic_teacher, zoo_problem
+
+__all__ = ["Clusters", "cluster_layer", "Recovered", "expand_and_cluster", "recovery_metrics", "Students",
+           "init_students", "train", "canonicalize", "Problem", "gaussian_problem", "synthetic_teacher",
+           "zoo_problem"]

@@ -1,0 +1,328 @@
+"""Expand-and-Cluster (Martinelli et al., ICML 2024): recover an MLP's weights and layer sizes from
+its input-output map.
+
+Expand: N students, each hidden layer rho times the teacher's, imitate the teacher at probe inputs.
+Cluster, one hidden layer at a time: canonicalize each student neuron's [w; b] for its activation's
+symmetry, cluster the pooled neurons (cluster.py), keep the clusters shared by >= gamma N students,
+collapse each to one neuron. A layer that is not the last is written into every student (its
+outgoing weights: per student, the sum over that student's members) and the students are fine-tuned
+before the next layer is clustered. The last collapse gives one net, fine-tuned on the probe data.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from weightsim.errors import ConfigError, warn
+from weightsim.recover.cluster import PRESETS, Clusters, cluster_layer
+from weightsim.recover.students import OPTIMIZERS, Students, fit, init_students, mlp, train
+from weightsim.recover.symmetry import canonicalize, leak_sign, sign_reference
+from weightsim.recover.teachers import ACTIVATIONS, activation_module, layers
+
+
+@dataclass
+class Recovered:
+    """The recovered net: ``net`` (nn.Sequential of Linear and activation layers, float64) plus, for
+    even-linear and ReLU activations, ``linear`` (nn.Linear d_in -> d_out: the affine term a sign flip
+    leaks, fitted by least squares then fine-tuned; None for odd activations). f(x) = net(x) + linear(x).
+    sizes: recovered hidden widths; log: what each step did; clusters: one Clusters per hidden layer."""
+
+    net: nn.Sequential
+    linear: nn.Linear | None
+    sizes: list[int]
+    log: dict
+    clusters: list[Clusters] = field(default_factory=list)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        with torch.no_grad():
+            out = self.net(x)
+            return out if self.linear is None else out + self.linear(x)
+
+
+def check_options(n_students: int, gamma: float, width_factor: float, preset: str, optimizer: str,
+                  top_students: int, metric: str = "raw", cut: str | None = None) -> None:
+    """One ConfigError line per bad option, before any training."""
+    if width_factor < 1:
+        raise ConfigError(f"width_factor={width_factor} < 1: students must be at least as wide as the teacher "
+                          f"(overparameterised); use width_factor >= 1 (e.g. 4)")
+    if gamma * n_students < 2 or gamma > 1:
+        raise ConfigError(f"gamma * n_students = {gamma} * {n_students} = {gamma * n_students:g}: a cluster must "
+                          f"hold neurons of >= 2 students, so need 2 <= gamma * n_students and gamma <= 1; "
+                          f"raise n_students to >= {math.ceil(2 / gamma)} or gamma")
+    if preset not in PRESETS:
+        raise ConfigError(f"preset '{preset}': choose from {', '.join(PRESETS)}")
+    if optimizer not in OPTIMIZERS:
+        raise ConfigError(f"optimizer '{optimizer}': choose from {', '.join(OPTIMIZERS)}")
+    if top_students < 1:
+        raise ConfigError(f"top_students={top_students}: need >= 1")
+    if cut not in (None, "first", "stable"):
+        raise ConfigError(f"cut '{cut}': choose from first (the published rule) or stable")
+    if metric not in ("raw", "data"):
+        raise ConfigError(f"metric '{metric}': choose from raw (L2 between [w; b], the published) or data "
+                          f"(L2 between pre-activations on the probe data)")
+
+
+def constant_inputs(x: Tensor) -> tuple[Tensor, Tensor]:
+    """(d,) mask of the inputs that never vary over x (n, d), and their values."""
+    return (x.max(0).values - x.min(0).values) == 0, x[0]
+
+
+def fold_constants(W: Tensor, b: Tensor, mask: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
+    """W (..., h, d), b (..., h): the weights on constant inputs moved into the bias (b + W_c c; W_c = 0):
+    the same function on the probe data, and no unidentifiable coordinates left in [w; b]."""
+    b = b + W[..., mask] @ values[mask]
+    W = W.clone()
+    W[..., mask] = 0
+    return W, b
+
+
+def data_map(h: Tensor) -> Tensor:
+    """K (D, D), D = d + 1, for a layer whose inputs on the probe data are h (n, d): [w; b] K =
+    [S w; b + w.mu] with mu the mean and S = C^(1/2) the square root of the covariance of h, so that
+    ||([w; b] - [w'; b']) K||^2 = mean over the data of the squared difference of the two pre-activations.
+    Weight directions the data never explores (constant inputs, a low-rank input) weigh nothing."""
+    mu = h.mean(0)
+    evals, evecs = torch.linalg.eigh(torch.cov(h.T, correction=0).reshape(h.shape[1], h.shape[1]))
+    S = evecs @ torch.diag(evals.clamp_min(0).sqrt()) @ evecs.T
+    d = h.shape[1]
+    K = torch.zeros(d + 1, d + 1, dtype=torch.float64)
+    K[:d, :d], K[:d, d], K[d, d] = S, mu, 1.0
+    return K
+
+
+def layer_inputs(s: Students, x: Tensor, l: int, k: int, act: str) -> Tensor:
+    """The inputs (n, d_l) of hidden layer l of student k at x."""
+    h = x
+    with torch.no_grad():
+        for i in range(l):
+            W, B = s.layer(i)
+            h = activation_module(act)(h @ W[k].T + B[k])
+    return h
+
+
+def importance(s: Students, l: int, L: int) -> Tensor:
+    """(N, h_l): for each neuron of hidden layer l (0-based) of each student, a bound on how much the
+    output moves per unit of its activation: g_j = sum_k |W_{l+1}[k, j]| g_k, with g = 1 at the
+    outputs (every covered activation has |sigma'| <~ 1). A neuron that only feeds dead neurons has g ~ 0."""
+    g = torch.ones(s.n, s.layer(L)[0].shape[1], dtype=torch.float64)  # (N, d_out)
+    for k in range(L, l, -1):  # Linear layers from the output down to the one after layer l
+        g = (s.layer(k)[0].abs() * g[:, :, None]).sum(1)  # (N, in of layer k)
+    return g
+
+
+def collapse(c: Clusters, feats: Tensor, A: Tensor, owner: np.ndarray, out_norm: Tensor, order: list[int],
+             top: int, preset: str, act: str, n: int) -> tuple[Tensor, Tensor, list[int], int]:
+    """One neuron per cluster: feats (M, D) canonical [w; b], A (out, M) canonical outgoing weights.
+
+    The neuron is that of the best of the ``top`` lowest-loss students owning a member (its members
+    averaged if it owns several; ``robust``: weighted by their outgoing norms, and a cluster without
+    such a student takes the best student that has one instead of being dropped).
+    Returns rep (r', D), per-student outgoing A_s (n, out, r') (sum of that student's aligned members),
+    the winning student of each cluster and how many clusters were dropped."""
+    reps, winners, cols, dropped = [], [], [], 0
+    odd = not leak_sign(act)
+    for g in c.members:
+        owners = owner[g]
+        cand = [k for k in order[:top] if k in owners]
+        if not cand and preset == "robust":
+            cand = [k for k in order if k in owners]
+        if not cand:
+            dropped += 1
+            continue
+        mine = g[owners == cand[0]]
+        s = torch.tensor(c.align[mine])
+        w = out_norm[mine] if preset == "robust" else torch.ones(len(mine), dtype=torch.float64)
+        reps.append(((feats[mine] * s[:, None]) * w[:, None]).sum(0) / w.sum())
+        winners.append(cand[0])
+        sa = torch.tensor(c.align[g]) if odd else torch.ones(len(g), dtype=torch.float64)
+        col = torch.zeros(n, A.shape[0], dtype=torch.float64)
+        col.index_add_(0, torch.as_tensor(owners), (A[:, g] * sa).T)  # per student: sum of its members
+        cols.append(col)
+    D = feats.shape[1]
+    rep = torch.stack(reps) if reps else torch.zeros(0, D, dtype=torch.float64)
+    A_s = torch.stack(cols, 2) if cols else torch.zeros(n, A.shape[0], 0, dtype=torch.float64)
+    return rep, A_s, winners, dropped
+
+
+def expand(teacher: nn.Module, x: Tensor, *, activation: str | None = None, n_students: int = 10,
+           width_factor: float = 4.0, optimizer: str = "lbfgs", student_steps: int = 1500, lr: float = 1e-3,
+           seed: int = 0, progress=print) -> Students:
+    """The expand step: ``n_students`` students, hidden widths ceil(width_factor * the teacher's), trained
+    together to imitate teacher(x) at x (n, d_in)."""
+    lins, teacher_act = layers(teacher)
+    act = activation or teacher_act
+    t0 = time.perf_counter()
+    x = x.double().flatten(1)
+    with torch.no_grad():
+        y = teacher.double()(x)
+    widths = [math.ceil(width_factor * lin.out_features) for lin in lins[:-1]]
+    students = init_students(lins[0].in_features, widths, lins[-1].out_features, act, n_students, seed)
+    students = train(students, x, y, optimizer=optimizer, steps=student_steps, lr=lr, seed=seed)
+    progress(f"{n_students} students of widths {widths} trained ({time.perf_counter() - t0:.1f}s): train MSE "
+             + " ".join(f"{v:.1e}" for v in sorted(students.losses.tolist())))
+    return students
+
+
+def expand_and_cluster(teacher: nn.Module, x: Tensor | None = None, *, activation: str | None = None,
+                       n_students: int = 10, width_factor: float = 4.0, preset: str = "robust",
+                       gamma: float = 0.5, beta: float = math.pi / 6, optimizer: str = "lbfgs",
+                       student_steps: int = 1500, finetune_steps: int = 1000, lr: float = 1e-3,
+                       n: int = 1500, seed: int = 0, top_students: int = 5, sign_rule: str | None = None,
+                       drop_below: float = 1e-3, metric: str = "raw", cut: str | None = None,
+                       students: Students | None = None,
+                       progress=print) -> Recovered:
+    """Recover ``teacher`` (an MLP: Linear, act, ..., Linear) from its outputs at x (n, d_in; default
+    n draws of N(0, I)). Students use ``activation`` (default: the teacher's). ``sign_rule``: "first"
+    (the published rule; default of preset reference) or "random" (default of robust). ``students``:
+    already trained students (e.g. to run both presets on one set). ``drop_below``: robust's threshold on
+    a neuron's importance relative to its student's largest. ``metric``: what the clustering's L2
+    distance compares: "raw" [w; b] (the published, default) or "data" (the neurons' pre-activations on
+    the probe data, ``data_map``: for inputs with directions the data barely explores). ``cut``: "first"
+    (the published cut rule, default) or "stable" (cluster.cut_index)."""
+    check_options(n_students, gamma, width_factor, preset, optimizer, top_students, metric, cut)
+    t0 = time.perf_counter()
+    lins, teacher_act = layers(teacher)
+    act = activation or teacher_act
+    if act not in ACTIVATIONS:
+        raise ConfigError(f"activation '{act}': choose from {', '.join(ACTIVATIONS)}")
+    teacher = teacher.double()
+    d_in, d_out = lins[0].in_features, lins[-1].out_features
+    if x is None:
+        x = torch.randn(n, d_in, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    x = x.double().flatten(1)
+    with torch.no_grad():
+        y = teacher(x).double()
+    widths = [lin.out_features for lin in lins[:-1]]
+    fit_opts = dict(optimizer=optimizer, lr=lr, seed=seed)
+    log: dict = {"teacher_sizes": widths, "activation": act, "preset": preset, "n_students": n_students,
+                 "width_factor": width_factor, "layers": []}
+    if students is None:
+        students = expand(teacher, x, activation=act, n_students=n_students, width_factor=width_factor,
+                          student_steps=student_steps, progress=progress, **fit_opts)
+    log["student_losses"] = students.losses.tolist()
+    log["student_history"] = students.history
+    log["student_seconds"] = time.perf_counter() - t0
+    mask, values = constant_inputs(x)
+    ref_rule = sign_rule or ("first" if preset == "reference" else "random")
+    cut = cut or "first"
+    s, found, all_clusters, L = students, [], [], len(widths)
+    for l in range(L):
+        W, B = s.layer(l)
+        A, _ = s.layer(l + 1)
+        if l == 0:
+            W, B = fold_constants(W, B, mask, values)
+        ref = sign_reference(W.shape[2] + 1, ref_rule, seed)
+        canon = [canonicalize(W[k], B[k], A[k], act, ref) for k in range(s.n)]
+        feats = torch.cat([f for f, _, _ in canon])  # (N h, D)
+        A_can = torch.cat([a for _, _, a in canon], 1)  # (out, N h)
+        owner = np.repeat(np.arange(s.n), W.shape[1])
+        out_norm = importance(s, l, L).flatten()  # (N h,)
+        if ACTIVATIONS[act][1] == "relu":  # relu(w.x + b) grows with ||[w; b]||: the weight moved to a
+            out_norm = out_norm * torch.cat([W, B[..., None]], 2).norm(dim=2).flatten()
+        if metric == "data":  # distances between pre-activations on the probe data, not between raw weights
+            h = layer_inputs(s, x, l, int(torch.argmin(s.losses)), act)
+            feats_d = feats @ data_map(h)
+        else:
+            feats_d = feats
+        c = cluster_layer(feats_d, torch.as_tensor(owner), s.n, out_norm, gamma, beta, preset, drop_below, feats, cut)
+        order = torch.argsort(s.losses).tolist()
+        rep, A_s, winners, dropped = collapse(c, feats, A_can, owner, out_norm, order, top_students, preset, act, s.n)
+        all_clusters.append(c)
+        r = len(rep)
+        entry = {"layer": l + 1, "size": r, "cut": c.cut, "min_size": c.min_size, **c.log,
+                 "dropped_no_top_student": dropped}
+        if r == 0:
+            warn(f"Expand-and-Cluster kept no cluster in hidden layer {l + 1}: the students disagree; train them "
+                 f"longer (student_steps) or use more students")
+        if l < L - 1:  # write the layer into every student, fine-tune, go on
+            new = dict(s.params)
+            new[f"{2 * l}.weight"] = rep[:, :-1].expand(s.n, -1, -1).clone()
+            new[f"{2 * l}.bias"] = rep[:, -1].expand(s.n, -1).clone()
+            new[f"{2 * l + 2}.weight"] = A_s
+            sizes = [p.shape[1] for k, p in new.items() if k.endswith(".bias")][:-1]
+            s = Students(mlp(d_in, sizes, d_out, act).to("meta"), new, s.losses, [])
+            s = train(s, x, y, steps=finetune_steps, **fit_opts)
+            entry["finetune_losses"] = s.losses.tolist()
+        else:  # the last hidden layer: one net, from the best student's earlier layers
+            best = order[0]
+            state = {k: v[best] for k, v in s.params.items()}
+            state[f"{2 * l}.weight"], state[f"{2 * l}.bias"] = rep[:, :-1], rep[:, -1]
+            state[f"{2 * l + 2}.weight"] = torch.stack([A_s[k, :, i] for i, k in enumerate(winners)], 1) \
+                if winners else torch.zeros(d_out, 0, dtype=torch.float64)
+            found = [p.shape[0] for k, p in state.items() if k.endswith(".bias")][:-1]
+        log["layers"].append(entry)
+        progress(f"hidden layer {l + 1}: {r} neurons (teacher {widths[l]}), cut {c.cut:.3g}, "
+                 + str({k: v for k, v in c.log.items() if k != "kept"}))
+    net = mlp(d_in, found, d_out, act)
+    net.load_state_dict(state)
+    linear = final_affine(net, x, y, act)
+    opts = dict(fit_opts, lr=lr / 10)  # the published fine-tune rate: a tenth of the students'
+    before = float(((Recovered(net, linear, found, {})(x) - y) ** 2).mean())
+    loss = finetune(net, linear, x, y, finetune_steps, opts)
+    if preset == "robust":  # neurons the fine-tuned net no longer uses (junk the students shared) go
+        net, log["pruned_unused"] = prune_unused(net, linear, x, act, drop_below)
+        if sum(log["pruned_unused"]):
+            loss = finetune(net, linear, x, y, finetune_steps, opts)
+        found = [m.out_features for m in layers(net)[0][:-1]]
+    log.update(final_mse_before_finetune=before, final_mse=loss, seconds=time.perf_counter() - t0, sizes=found)
+    return Recovered(net, linear, found, log, all_clusters)
+
+
+def finetune(net: nn.Sequential, linear: nn.Linear | None, x: Tensor, y: Tensor, steps: int, opts: dict) -> float:
+    """Fit net (+ linear) to y at x in place; returns the final train MSE."""
+    params = list(net.parameters()) + ([] if linear is None else list(linear.parameters()))
+    mse = lambda idx: ((net(x) + (0 if linear is None else linear(x)) - y) ** 2).mean()[None]  # noqa: E731
+    return float(fit(params, mse, len(x), steps=steps, **opts)[0][0])
+
+
+def prune_unused(net: nn.Sequential, linear: nn.Linear | None, x: Tensor, act: str, drop_below: float
+                 ) -> tuple[nn.Sequential, list[int]]:
+    """Remove every hidden neuron whose knock-out (its outgoing weights zeroed) moves the output by less
+    than ``drop_below`` times the output's RMS; returns the smaller net and how many went per layer."""
+    lins = layers(net)[0]
+    with torch.no_grad():
+        base = net(x)
+        rms = base.pow(2).mean().sqrt().clamp_min(1e-300)
+        keeps = []
+        for l in range(len(lins) - 1):
+            nxt, keep = lins[l + 1], torch.ones(lins[l].out_features, dtype=torch.bool)
+            for j in range(lins[l].out_features):
+                col = nxt.weight[:, j].clone()
+                nxt.weight[:, j] = 0
+                keep[j] = (net(x) - base).pow(2).mean().sqrt() / rms >= drop_below  # ||f - f_{-j}|| / ||f||
+                nxt.weight[:, j] = col
+            keeps.append(keep)
+    sizes = [int(k.sum()) for k in keeps]
+    small = mlp(lins[0].in_features, sizes, lins[-1].out_features, act)
+    new = layers(small)[0]
+    with torch.no_grad():
+        for l, lin in enumerate(lins):
+            rows = keeps[l] if l < len(keeps) else slice(None)
+            cols = keeps[l - 1] if l > 0 else slice(None)
+            new[l].weight.copy_(lin.weight[rows][:, cols])
+            new[l].bias.copy_(lin.bias[rows])
+    return small, [int((~k).sum()) for k in keeps]
+
+
+def final_affine(net: nn.Sequential, x: Tensor, y: Tensor, act: str) -> nn.Linear | None:
+    """Odd activations: the output bias set so the mean output is the data's (returns None).
+    Even-linear and ReLU: theta = argmin ||[x, 1] theta - (y - net_0(x))|| with net_0 the net without
+    output bias, as a parallel linear path (the output bias moves into it)."""
+    with torch.no_grad():
+        net[-1].bias.zero_()
+        resid = y - net(x)
+        if not leak_sign(act):
+            net[-1].bias.copy_(resid.mean(0))
+            return None
+        X1 = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1)
+        theta = torch.linalg.lstsq(X1, resid).solution  # (d_in + 1, d_out)
+        lin = nn.Linear(x.shape[1], y.shape[1]).double()
+        lin.weight.copy_(theta[:-1].T)
+        lin.bias.copy_(theta[-1])
+    return lin

@@ -1,0 +1,124 @@
+"""The weightsim-recover stage: a teacher, N students trained once, Expand-and-Cluster with each
+preset, metrics, report (report.json / .csv / .md, run.json) and plots in the run directory."""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from weightsim.recover.ec import check_options, expand, expand_and_cluster
+from weightsim.recover.metrics import recovery_metrics, teacher_in_students
+from weightsim.recover.plots import plot_dendrograms, plot_losses, plot_weights
+from weightsim.recover.teachers import layers
+from weightsim.report.tables import markdown_table
+
+COLUMNS = ["teacher", "preset", "layer", "teacher_size", "size", "overhead", "recovered_frac", "max_nearest_dist",
+           "weight_rel_err", "excess", "preact_recovered_frac", "final_mse", "n_students", "width_factor", "seconds"]
+
+
+def rows_of(name: str, preset: str, m: dict, rec_log: dict, ec: dict, seconds: float, act: str) -> list[dict]:
+    """One row per hidden layer and one overall row ("all")."""
+    common = {"teacher": name, "activation": act, "preset": preset, "n_students": ec["n_students"],
+              "width_factor": ec["width_factor"], "final_mse": rec_log["final_mse"], "seconds": seconds}
+    out = []
+    for l, e in enumerate(m["layers"]):
+        out.append({**common, "layer": l + 1, "teacher_size": e["teacher_size"], "size": e["size"],
+                    "overhead": e["size"] / e["teacher_size"] - 1, "recovered_frac": e["recovered_frac"],
+                    "max_nearest_dist": max(e["nearest_dist"]), "weight_rel_err": e["weight_rel_err"],
+                    "excess": e["excess"]})
+    out.append({**common, "layer": "all", "teacher_size": sum(m["teacher_sizes"]), "size": sum(m["sizes"]),
+                **{k: m[k] for k in ("overhead", "recovered_frac", "max_nearest_dist", "weight_rel_err", "excess",
+                                     "preact_recovered_frac")}})
+    return out
+
+
+def recover_stage(cfg: DictConfig, logger=None, notes: list[str] | None = None) -> dict:
+    torch.set_num_threads(int(cfg.threads))
+    ec = OmegaConf.to_container(cfg.ec, resolve=True)
+    for preset in cfg.presets:  # every bad option fails before any training
+        check_options(ec["n_students"], ec["gamma"], ec["width_factor"], preset, ec["optimizer"], ec["top_students"],
+                      ec["metric"], ec["cut"])
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    problem = instantiate(cfg.teacher)
+    _, act = layers(problem.teacher)
+    act = ec["activation"] or act
+    say = print if cfg.get("progress", True) else (lambda *_: None)
+    t0 = time.perf_counter()
+    students = expand(problem.teacher, problem.x, activation=act, n_students=ec["n_students"],
+                      width_factor=ec["width_factor"], optimizer=ec["optimizer"], student_steps=ec["student_steps"],
+                      lr=ec["lr"], seed=ec["seed"], progress=say)
+    t_students = time.perf_counter() - t0
+    rows, metrics, nets, clusters, logs = [], {}, {}, {}, {}
+    for preset in cfg.presets:
+        t1 = time.perf_counter()
+        rec = expand_and_cluster(problem.teacher, problem.x, students=students, preset=preset,
+                                 **{k: v for k, v in ec.items() if k not in ("student_steps",)}, progress=say)
+        seconds = t_students + time.perf_counter() - t1
+        m = recovery_metrics(problem.teacher, rec.net, problem.x, tol=cfg.tol)
+        rows += rows_of(problem.name, preset, m, rec.log, ec, seconds, act)
+        metrics[preset], nets[preset], clusters[preset] = m, rec.net, rec.clusters
+        logs[preset] = {k: v for k, v in rec.log.items() if k != "student_history"}
+        logs[preset]["nearest_dist"] = m["nearest_dist"]
+    inside = teacher_in_students(problem.teacher, *students.layer(0), problem.x, cfg.tol)
+    meta = {"teacher": problem.name, "activation": act, "probe_inputs": len(problem.x),
+            "student_seconds": t_students, "student_mse": students.losses.tolist(), "teacher_in_students": inside,
+            "config": OmegaConf.to_container(cfg, resolve=True),
+            "warnings": list(notes or []), "runs": logs}
+    write(run_dir, rows, meta)
+    plot_dendrograms(clusters, run_dir / "dendrogram.png")
+    plot_weights(problem.teacher, nets, metrics, run_dir / "weights.png")
+    plot_losses(students.history, run_dir / "student_losses.png")
+    print("\n" + markdown_table(rows, COLUMNS))
+    print(f"\nreport: {run_dir / 'report.md'}  (json, csv, png beside it)")
+    return {"rows": rows, "meta": meta}
+
+
+def write(run_dir: Path, rows: list[dict], meta: dict) -> None:
+    """report.json (rows), report.csv, run.json (meta) and report.md."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "report.json").write_text(json.dumps(rows, indent=1))
+    (run_dir / "run.json").write_text(json.dumps(meta, indent=1, default=str))
+    with open(run_dir / "report.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, list(dict.fromkeys(k for r in rows for k in r)))
+        w.writeheader()
+        w.writerows(rows)
+    tol = meta["config"]["tol"]
+    md = [f"# Expand-and-Cluster: {meta['teacher']}", "", markdown_table(rows, COLUMNS), "",
+          f"- `teacher_size` / `size`: hidden neurons of the teacher / of the recovered net; `overhead` = size / "
+          f"teacher_size - 1.",
+          f"- `max_nearest_dist`: largest over teacher neurons of 1 - max |cos| to a recovered neuron ([w; b], "
+          f"inputs constant over the probe data folded into b); `recovered_frac`: share below tol = {tol:g}.",
+          "- `weight_rel_err`: largest relative error ||w' - w|| / ||w|| of the matched (sign-aligned; ReLU: unit "
+          "norm) neurons and of the output weights; a teacher neuron without partner counts 1.",
+          "- `preact_recovered_frac` (overall row): share of first-layer teacher neurons whose pre-activation over "
+          "the probe inputs has |cos| > 1 - tol with a recovered neuron's (function space, not weights).",
+          "- `excess`: recovered neurons not matched to a teacher neuron within tol; `final_mse`: the recovered "
+          "net's train MSE to the teacher; `seconds`: student training + this preset's clustering and fine-tuning.",
+          ""]
+    if meta["warnings"]:
+        md += ["## Warnings", ""] + [f"- {w}" for w in meta["warnings"]] + [""]
+    md += ["## Run", "", f"- probe inputs: {meta['probe_inputs']}",
+           f"- student training: {meta['student_seconds']:.1f}s"]
+    md += [f"- {p}: {json.dumps({k: v for k, v in r.items() if k in ('layers', 'sizes')})}"
+           for p, r in meta["runs"].items()]
+    inside = meta["teacher_in_students"]
+    md += ["", "Teacher neurons (first hidden layer) in the trained students, before clustering: median over "
+           "students of the abs-cosine distance to the nearest student neuron, students holding it within tol, "
+           "share of probe inputs where its pre-activation is > 0:", "",
+           markdown_table([{"neuron": i, "median_dist": d, "students_within_tol": k, "active_share": a}
+                           for i, (d, k, a) in enumerate(zip(inside["median_dist"], inside["students_within_tol"],
+                                                             inside["active_share"]))],
+                          ["neuron", "median_dist", "students_within_tol", "active_share"])]
+    md += ["", f"- student train MSE: {', '.join(f'{v:.1e}' for v in sorted(meta['student_mse']))}"]
+    md += ["", "Plots: `dendrogram.png` (linkage and cut per preset and layer), `weights.png` (teacher vs recovered "
+           "first-layer weights), `student_losses.png`."]
+    (run_dir / "report.md").write_text("\n".join(md) + "\n")
+
+

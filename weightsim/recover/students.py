@@ -1,0 +1,143 @@
+"""Students: N MLPs of one architecture trained together to imitate a teacher's outputs (MSE).
+
+The students are one population: stacked parameters (N, *shape) run by the zoo's many-net forward
+(``weightsim.zoo.population.ManyNets``: one batched matmul per layer), the loss summed over students.
+The zoo's ``PopulationModule`` is not reused: it trains with SGD on class labels from per-task data
+streams; E&C needs MSE to teacher outputs, Adam with a plateau schedule or L-BFGS, and fine-tuning
+of nets whose layers change size between steps.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.func import stack_module_state
+
+from weightsim.errors import ConfigError
+from weightsim.recover.teachers import activation_module
+from weightsim.zoo.population import ManyNets, init_member
+
+OPTIMIZERS = ("lbfgs", "adam")
+
+
+def mlp(d_in: int, widths: list[int], d_out: int, activation: str) -> nn.Sequential:
+    """Linear, act, ..., Linear (float64)."""
+    sizes, mods = [d_in, *widths, d_out], []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        with warnings.catch_warnings():  # a layer of width 0 (nothing recovered) is legal; torch warns on its init
+            warnings.filterwarnings("ignore", "Initializing zero-element tensors")
+            mods.append(nn.Linear(a, b).double())
+        if i < len(widths):
+            mods.append(activation_module(activation))
+    return nn.Sequential(*mods)
+
+
+@dataclass
+class Students:
+    """N students: template (the architecture), params name -> (N, *shape), losses (N,) final train MSE,
+    history: list of (step, losses (N,)) recorded during training."""
+
+    template: nn.Sequential
+    params: dict[str, Tensor]
+    losses: Tensor
+    history: list[tuple[int, list[float]]]
+
+    @property
+    def n(self) -> int:
+        return len(self.losses)
+
+    def layer(self, i: int) -> tuple[Tensor, Tensor]:
+        """Weight (N, out, in) and bias (N, out) of the template's i-th Linear layer."""
+        return self.params[f"{2 * i}.weight"], self.params[f"{2 * i}.bias"]
+
+    def outputs(self, x: Tensor) -> Tensor:
+        """x (n, d_in) -> (N, n, d_out)."""
+        many = ManyNets(self.template, self.n, tuple(x.shape[1:]), "auto")
+        with torch.no_grad():
+            return many(self.params, {}, x.expand(self.n, *x.shape))[0]
+
+
+def init_students(d_in: int, widths: list[int], d_out: int, activation: str, n: int, seed: int) -> Students:
+    """N students with PyTorch's default Linear init, student k drawn from seed (seed, k)."""
+    build = lambda: mlp(d_in, widths, d_out, activation)  # noqa: E731
+    members = [init_member(build, seed * 1_000_003 + k) for k in range(n)]
+    params, _ = stack_module_state(members)
+    return Students(build().to("meta"), {k: v.detach() for k, v in params.items()}, torch.full((n,), math.nan), [])
+
+
+def fit(params: list[Tensor], member_losses: Callable[[Tensor | None], Tensor], n_samples: int,
+        optimizer: str = "lbfgs", steps: int = 1500, lr: float = 1e-3, batch_size: int = 512,
+        seed: int = 0, record_every: int = 100) -> tuple[Tensor, list[tuple[int, list[float]]]]:
+    """Minimize sum_k member_losses(idx)[k] over ``params`` (trained in place); returns the final
+    per-member losses (K,) on all samples and their history.
+
+    lbfgs: full batch, ``steps`` iterations, strong-Wolfe line search (one line search for the summed
+    loss). adam: the published schedule, minibatches of ``batch_size``, ``steps`` epochs at most,
+    ReduceLROnPlateau (factor 1/sqrt(10), patience 100, cooldown 200, threshold 0) on the epoch loss,
+    stop once the learning rate reaches min_lr = 1e-7.
+    """
+    if optimizer not in OPTIMIZERS:
+        raise ConfigError(f"optimizer '{optimizer}': choose from {', '.join(OPTIMIZERS)}")
+    for p in params:
+        p.requires_grad_(True)
+    history: list[tuple[int, list[float]]] = []
+    if optimizer == "lbfgs":
+        opt = torch.optim.LBFGS(params, lr=1, max_iter=record_every, history_size=100,
+                                line_search_fn="strong_wolfe", tolerance_grad=1e-14, tolerance_change=0)
+        last = {}
+
+        def closure():
+            opt.zero_grad()
+            losses = member_losses(None)
+            last["l"] = losses.detach()
+            total = losses.sum()
+            total.backward()
+            return total
+        for done in range(0, steps, record_every):
+            opt.param_groups[0]["max_iter"] = min(record_every, steps - done)
+            opt.step(closure)
+            history.append((done + opt.param_groups[0]["max_iter"], last["l"].tolist()))
+            if not torch.isfinite(last["l"]).all() or float(last["l"].max()) < 1e-28:
+                break
+    else:
+        opt = torch.optim.Adam(params, lr=lr)
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=10 ** -0.5, patience=100, cooldown=200,
+                                                           threshold=0, min_lr=1e-7)
+        g = torch.Generator().manual_seed(seed)
+        for epoch in range(steps):
+            total = 0.0
+            for idx in torch.randperm(n_samples, generator=g).split(batch_size):
+                opt.zero_grad()
+                loss = member_losses(idx).sum()
+                loss.backward()
+                opt.step()
+                total += float(loss) * len(idx) / n_samples
+            sched.step(total)
+            if epoch % record_every == 0:
+                with torch.no_grad():
+                    history.append((epoch, member_losses(None).tolist()))
+            if opt.param_groups[0]["lr"] <= 1e-7 * (1 + 1e-9):
+                break
+    for p in params:
+        p.requires_grad_(False)
+    with torch.no_grad():
+        final = member_losses(None).detach()
+    return final, history
+
+
+def train(students: Students, x: Tensor, y: Tensor, **fit_options) -> Students:
+    """Train every student to imitate y (n, d_out) at x (n, d_in); returns the trained students."""
+    params = {k: v.clone() for k, v in students.params.items()}
+    many = ManyNets(students.template, students.n, tuple(x.shape[1:]), "auto")
+
+    def member_losses(idx: Tensor | None) -> Tensor:
+        xb, yb = (x, y) if idx is None else (x[idx], y[idx])
+        out = many(params, {}, xb.expand(students.n, *xb.shape))[0]  # (N, B, d_out)
+        return ((out - yb) ** 2).mean(dim=(1, 2))  # per-student MSE
+    losses, history = fit(list(params.values()), member_losses, len(x), **fit_options)
+    return Students(students.template, params, losses, students.history + history)
