@@ -15,6 +15,16 @@ RELATION_STYLE = {"same_task": ("tab:blue", "-"), "different_task": ("tab:orange
                   "shuffled_input": ("tab:gray", ":")}
 
 
+def save_panels(fig, axes, ylabel: str, path: str | Path) -> Path:
+    """The first panel's y label and legend, then the PNG."""
+    axes[0][0].set_ylabel(ylabel)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
 def plot_eps_curves(summary: list[dict], path: str | Path) -> Path:
     """One panel per layer: mean match similarity s(eps) (± sd) of every relation over eps."""
     rows = [r for r in summary if r["measure"] == "match"]
@@ -33,12 +43,7 @@ def plot_eps_curves(summary: list[dict], path: str | Path) -> Path:
         ax.set_title(f"layer {layer}", fontsize=9)
         ax.set_xlabel("eps")
         ax.set_ylim(-0.02, 1.02)
-    axes[0][0].set_ylabel("max-match similarity s(eps)")
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return save_panels(fig, axes, "max-match similarity s(eps)", path)
 
 
 def plot_cka_heatmap(matrix: list[list[float]], layers: list[str], rate: float, path: str | Path) -> Path:
@@ -75,9 +80,4 @@ def plot_cmc_measures(cmc: dict, path: str | Path) -> Path:
         ax.set_title(f"chain / layer {chain}", fontsize=9)
         ax.set_xlabel("rank k")
         ax.set_ylim(0, 1.02)
-    axes[0][0].set_ylabel("CMC (hit rate at k)")
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return save_panels(fig, axes, "CMC (hit rate at k)", path)
