@@ -19,7 +19,7 @@ from weightsim.nets.build import build_net
 
 CONF = Path(__file__).parent.parent / "conf" / "arch"
 # arch -> (input_shape, chains of the default config)
-SHAPES = {"mlp": ((64,), 4), "mlp4": ((64,), 4), "plainnet5": ((3, 32, 32), 5), "plainnet6": ((3, 32, 32), 6),
+SHAPES = {"mlp": ((64,), 4), "mlp4": ((64,), 4), "plainnet5": ((3, 32, 32), 5), "plainnet5_leaky": ((3, 32, 32), 5), "plainnet6": ((3, 32, 32), 6),
           "resnet5": ((3, 32, 32), 5), "resnet_mlp12": ((1, 8, 8), 14), "gru2": ((12,), 3)}
 
 

@@ -90,6 +90,7 @@ def test_a_failing_job_does_not_stop_the_sweep_and_a_rerun_completes_only_it(tmp
     assert again.returncode == 0 and "| mlp4 | classification | chain_gram |" in again.stdout
 
 
+@pytest.mark.slow  # (~25 s; the default suite covers cross-network HTT in test_cli and the sweep in the test above)
 def test_cross_from_tests_one_zoos_classifier_on_the_others(tmp_path):
     out = sweep(tmp_path, "sweep.cross_from=mlp", "protocol.protocols=[classification]", "protocol.repeats=1")
     assert out.returncode == 0, out.stderr[-2000:]

@@ -17,13 +17,14 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from weightsim.config import CONF, choices, register_configs
 from weightsim.errors import WeightsimError, WeightsimWarning, in_cause_chain
-from weightsim.sweep import in_multirun, job_name, record_job
+from weightsim.sweep import after_sweep, in_multirun, job_name, record_job
 
 GROUPS = ("dataset", "arch", "zoo", "chains", "classifier", "protocol", "logger", "launcher", "experiment", "scale",
           "compare")
@@ -175,6 +176,40 @@ def collect_warnings():
 
         warnings.showwarning = record
         yield seen
+
+
+# -- after the jobs of a multirun (weightsim/sweep.py) -------------------------------------------
+def htt_job(cfg: DictConfig, run_dir: Path) -> str | None:
+    """One HTT run of a sweep, in ``run_dir``: None, or the one-line error it ended with (the traceback
+    goes to ``run_dir/error.txt``; one failing HTT must not stop the others)."""
+    logger = None
+    try:
+        logger = make_logger(cfg, "htt")  # a wandb run named from the zoos it reads
+        with collect_warnings() as notes:
+            htt_stage(cfg, logger, notes, run_dir=run_dir)
+        return None
+    except Exception as e:  # noqa: BLE001
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "error.txt").write_text(traceback.format_exc())
+        return user_error(e) or f"{type(e).__name__}: {e}"
+    finally:
+        finish(logger)
+
+
+class AfterSweep(Callback):
+    """Hydra callback (conf/config.yaml, hydra.callbacks): marks each multirun job ``started`` as it
+    starts; after the jobs, runs ``weightsim.sweep.after_sweep`` (HTT once per complete zoo, collect,
+    the summary) and exits 1 when a job or an HTT run failed."""
+
+    def on_job_start(self, config: DictConfig, **kwargs) -> None:
+        if in_multirun():
+            record_job(config, "?", "started")
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        HydraConfig.instance().set_config(config)  # Hydra clears it after the jobs; ${hydra:...} needs it
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if sweep_dir.is_dir() and after_sweep(sweep_dir, config.get("sweep") or {}, config.get("name"), htt_job):
+            sys.exit(1)
 
 
 # -- entry points ----------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 Every job of a multirun (``-m``) records what it did in ``<job dir>/job.json``: its overrides, its
 Hydra choices, its resolved config and ``status`` ok | failed (with the error). A failing job is
-reported by name and the others go on. After the jobs, ``AfterSweep`` (a Hydra callback):
+reported by name and the others go on. After the jobs, ``after_sweep`` (called by the CLI's Hydra
+callback ``weightsim.cli.AfterSweep``):
 
 1. with ``sweep.htt=true`` (the paper experiments): the jobs only trained their seed blocks; every
    zoo whose jobs all succeeded gets one HTT run in ``<sweep dir>/htt/<zoo name>/``, and with
@@ -20,11 +21,10 @@ from __future__ import annotations
 import json
 import sys
 import time
-import traceback
 from pathlib import Path
+from typing import Callable
 
 from hydra.core.hydra_config import HydraConfig
-from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
@@ -102,10 +102,9 @@ def htt_plan(jobs: list[dict], cross_from: str | None) -> list[dict]:
     return plan
 
 
-def run_one_htt(item: dict, sweep_dir: Path) -> dict:
-    """Run (or skip, when up to date) one HTT of the plan; returns its record for sweep.json."""
-    from weightsim.cli import collect_warnings, finish, htt_stage, make_logger, user_error
-
+def run_one_htt(item: dict, sweep_dir: Path, htt_job: Callable[[DictConfig, Path], str | None]) -> dict:
+    """Run (or skip, when up to date) one HTT of the plan; returns its record for sweep.json.
+    ``htt_job(cfg, run_dir)`` runs the HTT stage and returns None, or the one-line error it ended with."""
     run_dir = sweep_dir / "htt" / item["label"]
     record = {k: item.get(k) for k in ("label", "zoo_dir", "eval_zoo_dir", "train_arch", "eval_arch")}
     record["run_dir"] = str(run_dir.relative_to(sweep_dir))
@@ -123,18 +122,9 @@ def run_one_htt(item: dict, sweep_dir: Path) -> dict:
         cfg.logger.save_dir = str(run_dir)
     print(f"\nhtt {item['label']}" + (f" (classifier of {Path(cfg.zoo_dir).name})" if cfg.eval_zoo_dir else ""),
           flush=True)
-    logger = None
-    try:
-        logger = make_logger(cfg, "htt")  # a wandb run named from the zoos it reads
-        with collect_warnings() as notes:
-            htt_stage(cfg, logger, notes, run_dir=run_dir)
-    except Exception as e:  # noqa: BLE001  (one failing HTT must not stop the others)
-        line = user_error(e) or f"{type(e).__name__}: {e}"
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "error.txt").write_text(traceback.format_exc())
-        return {**record, "status": "failed", "error": line}
-    finally:
-        finish(logger)
+    error = htt_job(cfg, run_dir)
+    if error:
+        return {**record, "status": "failed", "error": error}
     atomic_write(done, json.dumps({"zoos": state}).encode())
     return {**record, "status": "ok"}
 
@@ -147,12 +137,14 @@ def job_htt(job: dict) -> dict:
             "run_dir": job["run_dir"], "status": job["status"], "error": job["error"]}
 
 
-def after_sweep(sweep_dir: Path, sweep_cfg: DictConfig, experiment: str | None) -> int:
-    """Everything after the jobs of a multirun; returns the number of failures."""
+def after_sweep(sweep_dir: Path, sweep_cfg: DictConfig, experiment: str | None,
+                htt_job: Callable[[DictConfig, Path], str | None]) -> int:
+    """Everything after the jobs of a multirun; returns the number of failures. ``htt_job``: as in
+    ``run_one_htt`` (the CLI's HTT stage; the library never imports the CLI)."""
     jobs = read_jobs(sweep_dir)
     name_jobs(jobs)
     if sweep_cfg.get("htt"):
-        runs = [run_one_htt(item, sweep_dir) for item in htt_plan(jobs, sweep_cfg.get("cross_from"))]
+        runs = [run_one_htt(item, sweep_dir, htt_job) for item in htt_plan(jobs, sweep_cfg.get("cross_from"))]
     else:  # each weightsim-htt / weightsim-run job ran its own HTT in its job dir
         runs = [job_htt(j) for j in jobs if j["app"] in ("htt", "run")]
     summary = {"experiment": experiment, "sweep_dir": str(sweep_dir),
@@ -177,20 +169,3 @@ def after_sweep(sweep_dir: Path, sweep_cfg: DictConfig, experiment: str | None) 
         print("rerun the same command to complete what is missing (finished nets and HTT runs are kept)",
               file=sys.stderr)
     return len(failures)
-
-
-class AfterSweep(Callback):
-    """Hydra callback (conf/config.yaml, hydra.callbacks): marks each multirun job ``started`` as it
-    starts, runs ``after_sweep`` at the end of the multirun and exits 1 when a job or an HTT run failed."""
-
-    def on_job_start(self, config: DictConfig, **kwargs) -> None:
-        if in_multirun():
-            record_job(config, "?", "started")
-
-    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        HydraConfig.instance().set_config(config)  # Hydra clears it after the jobs; ${hydra:...} needs it
-        sweep_dir = Path(config.hydra.sweep.dir)
-        if not sweep_dir.is_dir():
-            return
-        if after_sweep(sweep_dir, config.get("sweep") or {}, config.get("name")):
-            sys.exit(1)
