@@ -35,7 +35,7 @@ item() {
     table1_namedata) timed $1 $BIN/weightsim-run -m experiment=$1 $NAMES ;;
     ablation_bn|ablation_scale|ablation_sketch) timed $1 $BIN/weightsim-htt -m experiment=$1 $TINY ;;
     curve_epochs)
-      for a in mlp4 plainnet5; do copy_zoo tiny_imagenet-$a-cpu tiny_imagenet-$a-cpu-e10; done
+      for a in mlp4 plainnet5; do copy_zoo tiny_imagenet-$a-cpu tiny_imagenet-$a-cpu-e10.0; done
       timed $1 $BIN/weightsim-run -m experiment=$1 $TINY ;;
     curve_seeds)
       for a in mlp4 plainnet5; do copy_zoo tiny_imagenet-$a-cpu curves-tiny_imagenet-$a-cpu; done
