@@ -31,27 +31,36 @@ def lines(run: Path) -> list[str]:
     return out
 
 
+def pct(v: str | None) -> str:
+    return f"{100 * float(v):.0f}" if v else "—"
+
+
+def paper_cell(gram: list[dict]) -> str:
+    """The paper's chain values ("—" where it gives none; one number when all are the same), else its
+    note (e.g. "about 98 %")."""
+    values = [pct(r["paper"]) for r in gram]
+    if set(values) != {"—"}:
+        return values[0] if len(set(values)) == 1 else " / ".join(values)
+    return next((r["paper_note"] for r in gram if r["paper_note"]), "—")
+
+
 def collected_lines(sweep: Path) -> list[str]:
     """A collected sweep as table rows: net | protocol | chain Grams (mean over splits) per chain |
     raw layers | the paper's chain Grams | overall decision."""
     import csv
 
     rows = list(csv.DictReader(open(sweep / "collected" / "table.csv")))
-    pct = lambda v: f"{100 * float(v):.0f}" if v not in ("", None) else "—"  # noqa: E731
     out = []
     for net in dict.fromkeys(r["net"] for r in rows):
         for protocol in dict.fromkeys(r["protocol"] for r in rows):
-            pick = lambda m: [r for r in rows if (r["net"], r["protocol"], r["measure"]) == (net, protocol, m)]  # noqa: E731
-            gram, raw = pick("chain_gram"), pick("raw")
+            sel = [r for r in rows if (r["net"], r["protocol"]) == (net, protocol)]
+            gram = [r for r in sel if r["measure"] == "chain_gram" and r["chain"] != "all"]
+            raw = [r for r in sel if r["measure"] == "raw" and r["chain"] != "all"]
             if not gram:
                 continue
-            per = lambda rs, k: " / ".join(pct(r[k]) for r in rs if r["chain"] != "all")  # noqa: E731
-            paper = {r["paper"] or r["paper_note"] for r in gram if r["chain"] != "all"}
-            paper = per(gram, "paper") if len(paper) > 1 else (pct(paper.pop()) if paper and
-                                                                 paper != {""} and next(iter(paper))[0].isdigit()
-                                                                 else (paper.pop() if paper else "—"))
-            overall = next(r["decision"] for r in gram if r["chain"] == "all")
-            out.append(f"| {net} | {protocol} | {per(gram, 'ours_mean')} | {per(raw, 'ours_mean')} | {paper} | {overall} |")
+            overall = next(r["decision"] for r in sel if r["measure"] == "chain_gram" and r["chain"] == "all")
+            ours = " | ".join(" / ".join(pct(r["ours_mean"]) for r in rs) for rs in (gram, raw))
+            out.append(f"| {net} | {protocol} | {ours} | {paper_cell(gram)} | {overall} |")
     return out
 
 

@@ -178,19 +178,19 @@ def test_bad_compare_input_is_one_error_line(tiny_zoo, tmp_path):
     base = (*TINY, *FAST, f"zoo_dir={tiny_zoo}", f"hydra.run.dir={tmp_path / 'run'}")
     line = only_error_line(run_cli("compare", *base, "compare.measures=[cka]", "compare.layers=[2,nope]"))
     assert "no layer 'nope'" in line and "compare.layers" in line and "logits" in line
-    # a zoo of the same tasks with fewer test inputs: the probes differ in size
-    few = tmp_path / "few"
-    assert run_cli("zoo", *TINY, "dataset.test_fraction=0.1", f"zoo_dir={few}",
-                   f"hydra.run.dir={tmp_path / 'z1'}").returncode == 0
-    line = only_error_line(run_cli("compare", *base, "compare.measures=[cka]", "compare.probe=400",
-                                   f"eval_zoo_dir={few}"))
+
+    def compare_with_zoo(name: str, zoo_override: str, *compare_overrides: str) -> str:
+        """Train a zoo of the same tasks with one override; the error line of comparing against it."""
+        zoo = tmp_path / name
+        assert run_cli("zoo", *TINY, zoo_override, f"zoo_dir={zoo}",
+                       f"hydra.run.dir={tmp_path / ('run-' + name)}").returncode == 0
+        return only_error_line(run_cli("compare", *base, *compare_overrides, f"eval_zoo_dir={zoo}"))
+
+    # fewer test inputs: the probes differ in size
+    line = compare_with_zoo("few", "dataset.test_fraction=0.1", "compare.measures=[cka]", "compare.probe=400")
     assert "probe inputs" in line and "compare.probe<=" in line
     # the same widths without biases: chains pair up, weight matching refuses the two architectures
-    nobias = tmp_path / "nobias"
-    assert run_cli("zoo", *TINY, "arch.bias=false", f"zoo_dir={nobias}",
-                   f"hydra.run.dir={tmp_path / 'z2'}").returncode == 0
-    line = only_error_line(run_cli("compare", *base, "compare.measures=[weight_matching]", "protocol.train_seeds=2",
-                                   f"eval_zoo_dir={nobias}"))
+    line = compare_with_zoo("nobias", "arch.bias=false", "compare.measures=[weight_matching]", "protocol.train_seeds=2")
     assert "one architecture" in line and "same arch config" in line
 
 

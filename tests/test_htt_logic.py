@@ -132,3 +132,5 @@ def test_shared_chains_pairs_chains_by_structure_not_by_feature_size():
     assert shared_chains(pn5, pn6, [2, 3], cross=True) == [2, 3]
     with pytest.raises(ChainError, match=r"chain\(s\) \[5\] do not exist in both nets.*\[1, 2, 3, 4\]"):
         shared_chains(pn5, pn6, [5], cross=True)
+    with pytest.raises(ChainError, match=r"share no chain: the train zoo's chains are \[\(9, 45\)"):
+        shared_chains(pn5, [(10, 55)], None, cross=True)

@@ -130,9 +130,10 @@ def run_one_htt(item: dict, sweep_dir: Path, htt_job: Callable[[DictConfig, Path
 
 
 def job_htt(job: dict) -> dict:
-    """The record of the HTT a job ran itself (an ablation sweep over HTT options, say)."""
+    """The record of the HTT a job ran itself (an ablation sweep over HTT options, say); ``variant``
+    is the job's name (the overrides that differ between jobs), which collect shows beside the net."""
     cross = job["config"].get("eval_zoo_dir")
-    return {"label": job["job"], "variant": job["job"], "zoo_dir": job["zoo_dir"], "eval_zoo_dir": cross,
+    return {"variant": job["job"], "zoo_dir": job["zoo_dir"], "eval_zoo_dir": cross,
             "train_arch": job["choices"].get("arch"), "eval_arch": Path(cross).name if cross else None,
             "run_dir": job["run_dir"], "status": job["status"], "error": job["error"]}
 

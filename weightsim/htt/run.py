@@ -92,10 +92,14 @@ def shared_chains(keys_a: list, keys_b: list, wanted: list[int] | None, cross: b
     that the two nets do not share is an error naming it."""
     both = [c for c in range(1, min(len(keys_a), len(keys_b)) + 1) if keys_a[c - 1] == keys_b[c - 1]]
     missing = [c for c in (wanted or []) if c not in both]
-    if missing or not both:
-        where = (f"the train zoo's chains are {keys_a}, the eval zoo's {keys_b}" if cross
-                 else f"the zoo's chains are {keys_a}")
-        raise ChainError(f"chain(s) {missing or 'any'} do not exist in both nets: {where}; "
+    where = (f"the train zoo's chains are {keys_a}, the eval zoo's {keys_b}" if cross
+             else f"the zoo's chains are {keys_a}")
+    if not both:
+        raise ChainError(f"the two nets share no chain: {where} (chain l pairs with chain l of the other net "
+                         "when both have the same rows d_l and feature size); cross-network runs compare nets "
+                         "of one input shape whose first layers agree, e.g. plainnet5 with plainnet6 or leaky")
+    if missing:
+        raise ChainError(f"chain(s) {missing} do not exist in both nets: {where}; "
                          f"set protocol.chains to some of {both}")
     return list(wanted) if wanted else both
 

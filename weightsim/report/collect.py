@@ -140,13 +140,14 @@ def plot(experiment: str | None, rows: list[dict], path: Path) -> Path:
 
 def numeric_setting(rows: list[dict]) -> str | None:
     """The one setting a sweep varies over numbers (e.g. ``protocol.train_seeds``), or None."""
-    parts = {r["variant"] for r in rows}
-    keys = {v.partition("=")[0] for v in parts}
+    pairs = [v.split("=") for v in {r["variant"] for r in rows}]  # each variant a single "key=value"?
+    if len(pairs) < 2 or any(len(kv) != 2 for kv in pairs) or len({k for k, _ in pairs}) > 1:
+        return None
     try:
-        [float(v.partition("=")[2]) for v in parts]
+        [float(v) for _, v in pairs]
     except ValueError:
         return None
-    return keys.pop() if len(keys) == 1 and len(parts) > 1 and "," not in "".join(parts) else None
+    return pairs[0][0]
 
 
 def plot_curve(experiment: str | None, rows: list[dict], setting: str, path: Path) -> Path:
