@@ -2,9 +2,9 @@
 
     python experiments/recover_sweep.py DIR [DIR ...] [--figure sweep.png]
 
-Reads every <job>/report.json under the multirun directories; prints, per (activation, N, rho,
-preset), the mean over its runs (e.g. teacher seeds) as a Markdown table and draws recovered
-fraction and size overhead against rho (weightsim.recover.plots.plot_sweep), by default to
+Reads every <job>/report.json under the multirun directories; prints, per (activation, teacher's
+hidden neurons, N, rho, preset), the mean over its runs (e.g. teacher seeds) as a Markdown table
+and draws recovered fraction and size overhead against rho (weightsim.recover.plots.plot_sweep), by default to
 <first DIR>/sweep.png.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 from weightsim.recover.plots import plot_sweep, sweep_table
 from weightsim.report.tables import markdown_table
 
-COLUMNS = ["activation", "n_students", "width_factor", "preset", "runs", "recovered_frac", "all_recovered",
+COLUMNS = ["activation", "teacher_size", "n_students", "width_factor", "preset", "runs", "recovered_frac", "all_recovered",
            "overhead", "max_overhead", "median_weight_rel_err", "seconds"]
 
 

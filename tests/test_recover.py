@@ -297,3 +297,18 @@ def test_teacher_in_students_counts_planted_copies():
     assert out["students_within_tol"] == [3, 3, 1]
     assert out["median_dist"][0] < 1e-12 and out["median_dist"][2] > 1e-3
     assert out["active_share"] == pytest.approx(((x @ W.T + b) > 0).double().mean(0).tolist())
+
+
+def test_sweep_table_groups_runs_by_setting_and_teacher_size(tmp_path):
+    from weightsim.recover.plots import plot_sweep, sweep_table
+
+    def row(size, frac, overhead, layer="all"):
+        return {"activation": "tanh", "teacher_size": size, "n_students": 10, "width_factor": 2, "preset": "robust",
+                "layer": layer, "recovered_frac": frac, "overhead": overhead, "weight_rel_err": 1e-4, "seconds": 5.0}
+
+    rows = [row(8, 1.0, 0.0), row(8, 0.5, -0.25), row(8, 0.0, 9.0, layer=1), row(16, 1.0, 0.125)]
+    table = sweep_table(rows)
+    assert [(r["teacher_size"], r["runs"]) for r in table] == [(8, 2), (16, 1)]  # layer rows are not runs
+    assert table[0]["recovered_frac"] == 0.75 and table[0]["all_recovered"] == 1
+    assert table[0]["overhead"] == -0.125 and table[0]["max_overhead"] == 0.0
+    assert plot_sweep(rows, tmp_path / "sweep.png").stat().st_size > 1000

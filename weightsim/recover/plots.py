@@ -82,16 +82,18 @@ def plot_losses(history: list[tuple[int, list[float]]], path: str | Path) -> Pat
     return Path(path)
 
 
+SWEEP_KEY = ("activation", "teacher_size", "n_students", "width_factor", "preset")
+
+
 def sweep_table(rows: list[dict]) -> list[dict]:
-    """The overall rows of many runs grouped by (activation, N, rho, preset): runs, mean recovered
-    fraction, runs with every neuron recovered, mean and largest overhead, median weight error, mean seconds."""
+    """The overall rows of many runs grouped by SWEEP_KEY (activation, the teacher's hidden neurons, N,
+    rho, preset): runs, mean recovered fraction, runs with every neuron recovered, mean and largest
+    overhead, median weight error, mean seconds."""
     rows = [r for r in rows if r["layer"] == "all"]
-    keys = sorted({(r["activation"], r["n_students"], r["width_factor"], r["preset"]) for r in rows})
     out = []
-    for act, n, rho, preset in keys:
-        sel = [r for r in rows
-               if (r["activation"], r["n_students"], r["width_factor"], r["preset"]) == (act, n, rho, preset)]
-        out.append({"activation": act, "n_students": n, "width_factor": rho, "preset": preset, "runs": len(sel),
+    for key in sorted({tuple(r[k] for k in SWEEP_KEY) for r in rows}):
+        sel = [r for r in rows if tuple(r[k] for k in SWEEP_KEY) == key]
+        out.append({**dict(zip(SWEEP_KEY, key)), "runs": len(sel),
                     "recovered_frac": float(np.mean([r["recovered_frac"] for r in sel])),
                     "all_recovered": sum(r["recovered_frac"] == 1.0 for r in sel),
                     "overhead": float(np.mean([r["overhead"] for r in sel])),
@@ -103,17 +105,19 @@ def sweep_table(rows: list[dict]) -> list[dict]:
 
 def plot_sweep(rows: list[dict], path: str | Path) -> Path:
     """Identifiability sweep: mean recovered fraction and size overhead (over the runs of each setting,
-    e.g. teacher seeds) vs width factor rho, one line per (activation, N, preset)."""
+    e.g. teacher seeds) vs width factor rho, one line per (activation, teacher size, N, preset); colour:
+    activation, line style: N (solid the largest), marker: preset, line width: teacher size."""
     table = sweep_table(rows)
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    keys = sorted({(r["activation"], r["n_students"], r["preset"]) for r in table})
-    acts = sorted({k[0] for k in keys})
-    for act, n, preset in keys:
-        sel = [r for r in table if (r["activation"], r["n_students"], r["preset"]) == (act, n, preset)]
+    line = lambda r: (r["activation"], r["teacher_size"], r["n_students"], r["preset"])  # noqa: E731
+    keys = sorted({line(r) for r in table})
+    acts, sizes = sorted({k[0] for k in keys}), sorted({k[1] for k in keys})
+    for act, size, n, preset in keys:
+        sel = [r for r in table if line(r) == (act, size, n, preset)]
         rho = [r["width_factor"] for r in sel]
-        style = dict(marker="o" if preset == "robust" else "x", ls="-" if n == max(k[1] for k in keys) else "--",
+        style = dict(marker="o" if preset == "robust" else "x", ls="-" if n == max(k[2] for k in keys) else "--",
                      color=f"C{acts.index(act)}", alpha=0.9 if preset == "robust" else 0.6,
-                     label=f"{act} N={n} {preset}")
+                     lw=1.0 + sizes.index(size), label=f"{act} {size} N={n} {preset}")
         axes[0].plot(rho, [r["recovered_frac"] for r in sel], **style)
         axes[1].plot(rho, [100 * r["overhead"] for r in sel], **style)
     runs = sorted({r["runs"] for r in table})
