@@ -4,8 +4,8 @@
 
 Reads every <job>/report.json under the multirun directories; prints, per (activation, teacher's
 hidden neurons, N, rho, preset), the mean over its runs (e.g. teacher seeds) as a Markdown table
-and draws recovered fraction and size overhead against rho (weightsim.recover.plots.plot_sweep), by default to
-<first DIR>/sweep.png.
+and draws recovered fraction and size overhead against rho (weightsim.recover.plots.plot_sweep), by
+default to <first DIR>/sweep.png.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from pathlib import Path
 from weightsim.recover.plots import plot_sweep, sweep_table
 from weightsim.report.tables import markdown_table
 
-COLUMNS = ["activation", "teacher_size", "n_students", "width_factor", "preset", "runs", "recovered_frac", "all_recovered",
-           "overhead", "max_overhead", "median_weight_rel_err", "seconds"]
+COLUMNS = ["activation", "teacher_size", "n_students", "width_factor", "preset", "runs", "recovered_frac",
+           "all_recovered", "overhead", "max_overhead", "median_weight_rel_err", "seconds"]
 
 
 def main(args: list[str]) -> None:
