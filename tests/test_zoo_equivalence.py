@@ -192,11 +192,11 @@ def test_member_streams_do_not_depend_on_the_population():
     assert sorted(epoch0.tolist()) == list(range(7))
 
 
-@pytest.mark.parametrize("vectorize", ["stacked", "vmap"])
+@pytest.mark.parametrize("vectorize", ["stacked", "vmap", "loop"])
 def test_member_accuracy_is_each_nets_own_accuracy(vectorize):
     """evaluate() (torchmetrics' true positives per member, in chunks that cut tasks of different
-    sizes and their padding) gives what each net alone scores on its own task, and what the
-    masked count it replaced gave."""
+    sizes and their padding; vmap and loop run only the members with samples left) gives what each
+    net alone scores on its own task, accuracy and loss, and what the masked count it replaced gave."""
     taskset = digits(train_tasks=4, unseen_tasks=0)
     tasks = taskset.tasks
     assert len({len(t.test_idx) for t in tasks}) > 1  # tasks of different sizes: padding is exercised
@@ -207,7 +207,7 @@ def test_member_accuracy_is_each_nets_own_accuracy(vectorize):
     pad = torch.nn.utils.rnn.pad_sequence
     idx, y = pad([t.test_idx for t in tasks], batch_first=True), pad([t.test_y for t in tasks], batch_first=True)
     sizes = [len(t.test_idx) for t in tasks]
-    acc, _ = pop.evaluate(idx, y, sizes, chunk=7)
+    acc, loss = pop.evaluate(idx, y, sizes, chunk=7)
     # a chunk in which the smallest task has no sample left (counts 0 for that member)
     assert torch.equal(pop.evaluate(idx, y, sizes, chunk=min(sizes))[0], acc)
     with torch.no_grad():
@@ -219,8 +219,10 @@ def test_member_accuracy_is_each_nets_own_accuracy(vectorize):
         net = build()
         net.load_state_dict({name: v[k] for name, v in state.items()})
         with torch.no_grad():
-            alone = (net(taskset.x[t.test_idx]).argmax(-1) == t.test_y).float().mean()
+            out = net(taskset.x[t.test_idx])
+        alone = (out.argmax(-1) == t.test_y).float().mean()
         assert float(acc[k]) == float(alone) == float(masked[k]), (k, acc[k], alone, masked[k])
+        assert float(loss[k]) == pytest.approx(float(F.cross_entropy(out, t.test_y)), rel=1e-5)
         assert round(float(acc[k]), 6) == rows[k]["test_acc"]  # the manifest's, from chunks of 512
     assert len(set(acc.tolist())) > 1  # not vacuous: the members score differently
 

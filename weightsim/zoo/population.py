@@ -113,7 +113,8 @@ class ManyNets:
 
     Called with stacked params / buffers (name -> (K, *shape), names as in ``template``) and
     x (K, B, *input_shape); returns logits (K, B, C) and, for each module named in ``capture``,
-    its output (K, B, ...) (a tuple output gives its first element). Modes:
+    its output (K, B, ...) (a tuple output gives its first element). vmap and loop also run any
+    subset of the members (a leading axis of K' < K); stacked runs all K. Modes:
 
     stacked: the members as one K-times-wider net (zoo/stacked.py): grouped channels-last
     convolutions, BN over K*C channels, batched matmuls; the fastest where the net allows it.
@@ -147,7 +148,7 @@ class ManyNets:
             return vmap(one)(params, buffers, x)
         per = {k: v.unbind(0) for k, v in params.items()}  # one backward node per tensor
         outs = [one({k: v[i] for k, v in per.items()}, {k: v[i] for k, v in buffers.items()}, x[i])
-                for i in range(self.k)]
+                for i in range(len(x))]
         return torch.stack([o for o, _ in outs]), {n: torch.stack([a[n] for _, a in outs]) for n in capture}
 
 
@@ -237,18 +238,29 @@ class PopulationModule(L.LightningModule):
     @torch.no_grad()
     def evaluate(self, idx: Tensor, y: Tensor, sizes: list[int], chunk: int = 512) -> tuple[Tensor, Tensor]:
         """Per-member accuracy and mean loss on (K, n_max) padded sample positions (eval mode),
-        ``chunk`` samples per member at a time; returns two (K,) CPU tensors."""
+        ``chunk`` samples per member at a time; returns two (K,) CPU tensors.
+
+        A chunk runs only the members whose task still has samples in it (vmap and loop run any
+        number of members; the stacked net is built for all K and runs them all): where task sizes
+        differ a lot (NameData), the small tasks' members stop computing on padding."""
         self.template.eval()
         correct = torch.zeros(self.k, device=self.device)
         total_loss = torch.zeros(self.k, device=self.device)
         n = torch.tensor(sizes, device=self.device)
+        params, buffers = self.params(), self.buffers_()
         for s in range(0, idx.shape[1], chunk):
-            i, t = idx[:, s:s + chunk].to(self.device), y[:, s:s + chunk].to(self.device)
-            valid = (torch.arange(s, s + i.shape[1], device=self.device)[None] < n[:, None]).float()
-            logits = self(self.x[i])
+            rows = torch.arange(self.k, device=self.device)
+            if self.many.mode != "stacked":
+                rows = rows[n > s]  # the members with samples at positions >= s
+            sub = (lambda v: v[rows]) if len(rows) < self.k else (lambda v: v)  # noqa: E731
+            i, t = idx[rows.cpu(), s:s + chunk].to(self.device), y[rows.cpu(), s:s + chunk].to(self.device)
+            valid = (torch.arange(s, s + i.shape[1], device=self.device)[None] < n[rows, None]).float()
+            logits = self.many({k: sub(v) for k, v in params.items()}, {k: sub(v) for k, v in buffers.items()},
+                               self.x[i])[0]
             loss = F.cross_entropy(logits.flatten(0, 1), t.flatten(), reduction="none").view_as(valid)
-            correct += member_correct(logits, t, [min(max(z - s, 0), i.shape[1]) for z in sizes])
-            total_loss += (loss * valid).sum(1)
+            counts = [min(max(sizes[r] - s, 0), i.shape[1]) for r in rows.tolist()]  # samples per member here
+            correct[rows] += member_correct(logits, t, counts)
+            total_loss[rows] += (loss * valid).sum(1)
         self.template.train()
         return (correct / n).cpu(), (total_loss / n).cpu()
 
