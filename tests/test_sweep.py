@@ -46,12 +46,12 @@ def test_scale_sizes_an_experiment(scale, seeds, blocks):
     assert cfg.zoo.seeds == 30 and "seed_blocks" not in cfg
 
 
-
 def test_an_experiments_own_values_win_over_its_size_file():
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("config", overrides=["experiment=curve_seeds"], return_hydra_config=True)
     assert cfg.hydra.runtime.choices.size == "tiny_imagenet_cpu" and cfg.dataset.train_tasks == 7  # the size file
     assert cfg.zoo.seeds == 38  # curve_seeds' own value (tiny_imagenet_cpu sets 16)
+
 
 def sweep(tmp_path: Path, *extra: str):
     return run_cli("run", "-m", "arch=mlp,mlp4", "sweep.htt=true", "sweep.collect=true", "name=fig3_cifar100",

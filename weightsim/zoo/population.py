@@ -258,8 +258,7 @@ class PopulationModule(L.LightningModule):
             logits = self.many({k: sub(v) for k, v in params.items()}, {k: sub(v) for k, v in buffers.items()},
                                self.x[i])[0]
             loss = F.cross_entropy(logits.flatten(0, 1), t.flatten(), reduction="none").view_as(valid)
-            counts = [min(max(sizes[r] - s, 0), i.shape[1]) for r in rows.tolist()]  # samples per member here
-            correct[rows] += member_correct(logits, t, counts)
+            correct[rows] += member_correct(logits, t, valid.sum(1).long().tolist())  # samples per member here
             total_loss[rows] += (loss * valid).sum(1)
         self.template.train()
         return (correct / n).cpu(), (total_loss / n).cpu()
