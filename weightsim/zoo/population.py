@@ -48,33 +48,44 @@ class MemberStreams:
 
     Member k's stream depends only on (n_k, data_seeds[k], batch_size): never on the population
     it is trained in, which is what makes a member equal to the same seed trained alone.
+
+    Each member keeps a window of the ``span`` epochs its current batch can touch, (K, span, n_max),
+    and draws a new permutation only when its own stream enters a new epoch: a step costs the same
+    at step 10 000 as at step 1, however far apart the members' epoch counts have drifted.
     """
 
     def __init__(self, sizes: list[int], data_seeds: list[int], batch_size: int):
         self.sizes, self.seeds, self.b = sizes, data_seeds, batch_size
         self.n = torch.tensor(sizes, dtype=torch.int64)  # (K,)
-        self._cache: dict[int, Tensor] = {}
+        # epochs one batch of B positions can touch in a stream of epoch length n: ceil(B / n) + 1
+        self.span = max(-(-batch_size // n) + 1 for n in sizes)
+        self.first = torch.full((len(sizes),), -1, dtype=torch.int64)  # (K,) epoch held in window slot 0
+        self.window = torch.zeros(len(sizes), self.span, max(sizes), dtype=torch.int64)  # (K, span, n_max)
 
-    def _epoch(self, e: int) -> Tensor:
-        """(K, max n) positions of epoch e; row k is a permutation of range(n_k) (zero-padded)."""
-        if e not in self._cache:
-            n_max = max(self.sizes)
-            rows = []
-            for n, s in zip(self.sizes, self.seeds):
-                g = torch.Generator().manual_seed(s * 1_000_003 + e)
-                rows.append(F.pad(torch.randperm(n, generator=g), (0, n_max - n)))
-            self._cache[e] = torch.stack(rows)
-        return self._cache[e]
+    def permutation(self, k: int, e: int) -> Tensor:
+        """(n_k,) member k's positions in epoch e: a permutation of range(n_k) seeded by (seed, e)."""
+        g = torch.Generator().manual_seed(self.seeds[k] * 1_000_003 + e)
+        return torch.randperm(self.sizes[k], generator=g)
+
+    def _slide(self, k: int, lo: int) -> None:
+        """Move member k's window to epochs [lo, lo + span), keeping the epochs it already holds."""
+        shift = lo - int(self.first[k])
+        keep = self.span - shift if 0 <= self.first[k] and 0 < shift < self.span else 0
+        if keep:
+            self.window[k, :keep] = self.window[k, shift:].clone()
+        for j in range(keep, self.span):
+            self.window[k, j, :self.sizes[k]] = self.permutation(k, lo + j)
+        self.first[k] = lo
 
     def positions(self, step: int) -> Tensor:
         """(K, B) positions into each member's task arrays for SGD step ``step``."""
         g = step * self.b + torch.arange(self.b)  # (B,) offsets into every member's stream
         e = g[None] // self.n[:, None]  # (K, B) epoch of each position
         off = g[None] % self.n[:, None]  # (K, B) offset inside that epoch's permutation
-        lo, hi = int(e.min()), int(e.max())
-        self._cache = {k: v for k, v in self._cache.items() if k >= lo}
-        perms = torch.stack([self._epoch(i) for i in range(lo, hi + 1)])  # (E, K, n_max)
-        return perms[e - lo, torch.arange(len(self.sizes))[:, None], off]
+        lo = e[:, 0]  # (K,) each member's first epoch in this batch
+        for k in (lo != self.first).nonzero().flatten().tolist():  # only members entering a new epoch
+            self._slide(k, int(lo[k]))
+        return self.window[torch.arange(len(self.sizes))[:, None], e - lo[:, None], off]
 
 
 def choose_vectorize(vectorize: str, template: nn.Module, sample_shape: tuple[int, ...]) -> str:
