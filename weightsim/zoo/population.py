@@ -149,7 +149,7 @@ class ManyNets:
             self.ctx.params, self.ctx.buffers = params, buffers
             self.wide_net.train(self.template.training)
             with capturing(self.wide_net, capture, {}, partial(from_stacked, k=self.k)) as acts:
-                return self.wide_net(to_stacked(x)), acts
+                return self.wide_net(to_stacked(x, self.ctx.flat_input)), acts
 
         def one(p: dict[str, Tensor], b: dict[str, Tensor], xb: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
             with capturing(self.template, capture, {}) as acts:

@@ -120,6 +120,8 @@ def stacked_net(template: nn.Module, k: int) -> tuple[nn.Module, SimpleNamespace
     """A copy of ``template`` whose parametrized leaves run K members at once, and the context
     (params, buffers: name -> stacked tensor) that its leaves read; set it before each forward."""
     net, ctx = copy.deepcopy(template), SimpleNamespace(params={}, buffers={})
+    # a net whose first leaf is a Flatten (MLPs) takes its input flat: no conv layout in between
+    ctx.flat_input = type(next(m for m in net.modules() if not list(m.children()))) is nn.Flatten
     wrap = {nn.Conv2d: StackedConv2d, nn.Linear: StackedLinear, nn.BatchNorm1d: StackedBatchNorm,
             nn.BatchNorm2d: StackedBatchNorm}
     for name, m in list(net.named_modules()):
@@ -134,9 +136,10 @@ def stacked_net(template: nn.Module, k: int) -> tuple[nn.Module, SimpleNamespace
     return net, ctx
 
 
-def to_stacked(x: Tensor) -> Tensor:
-    """Members' inputs (K, B, *sample) -> conv layout (B, K*C, H, W) channels-last, or flat (K, B, F)."""
-    if x.dim() == 5:
+def to_stacked(x: Tensor, flat: bool = False) -> Tensor:
+    """Members' inputs (K, B, *sample) -> conv layout (B, K*C, H, W) channels-last, or flat (K, B, F)
+    (``flat``: for a net that flattens its input first; a view, where the conv layout is a copy)."""
+    if x.dim() == 5 and not flat:
         k, b, c, h, w = x.shape
         return x.transpose(0, 1).reshape(b, k * c, h, w).contiguous(memory_format=torch.channels_last)
     return x.flatten(2)
