@@ -22,6 +22,14 @@ from weightsim.sweep import claim_gpu, gpu_order, visible_devices
 register_configs()
 
 
+@pytest.fixture(autouse=True)
+def restore_hydra_config():
+    """The tests below set Hydra's global job config to look like a multirun job: put it back."""
+    before = HydraConfig.instance().cfg
+    yield
+    HydraConfig.instance().cfg = before
+
+
 def test_each_job_tries_its_own_gpu_first_then_the_next_ones():
     assert gpu_order(0, 4) == [0, 1, 2, 3] and gpu_order(5, 4) == [1, 2, 3, 0] and gpu_order(3, 1) == [0]
     assert gpu_order(7, 0) == []
@@ -67,7 +75,7 @@ def test_a_joblib_job_is_pinned_only_with_several_gpus(tmp_path, monkeypatch, gp
     assert os.environ.get("CUDA_VISIBLE_DEVICES") == expected
     if expected:  # the worker keeps its GPU for its later jobs
         joblib_job(tmp_path, 6)
-        assert sweep.pin_joblib_gpu() is None and os.environ["CUDA_VISIBLE_DEVICES"] == expected
+        assert sweep.pin_joblib_gpu() == expected and os.environ["CUDA_VISIBLE_DEVICES"] == expected
         sweep._pinned[0].close()
 
 

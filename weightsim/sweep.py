@@ -213,10 +213,13 @@ def pin_joblib_gpu() -> str | None:
     """In a ``launcher=joblib`` job on a machine with several GPUs: pin this worker process to one GPU
     by setting CUDA_VISIBLE_DEVICES before CUDA starts, so that the jobs running at once use distinct
     GPUs (``n_jobs`` at most the GPU count). A worker keeps its GPU for every later job it runs.
-    Returns the value set, or None: not a joblib job, fewer than 2 GPUs, CUDA already started."""
+    Returns the worker's CUDA_VISIBLE_DEVICES, or None: not a joblib job, fewer than 2 GPUs, CUDA
+    already started."""
     hc = HydraConfig.get()
-    if _pinned or not in_multirun() or "joblib" not in str(hc.launcher.get("_target_", "")):
+    if not in_multirun() or "joblib" not in str(hc.launcher.get("_target_", "")):
         return None
+    if _pinned:  # an earlier job of this worker process claimed its GPU
+        return os.environ.get("CUDA_VISIBLE_DEVICES")
     import torch
 
     if torch.cuda.is_initialized():
