@@ -5,9 +5,10 @@ CIFAR-100: 32 x 32 x 3, 2-class tasks of 1 000) and each arch the paper trains o
 population one seed-block job of ``scale=paper`` would train at once (its size from the memory
 budget: ``scale=paper``'s 40 GiB, or less when less is free), on synthetic samples at that shape,
 and runs up to ``--steps`` SGD steps (or ``--seconds``) and one evaluation of every member, as
-``train_population`` does. It prints per arch: population size, steps/s, member-steps/s, the peak
-memory torch allocated (``torch.cuda.max_memory_allocated``) beside the budget, and the hours one
-seed block (25 seeds x every task) would take at that rate; exit 1 when a case fails (out of
+``train_population`` does. It prints per arch: population size, the time to draw its members (on
+the CPU, as a zoo job does) and move them to the GPU, steps/s, member-steps/s, the peak memory
+torch allocated (``torch.cuda.max_memory_allocated``) beside the sizing's estimate, and the time
+one seed block (25 seeds x every task, 30 epochs) would take at that rate; exit 1 when a case fails (out of
 memory, say), after the others ran.
 
     python -m bench.gpu_check [--steps 300] [--seconds 25] [--cases tiny:mlp4,cifar:resnet5]
@@ -17,6 +18,7 @@ memory, say), after the others ran.
 from __future__ import annotations
 
 import argparse
+import gc
 import math
 import sys
 import time
@@ -46,6 +48,9 @@ class Shape:
 
 SHAPES = {"tiny": Shape(64, 4, 2000, 50, ("mlp4", "plainnet5")),  # Fig. 2
           "cifar": Shape(32, 2, 1000, 50, ("mlp4", "plainnet5", "plainnet6", "resnet5", "resnet_mlp12"))}  # 3-5, T2
+# every case, those whose members take long to draw (mlp4: 8-25 MiB of weights each) last
+CASES = [("cifar", "plainnet5"), ("cifar", "plainnet6"), ("cifar", "resnet5"), ("tiny", "plainnet5"),
+         ("cifar", "resnet_mlp12"), ("cifar", "mlp4"), ("tiny", "mlp4")]
 
 
 def check_case(shape_name: str, arch: str, steps: int, seconds: float, budget_gb: float, dry: bool) -> dict:
@@ -66,7 +71,10 @@ def check_case(shape_name: str, arch: str, steps: int, seconds: float, budget_gb
     if not dry:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
+    t_build = time.perf_counter()  # each member drawn on the CPU from its own seed, as a zoo job does
     module = population_module(build, taskset, [(i % len(taskset.tasks), i) for i in range(k)], zc).to(device)
+    sync(device)
+    build_s = time.perf_counter() - t_build
     opt = module.configure_optimizers()
     done, t0 = 0, 0.0
     for i in range(steps + 2):  # two warm-up steps (cuDNN's algorithm search, the allocator's first blocks)
@@ -92,9 +100,9 @@ def check_case(shape_name: str, arch: str, steps: int, seconds: float, budget_gb
     eval_s = time.perf_counter() - t1
     rate = done / train_s
     paper_steps = math.ceil(zc.epochs * shape.train_per_task / zc.batch_size)
-    block_s = math.ceil(block / k) * (paper_steps / rate + eval_s)
+    block_s = math.ceil(block / k) * (build_s + paper_steps / rate + eval_s)  # (the test-set evaluation left out)
     return {"shape": shape_name, "arch": arch, "input": tuple(taskset.input_shape), "k": k, "steps": done,
-            "steps_s": rate, "member_steps_s": k * rate, "eval_s": eval_s, "block_s": block_s, "block": block,
+            "steps_s": rate, "member_steps_s": k * rate, "build_s": build_s, "eval_s": eval_s, "block_s": block_s, "block": block,
             "peak_gib": None if dry else torch.cuda.max_memory_allocated() / 2**30, "budget_gib": budget_gb,
             "est_gib": k * sizing.member_train_bytes / 2**30, "finite": bool(torch.isfinite(acc).all())}
 
@@ -102,12 +110,11 @@ def check_case(shape_name: str, arch: str, steps: int, seconds: float, budget_gb
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=300, help="SGD steps per case (at most)")
-    ap.add_argument("--seconds", type=float, default=25.0, help="time per case after which it stops early")
+    ap.add_argument("--seconds", type=float, default=15.0, help="time per case after which it stops early")
     ap.add_argument("--cases", default=None, help="e.g. tiny:mlp4,cifar:resnet5 (default: every arch of both)")
     ap.add_argument("--dry", action="store_true", help="tiny sizes on the CPU: checks the plumbing, no GPU")
     a = ap.parse_args(argv)
-    cases = ([tuple(c.split(":")) for c in a.cases.split(",")] if a.cases
-             else [(s, arch) for s, shape in SHAPES.items() for arch in shape.archs])
+    cases = [tuple(c.split(":")) for c in a.cases.split(",")] if a.cases else CASES
     for s, arch in cases:
         if s not in SHAPES or arch not in SHAPES[s].archs:
             print(f"error: unknown case {s}:{arch}: choose from "
@@ -122,8 +129,8 @@ def main(argv: list[str] | None = None) -> int:
             budget, budget_txt = PAPER_BUDGET_GB, f"memory budget {PAPER_BUDGET_GB:g} GiB (scale=paper; {budget_txt})"
     where = "CPU (--dry)" if a.dry else f"GPU {torch.cuda.get_device_name()}"
     print(f"gpu check: torch {torch.__version__}, {where}; {budget_txt}", flush=True)
-    print("| data | arch | input | population | steps | steps/s | member-steps/s | eval (s) | peak GiB "
-          "(estimate) | one seed block |\n|---|---|---|---|---|---|---|---|---|---|", flush=True)
+    print("| data | arch | input | population | build (s) | steps | steps/s | member-steps/s | eval (s) | peak GiB "
+          "(estimate) | one seed block |\n|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
     failed = 0
     for s, arch in cases:
         try:
@@ -134,10 +141,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {s} | {arch} | failed: {type(e).__name__}: {str(e).splitlines()[0][:200]} |", flush=True)
             continue
         finally:
+            gc.collect()  # the last case's population, before the next one is sized into the free memory
             if not a.dry:
                 torch.cuda.empty_cache()
         peak = "n/a" if r["peak_gib"] is None else f"{r['peak_gib']:.2f}"
-        print(f"| {s} | {arch} | {'x'.join(map(str, r['input']))} | {r['k']} | {r['steps']} | {r['steps_s']:.1f} "
+        print(f"| {s} | {arch} | {'x'.join(map(str, r['input']))} | {r['k']} | {r['build_s']:.1f} | {r['steps']} | {r['steps_s']:.1f} "
               f"| {r['member_steps_s']:.0f} | {r['eval_s']:.2f} | {peak} ({r['est_gib']:.2f}) "
               f"| {'- (--dry)' if a.dry else hours(r['block_s'])} ({r['block']} nets) |", flush=True)
         if not r["finite"]:
