@@ -123,6 +123,10 @@ def test_gpu_check_dry_runs_one_population_of_each_shape(capsys):
 
     assert gpu_check.main(["--dry", "--cases", "tiny:plainnet5,cifar:resnet_mlp12"]) == 0
     out = capsys.readouterr().out
-    assert "| tiny | plainnet5 | 3x8x8 | 4 | 3 |" in out and "| cifar | resnet_mlp12 | 192 | 4 | 3 |" in out
+    rows = {tuple(c.strip() for c in line.split("|")[1:4]): line.split("|")[4:] for line in out.splitlines()
+            if line.startswith(("| tiny", "| cifar"))}
+    assert set(rows) == {("tiny", "plainnet5", "3x8x8"), ("cifar", "resnet_mlp12", "192")}
+    for population, build_s, steps, steps_s, *_ in rows.values():  # populations of 4, 3 steps, timed
+        assert (int(population), int(steps)) == (4, 3) and float(build_s) >= 0 and float(steps_s) > 0
     assert "gpu check: 2 of 2 cases ok" in out
     assert gpu_check.main(["--dry", "--cases", "tiny:resnet5"]) == 2  # not a paper case
