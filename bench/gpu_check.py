@@ -95,14 +95,16 @@ def check_case(shape_name: str, arch: str, steps: int, seconds: float, budget_gb
     t1 = time.perf_counter()
     tasks = [taskset.tasks[i % len(taskset.tasks)] for i in range(k)]
     pad = lambda attr: torch.nn.utils.rnn.pad_sequence([getattr(t, attr) for t in tasks], batch_first=True)  # noqa: E731
-    acc, _ = module.evaluate(pad("train_idx"), pad("train_y"), [len(t.train_idx) for t in tasks], sizing.eval_chunk)
+    acc, _ = module.evaluate(pad("train_idx"), pad("train_y"), [len(t.train_idx) for t in tasks],
+                             sizing.eval_chunk)
     sync(device)
     eval_s = time.perf_counter() - t1
     rate = done / train_s
     paper_steps = math.ceil(zc.epochs * shape.train_per_task / zc.batch_size)
     block_s = math.ceil(block / k) * (build_s + paper_steps / rate + eval_s)  # (the test-set evaluation left out)
     return {"shape": shape_name, "arch": arch, "input": tuple(taskset.input_shape), "k": k, "steps": done,
-            "steps_s": rate, "member_steps_s": k * rate, "build_s": build_s, "eval_s": eval_s, "block_s": block_s, "block": block,
+            "steps_s": rate, "member_steps_s": k * rate, "build_s": build_s, "eval_s": eval_s,
+            "block_s": block_s, "block": block,
             "peak_gib": None if dry else torch.cuda.max_memory_allocated() / 2**30, "budget_gib": budget_gb,
             "est_gib": k * sizing.member_train_bytes / 2**30, "finite": bool(torch.isfinite(acc).all())}
 
@@ -145,8 +147,8 @@ def main(argv: list[str] | None = None) -> int:
             if not a.dry:
                 torch.cuda.empty_cache()
         peak = "n/a" if r["peak_gib"] is None else f"{r['peak_gib']:.2f}"
-        print(f"| {s} | {arch} | {'x'.join(map(str, r['input']))} | {r['k']} | {r['build_s']:.1f} | {r['steps']} | {r['steps_s']:.1f} "
-              f"| {r['member_steps_s']:.0f} | {r['eval_s']:.2f} | {peak} ({r['est_gib']:.2f}) "
+        print(f"| {s} | {arch} | {'x'.join(map(str, r['input']))} | {r['k']} | {r['build_s']:.1f} | {r['steps']} "
+              f"| {r['steps_s']:.1f} | {r['member_steps_s']:.0f} | {r['eval_s']:.2f} | {peak} ({r['est_gib']:.2f}) "
               f"| {'- (--dry)' if a.dry else hours(r['block_s'])} ({r['block']} nets) |", flush=True)
         if not r["finite"]:
             failed += 1
