@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 # The CPU build of torch; on a GPU box install your CUDA torch into .venv first and this is a no-op.
 TORCH  ?= torch==2.13.0
 
-.PHONY: demo test test-all bench bench-gpu clean
+.PHONY: demo test test-all bench bench-gpu gpu-check clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,8 +36,15 @@ bench: $(VENV)/.installed
 	$(PY) -m bench.steps --data-dir $${WEIGHTSIM_DATA:-../shared/data}/names
 
 # The same on a CUDA GPU, plus a real 50 tasks x 100 seeds mlp4 zoo at CIFAR-100 shape, timed.
+# Needs a CUDA torch in .venv (one `error:` line, exit 2, otherwise); population memory budget:
+# 0.7 x the GPU's free memory (bench.zoo --memory-budget-gb to set it); peak FLOPs up to 16384^2, fp32 and TF32.
 bench-gpu: $(VENV)/.installed
 	$(PY) -m bench.zoo --accelerator gpu --paper-zoo 50x100
+
+# The GPU checks in one script (<= 8 min on one H100): paper-scale populations of every image arch
+# (steps/s, peak memory), a zoo and HTT on the GPU. GPU_CHECK_DRY=1: tiny sizes on the CPU.
+gpu-check: $(VENV)/.installed
+	PY=$(PY) bash bench/gpu_check.sh
 
 clean:
 	rm -rf outputs multirun wandb

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 import tempfile
 import time
 import warnings
@@ -73,21 +74,22 @@ def digits_tasks(image: bool, tasks: int) -> TaskSet:
     return digits(train_tasks=tasks, unseen_tasks=0, image=image)
 
 
-def cifar_shape_tasks(image: bool, seed: int = 0, tasks: int = 2, test_per_task: int = 50) -> TaskSet:
-    """``tasks`` 2-class tasks of synthetic samples at CIFAR-100 shape (3 x 32 x 32, or 3072 flat),
-    each with PAPER_TRAIN_PER_TASK training samples (CIFAR-100: 2 classes x 500) and
-    ``test_per_task`` test samples: Gaussian noise around a random mean per class, so the nets
-    have something to learn. Only the shape matters for speed."""
-    per_class = (PAPER_TRAIN_PER_TASK + test_per_task) // 2
-    n = 2 * tasks * per_class
+def cifar_shape_tasks(image: bool, seed: int = 0, tasks: int = 2, test_per_task: int = 50, side: int = 32,
+                      classes: int = 2, train_per_task: int = PAPER_TRAIN_PER_TASK) -> TaskSet:
+    """``tasks`` tasks of ``classes`` classes of synthetic samples at CIFAR-100 shape (3 x 32 x 32, or
+    3072 flat; ``side`` 64: tiny ImageNet's), each with ``train_per_task`` training samples
+    (CIFAR-100: 2 classes x 500) and ``test_per_task`` test samples: Gaussian noise around a random
+    mean per class, so the nets have something to learn. Only the shape matters for speed."""
+    per_class = (train_per_task + test_per_task) // classes
+    n = classes * tasks * per_class
     g = torch.Generator().manual_seed(seed)
-    y = np.repeat(np.arange(2 * tasks), per_class)
-    means = 0.1 * torch.randn(2 * tasks, 3, 32, 32, generator=g)
-    x = torch.randn(n, 3, 32, 32, generator=g) + means[torch.from_numpy(y)]
+    y = np.repeat(np.arange(classes * tasks), per_class)
+    means = 0.1 * torch.randn(classes * tasks, 3, side, side, generator=g)
+    x = torch.randn(n, 3, side, side, generator=g) + means[torch.from_numpy(y)]
     x = x if image else x.flatten(1)
-    return build_taskset("cifar-shape", x, y, [str(i) for i in range(2 * tasks)], classes_per_task=2,
-                         grouping="consecutive", train_tasks=tasks, unseen_tasks=0,
-                         test_fraction=test_per_task / (PAPER_TRAIN_PER_TASK + test_per_task))
+    return build_taskset(f"synthetic-{side}", x, y, [str(i) for i in range(classes * tasks)],
+                         classes_per_task=classes, grouping="consecutive", train_tasks=tasks, unseen_tasks=0,
+                         test_fraction=test_per_task / (train_per_task + test_per_task))
 
 
 def sync(device: torch.device | str) -> None:
@@ -173,21 +175,57 @@ def net_flops(build: Callable[[], nn.Module], taskset: TaskSet, task: int, steps
     return float(steps * step.get_total_flops() + score.get_total_flops())
 
 
-def peak_flops(device: torch.device | str = "cpu", sizes: tuple[int, ...] = (512, 1024, 2048),
-               repeats: int = 5) -> float:
-    """The best float32 matmul rate (FLOP/s) measured on ``device``: square matmuls, the densest
-    work a processor does, so no training step of any net runs faster per FLOP."""
-    best = 0.0
-    for n in sizes:
-        a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-        a @ b
-        sync(device)
-        t0 = time.perf_counter()
-        for _ in range(repeats):
+GPU_SIZES = (2048, 4096, 8192, 16384)  # square matmuls that fill a GPU (16384^2 fp32: 1 GiB per matrix)
+GPU_BUDGET_FRACTION = 0.7  # of the GPU memory free at start; the rest: CUDA context, cuDNN workspaces,
+# the caching allocator's fragmentation, evaluation chunks and any error of the sizing estimate
+
+
+def peak_flops(device: torch.device | str = "cpu", sizes: tuple[int, ...] | None = None,
+               repeats: int = 5, tf32: bool = False) -> float:
+    """The best float32 matmul rate (FLOP/s) measured on ``device``: square n x n matmuls (``sizes``;
+    default 512-2048 on a CPU, 2048-16384 on a GPU, each only if three such matrices fit in half the
+    free memory), the densest work a processor does, so no training step of any net runs faster per
+    FLOP. ``tf32``: a GPU's TF32 tensor cores (float32 inputs, 10-bit mantissa products)."""
+    cuda = torch.device(device).type == "cuda"
+    sizes = sizes or (GPU_SIZES if cuda else (512, 1024, 2048))
+    if cuda:
+        sizes = tuple(n for n in sizes if 3 * 4 * n * n <= torch.cuda.mem_get_info()[0] / 2) or sizes[:1]
+    best, before = 0.0, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    try:
+        for n in sizes:
+            a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
             a @ b
-        sync(device)
-        best = max(best, 2 * n**3 * repeats / (time.perf_counter() - t0))
+            sync(device)
+            t0 = time.perf_counter()
+            for _ in range(repeats):
+                a @ b
+            sync(device)
+            best = max(best, 2 * n**3 * repeats / (time.perf_counter() - t0))  # n^3 multiply-adds
+            del a, b
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
     return best
+
+
+def require_cuda(what: str = "bench-gpu") -> None:
+    """One ``error:`` line (exit 2) when torch cannot use a GPU, before any work."""
+    if torch.cuda.is_available():
+        return
+    why = (f"torch {torch.__version__} is a CPU build (torch.version.cuda is None)" if torch.version.cuda is None
+           else f"torch {torch.__version__} (CUDA {torch.version.cuda}) sees no GPU (driver? CUDA_VISIBLE_DEVICES?)")
+    print(f"error: {what} needs a CUDA build of torch and a GPU: {why}; on a GPU machine install a CUDA torch "
+          "into .venv (pip install torch --index-url https://download.pytorch.org/whl/cu128)", file=sys.stderr)
+    sys.exit(2)
+
+
+def gpu_budget_gb(fraction: float = GPU_BUDGET_FRACTION) -> tuple[float, str]:
+    """The population memory budget on the current GPU: ``fraction`` of its free memory now
+    (torch.cuda.mem_get_info), and the line that says so."""
+    free, total = torch.cuda.mem_get_info()
+    gb = fraction * free / 2**30
+    return gb, (f"memory budget {gb:.1f} GiB = {fraction:g} x the {free / 2**30:.1f} GiB free of "
+                f"{total / 2**30:.1f} GiB (torch.cuda.mem_get_info)")
 
 
 def measure_paper_zoo(name: str, tasks: int, seeds: int, zc: ZooConfig, epochs: float) -> dict:
@@ -303,7 +341,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--pop-nets", type=int, default=96, help="nets timed as populations")
     ap.add_argument("--epochs", type=float, default=1.0, help="epochs of the small workload")
     ap.add_argument("--paper-epochs", type=float, default=ZooConfig.epochs, help="epochs per paper net")
-    ap.add_argument("--memory-budget-gb", type=float, default=ZooConfig.memory_budget_gb)
+    ap.add_argument("--memory-budget-gb", type=float, default=None,
+                    help=f"population memory budget (default: {ZooConfig.memory_budget_gb:g} on a CPU, "
+                         f"{GPU_BUDGET_FRACTION:g} x the free memory on a GPU)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--system-heap", action="store_true",
                     help="leave glibc's malloc as it is (default: zoo.reuse_freed_memory, as a zoo job does)")
@@ -312,6 +352,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     help="also generate a zoo of that many nets at CIFAR-100 shape and time it (e.g. 50x100)")
     ap.add_argument("--paper-zoo-arch", default="mlp4", help="arch of --paper-zoo")
     a = ap.parse_args(argv)
+    if a.accelerator == "gpu":
+        require_cuda()
     if a.threads > 0:
         torch.set_num_threads(a.threads)
     heap = "system malloc" if a.system_heap else ("freed memory reused" if reuse_freed_memory()
@@ -320,12 +362,21 @@ def main(argv: list[str] | None = None) -> list[dict]:
     import logging
 
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    zc = ZooConfig(epochs=a.epochs, memory_budget_gb=a.memory_budget_gb, accelerator=a.accelerator)
+    budget, budget_txt = a.memory_budget_gb, f"memory budget {a.memory_budget_gb} GiB (--memory-budget-gb)"
+    if budget is None:
+        budget, budget_txt = ((gpu_budget_gb() if a.accelerator == "gpu" else
+                               (ZooConfig.memory_budget_gb, f"memory budget {ZooConfig.memory_budget_gb:g} GiB")))
+    zc = ZooConfig(epochs=a.epochs, memory_budget_gb=budget, accelerator=a.accelerator)
     zc.paper_epochs = a.paper_epochs  # type: ignore[attr-defined]
     where = f"GPU {torch.cuda.get_device_name()}" if a.accelerator == "gpu" else "CPU"
     print(f"weightsim bench: torch {torch.__version__}, {torch.get_num_threads()} threads, {where}, {heap} "
-          f"(both ways of training)")
+          f"(both ways of training); {budget_txt}")
     peak = peak_flops(device_of(zc))
+    if a.accelerator == "gpu":  # TF32: what cuDNN convolutions use by default, and matmuls when allowed
+        tf32 = peak_flops(device_of(zc), tf32=True)
+        print(f"peak matmul rate (square up to {max(GPU_SIZES)}^2): fp32 {peak / 1e12:.1f} TFLOP/s, TF32 "
+              f"{tf32 / 1e12:.1f} TFLOP/s; the compute ceilings below use the larger", flush=True)
+        peak = max(peak, tf32)
     table = ["| arch | one net per run (nets/s) | population (nets/s) | speed-up | compute ceiling "
              "| paper zoo, population | paper zoo, one per run |", "|---|---|---|---|---|---|---|"]
     rows = [bench_arch(n.strip(), a.single_nets, a.pop_nets, zc, table, peak) for n in a.archs.split(",") if n]

@@ -103,3 +103,30 @@ def test_the_library_never_imports_the_cli_or_the_benches():
                          cwd=pkg.parent, env={**os.environ, "PYTHONPATH": str(pkg.parent)})
     n, loaded = out.stdout.strip().split(" ", 1)
     assert int(n) > 20 and loaded == "[]", out.stdout
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without a GPU")
+@pytest.mark.parametrize("cmd", [["-m", "bench.zoo", "--accelerator", "gpu"], ["-m", "bench.gpu_check"]])
+def test_the_gpu_benches_need_a_gpu_and_say_so_in_one_line(cmd):
+    from tests.conftest import ROOT
+
+    out = subprocess.run([sys.executable, *cmd], capture_output=True, text=True, cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.startswith("error: ") and out.stderr.count("\n") == 1
+    assert "needs a CUDA build of torch and a GPU: " in out.stderr and torch.__version__ in out.stderr
+
+
+def test_gpu_check_dry_runs_one_population_of_each_shape(capsys):
+    """--dry: the check's plumbing on the CPU (populations of 4 at 3 x 8 x 8), every case reported."""
+    from bench import gpu_check
+
+    assert gpu_check.main(["--dry", "--cases", "tiny:plainnet5,cifar:resnet_mlp12"]) == 0
+    out = capsys.readouterr().out
+    rows = {tuple(c.strip() for c in line.split("|")[1:4]): line.split("|")[4:] for line in out.splitlines()
+            if line.startswith(("| tiny", "| cifar"))}
+    assert set(rows) == {("tiny", "plainnet5", "3x8x8"), ("cifar", "resnet_mlp12", "192")}
+    for population, build_s, steps, steps_s, *_ in rows.values():  # populations of 4, 3 steps, timed
+        assert (int(population), int(steps)) == (4, 3) and float(build_s) >= 0 and float(steps_s) > 0
+    assert "gpu check: 2 of 2 cases ok" in out
+    assert gpu_check.main(["--dry", "--cases", "tiny:resnet5"]) == 2  # not a paper case

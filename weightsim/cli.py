@@ -24,7 +24,7 @@ from omegaconf.errors import MissingMandatoryValue
 
 from weightsim.config import CONF, choices, register_configs
 from weightsim.errors import WeightsimError, WeightsimWarning, in_cause_chain
-from weightsim.sweep import after_sweep, in_multirun, job_name, record_job
+from weightsim.sweep import after_sweep, in_multirun, job_name, pin_joblib_gpu, record_job
 
 GROUPS = ("dataset", "arch", "zoo", "chains", "classifier", "protocol", "logger", "launcher", "experiment", "scale",
           "compare")
@@ -229,6 +229,8 @@ def user_error(e: BaseException) -> str | None:
 def _app(stage, app: str, config_name: str = "config"):
     def task(cfg: DictConfig) -> None:
         quiet()
+        if gpu := pin_joblib_gpu():  # launcher=joblib on several GPUs: one GPU per worker (weightsim/sweep.py)
+            print(f"job {job_name()}: CUDA_VISIBLE_DEVICES={gpu}", flush=True)
         logger = None
         try:
             logger = make_logger(cfg, app)

@@ -19,6 +19,7 @@ callback ``weightsim.cli.AfterSweep``):
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -170,3 +171,63 @@ def after_sweep(sweep_dir: Path, sweep_cfg: DictConfig, experiment: str | None,
         print("rerun the same command to complete what is missing (finished nets and HTT runs are kept)",
               file=sys.stderr)
     return len(failures)
+
+
+# -- GPUs of a joblib sweep -------------------------------------------------------------------------
+_pinned: list = []  # this worker process's claimed GPU: [open lock file] (held until the process ends)
+
+
+def gpu_order(job_num: int, count: int) -> list[int]:
+    """The GPUs (0-based among the visible ones) a job tries, in order: its own, ``job_num mod count``,
+    then the next ones round the ring; [] without GPUs. E.g. gpu_order(5, 4) == [1, 2, 3, 0]."""
+    return [(job_num + i) % count for i in range(count)]
+
+
+def visible_devices(chosen: int, current: str | None) -> str:
+    """The CUDA_VISIBLE_DEVICES value that leaves only visible GPU ``chosen``: its entry in the
+    ``current`` value when one is set (``"2,3"``, chosen 1 -> ``"3"``), else its index."""
+    entries = [e.strip() for e in current.split(",") if e.strip()] if current else []
+    return entries[chosen] if entries else str(chosen)
+
+
+def claim_gpu(lock_dir: Path, job_num: int, count: int) -> tuple[int, object | None]:
+    """Claim a GPU for this process: the first of ``gpu_order(job_num, count)`` whose lock file
+    ``lock_dir/gpu<i>.lock`` no other process holds (flock, released when the process ends);
+    when every GPU is held (more jobs at once than GPUs) the job's own, shared. Returns (GPU, the
+    open lock file or None)."""
+    import fcntl
+
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    order = gpu_order(job_num, count)
+    for i in order:
+        f = open(lock_dir / f"gpu{i}.lock", "w")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return i, f
+        except OSError:
+            f.close()
+    return order[0], None
+
+
+def pin_joblib_gpu() -> str | None:
+    """In a ``launcher=joblib`` job on a machine with several GPUs: pin this worker process to one GPU
+    by setting CUDA_VISIBLE_DEVICES before CUDA starts, so that the jobs running at once use distinct
+    GPUs (``n_jobs`` at most the GPU count). A worker keeps its GPU for every later job it runs.
+    Returns the worker's CUDA_VISIBLE_DEVICES, or None: not a joblib job, fewer than 2 GPUs, CUDA
+    already started."""
+    hc = HydraConfig.get()
+    if not in_multirun() or "joblib" not in str(hc.launcher.get("_target_", "")):
+        return None
+    if _pinned:  # an earlier job of this worker process claimed its GPU
+        return os.environ.get("CUDA_VISIBLE_DEVICES")
+    import torch
+
+    if torch.cuda.is_initialized():
+        return None
+    count = torch.cuda.device_count()  # NVML: does not start CUDA, so the variable below still counts
+    if count < 2:
+        return None
+    gpu, lock = claim_gpu(Path(hc.sweep.dir) / ".gpus", hc.job.num, count)
+    _pinned.append(lock)
+    os.environ["CUDA_VISIBLE_DEVICES"] = visible_devices(gpu, os.environ.get("CUDA_VISIBLE_DEVICES"))
+    return os.environ["CUDA_VISIBLE_DEVICES"]
