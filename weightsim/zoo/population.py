@@ -62,7 +62,7 @@ class MemberStreams:
         self.n = torch.tensor(sizes, dtype=torch.int64)  # (K,)
         # epochs one batch of B positions can touch in a stream of epoch length n: ceil(B / n) + 1
         self.span = max(-(-batch_size // n) + 1 for n in sizes)
-        self.first = [-1] * len(sizes)  # epoch held in window slot 0, per member (host side)
+        self.first = torch.full((len(sizes),), -1, dtype=torch.int64)  # (K,) epoch in window slot 0 (host)
         self.window = torch.zeros(len(sizes), self.span, max(sizes), dtype=torch.int64)  # (K, span, n_max)
         self.to(device)
 
@@ -81,7 +81,7 @@ class MemberStreams:
 
     def _slide(self, k: int, lo: int) -> None:
         """Move member k's window to epochs [lo, lo + span), keeping the epochs it already holds."""
-        shift = lo - self.first[k]
+        shift = lo - int(self.first[k])
         keep = self.span - shift if 0 <= self.first[k] and 0 < shift < self.span else 0
         if keep:
             self.window[k, :keep] = self.window[k, shift:].clone()
@@ -94,10 +94,9 @@ class MemberStreams:
 
     def positions(self, step: int) -> Tensor:
         """(K, B) positions into each member's task arrays for SGD step ``step``, on the window's device."""
-        for k, n in enumerate(self.sizes):
-            lo = step * self.b // n  # member k's first epoch in this batch
-            if lo != self.first[k]:  # only members entering a new epoch
-                self._slide(k, lo)
+        lo = (step * self.b) // self.n  # (K,) each member's first epoch in this batch (host tensor)
+        for k in (lo != self.first).nonzero().flatten().tolist():  # only members entering a new epoch
+            self._slide(k, int(lo[k]))
         g = step * self.b + self.offsets  # (B,) offsets into every member's stream
         e = g[None] // self.n_dev[:, None]  # (K, B) epoch of each position
         off = g[None] % self.n_dev[:, None]  # (K, B) offset inside that epoch's permutation
@@ -288,13 +287,17 @@ class PopulationModule(L.LightningModule):
         n = torch.tensor(sizes, device=dev)
         idx, y = idx.to(dev), y.to(dev)
         params, buffers = self.params(), self.buffers_()
-        subsets: dict[tuple[int, ...], Tensor] = {}  # the member subsets met so far, on the device
+        n_host = torch.tensor(sizes)  # (K,) on the host: which members a chunk runs is decided here
+        subsets: dict[int, Tensor] = {}  # live count -> those members' indices, on the device
         for s in range(0, idx.shape[1], chunk):
-            live = tuple(k for k, m in enumerate(sizes) if m > s)
-            if self.many.mode == "stacked" or len(live) == self.k:
+            live = n_host > s  # (K,) members with samples at positions >= s
+            count = int(live.sum())  # a host tensor: no wait for the device
+            if self.many.mode == "stacked" or count == self.k:
                 rows, sub = slice(None), (lambda v: v)  # noqa: E731  (all members, no copy)
             else:
-                rows = subsets.setdefault(live, torch.tensor(live, device=dev))
+                if count not in subsets:  # one copy to the device per subset, not per chunk
+                    subsets[count] = live.nonzero().flatten().to(dev)
+                rows = subsets[count]
                 sub = lambda v, r=rows: v[r]  # noqa: E731
             i, t = idx[rows, s:s + chunk], y[rows, s:s + chunk]
             valid = torch.arange(s, s + i.shape[1], device=dev)[None] < n[rows, None]  # (K', w) samples, not padding
