@@ -58,6 +58,24 @@ def test_streamed_file_has_the_bytes_of_safetensors_save(dtype, monkeypatch):
         assert f.getvalue() == want and size == len(want) and sha == store.sha256_bytes(want)
 
 
+def test_a_population_file_goes_out_one_block_at_a_time(monkeypatch):
+    """No write (after the header) is larger than one block: the file is never whole in memory."""
+    monkeypatch.setattr(store, "WRITE_BLOCK", 4096)
+    sizes = []
+
+    class Recorder(io.BytesIO):
+        def write(self, b) -> int:
+            sizes.append(len(memoryview(b).cast("B")))
+            return super().write(b)
+
+    tensors = {"w": torch.randn(64, 32, 32), "b": torch.randn(64, 32)}  # 256 KiB + 8 KiB of float32
+    f = Recorder()
+    write_safetensors(f, tensors, {"m": "x"}, torch.bfloat16)
+    assert max(sizes[1:]) <= 4096 and len(sizes) > 32
+    assert sum(sizes) == len(f.getvalue()) == len(st_save({k: v.bfloat16() for k, v in tensors.items()},
+                                                         metadata={"m": "x"}))
+
+
 def test_a_low_precision_zoo_holds_the_float32_nets_rounded_once(zoos):
     ref = ZooReader(zoos["float32"])
     for name, dtype in (("bfloat16", torch.bfloat16), ("float16", torch.float16)):
