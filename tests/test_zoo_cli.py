@@ -119,3 +119,13 @@ def test_wandb_multirun_one_finished_run_per_job(tmp_path):
     for run in runs:
         assert "finishing run" in (run / "logs" / "debug.log").read_text()
     assert verify_zoo(tmp_path / "zoos" / "digits-mlp").coverage() == "4 tasks x seeds [0, 2): complete"
+
+
+def test_unknown_storage_dtype_is_one_error_line_before_training(tmp_path):
+    out = subprocess.run(zoo_cmd(tmp_path / "zoo", tmp_path / "r", "zoo.dtype=float64"), env=env(),
+                         capture_output=True, text=True)
+    assert out.returncode == 2
+    lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
+    assert lines == ["error: zoo.dtype='float64': choose from float32, bfloat16, float16 (the dtype the zoo "
+                     "stores its weights in; training is float32 either way)"], out.stderr[-2000:]
+    assert not (tmp_path / "zoo").exists()  # nothing trained, nothing written

@@ -194,9 +194,9 @@ def test_member_streams_do_not_depend_on_the_population():
 
 @pytest.mark.parametrize("vectorize", ["stacked", "vmap", "loop"])
 def test_member_accuracy_is_each_nets_own_accuracy(vectorize):
-    """evaluate() (torchmetrics' true positives per member, in chunks that cut tasks of different
+    """evaluate() (one masked comparison summed per member, in chunks that cut tasks of different
     sizes and their padding; vmap and loop run only the members with samples left) gives what each
-    net alone scores on its own task, accuracy and loss, and what the masked count it replaced gave."""
+    net alone scores on its own task, accuracy and loss, and what one masked count over the whole test set gives."""
     taskset = digits(train_tasks=4, unseen_tasks=0)
     tasks = taskset.tasks
     assert len({len(t.test_idx) for t in tasks}) > 1  # tasks of different sizes: padding is exercised

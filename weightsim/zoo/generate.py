@@ -6,12 +6,13 @@ population) depends only on the config, so a rerun after a crash ends with the s
 
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import lightning as L
 import torch
@@ -23,7 +24,7 @@ from weightsim.errors import ConfigError
 from weightsim.zoo.heap import reuse_freed_memory
 from weightsim.zoo.population import (PopulationModule, init_member, member_bytes, member_seeds,
                                       population_size_for, steps_for)
-from weightsim.zoo.store import ZooWriter
+from weightsim.zoo.store import STORAGE_DTYPES, ZooWriter
 
 # a net whose training accuracy is within this margin of chance counts as diverged
 CHANCE_MARGIN = 0.05
@@ -55,16 +56,26 @@ class ZooConfig:
     threads: int | None = None  # torch CPU threads of this job (None: torch's default); not in the identity
     vectorize: str = "auto"  # auto: stacked (one wide net) where the net allows, else vmap; or stacked | vmap | loop
     reuse_freed_memory: bool = True  # glibc: keep freed memory for reuse (zoo/heap.py); not in the identity
+    dtype: str = "float32"  # storage dtype of the weights on disk: float32 | bfloat16 | float16 (training is float32)
+    tf32: bool = False  # CUDA only: TF32 matmuls and convolutions while training; not in the identity
+
+    def __post_init__(self):
+        if self.dtype not in STORAGE_DTYPES:
+            raise ConfigError(f"zoo.dtype='{self.dtype}': choose from {', '.join(STORAGE_DTYPES)} (the dtype the "
+                              f"zoo stores its weights in; training is float32 either way)")
 
     def training(self) -> dict:
         """What defines the weights (not where or how fast): part of the zoo's identity. The options
-        added later (steps, the lr schedule) count only when set, so older zoos keep their identity."""
+        added later (steps, the lr schedule, a storage dtype other than float32) count only when set,
+        so older zoos keep their identity."""
         out = {k: getattr(self, k) for k in ("epochs", "batch_size", "lr", "momentum", "weight_decay",
                                              "grad_clip", "base_seed")}
         if self.steps is not None:
             out["steps"] = self.steps
         if self.lr_drops:
             out.update(lr_drops=list(self.lr_drops), lr_gamma=self.lr_gamma)
+        if self.dtype != "float32":
+            out["dtype"] = self.dtype  # a zoo never mixes storage dtypes (store.check_identity)
         return out
 
     def total_steps(self, tasks: list) -> int:
@@ -164,6 +175,19 @@ def population_module(build: Callable[[], nn.Module], taskset: TaskSet, nets: li
                             zc.vectorize, milestones, zc.lr_gamma)
 
 
+@contextlib.contextmanager
+def tf32(on: bool) -> Iterator[None]:
+    """While inside, float32 matmuls and cuDNN convolutions on CUDA may use TF32 (10-bit mantissa
+    products, float32 sums) when ``on``; the previous settings come back after."""
+    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    if on:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
 def train_population(build: Callable[[], nn.Module], taskset: TaskSet, nets: list[tuple[int, int]],
                      zc: ZooConfig, logger=None, eval_chunk: int = 512,
                      progress: bool = False) -> tuple[PopulationModule, list[dict]]:
@@ -175,8 +199,9 @@ def train_population(build: Callable[[], nn.Module], taskset: TaskSet, nets: lis
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         log_every_n_steps=max(1, steps // 10), num_sanity_val_steps=0,
                         callbacks=[StepBar(steps, len(nets))] if progress else [])
+    use_tf32 = zc.tf32 and trainer.strategy.root_device.type == "cuda"  # TF32 exists only on CUDA
     t0 = time.perf_counter()
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), tf32(use_tf32):
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         warnings.filterwarnings("ignore", ".*GPU available but not used.*")
         trainer.fit(module, torch.utils.data.DataLoader(range(steps), batch_size=None))
@@ -187,7 +212,7 @@ def train_population(build: Callable[[], nn.Module], taskset: TaskSet, nets: lis
     test_acc, test_loss = module.evaluate(pad(tasks, "test_idx"), pad(tasks, "test_y"),
                                           [len(t.test_idx) for t in tasks], eval_chunk)
     finite = torch.stack([torch.isfinite(v.reshape(len(nets), -1)).all(1) for v in module.state().values()
-                          if v.is_floating_point()]).all(0)  # (K,)
+                          if v.is_floating_point()]).all(0).cpu()  # (K,), read once
     rows = []
     for k, ((t, s), task) in enumerate(zip(nets, tasks)):
         chance = 1.0 / len(task.classes)
@@ -196,7 +221,8 @@ def train_population(build: Callable[[], nn.Module], taskset: TaskSet, nets: lis
         rows.append({"task": t, "seed": s, "classes": task.classes, "role": task.role,
                      "train_acc": round(float(train_acc[k]), 6), "test_acc": round(float(test_acc[k]), 6),
                      "final_loss": float(train_loss[k]), "diverged": bool(diverged),
-                     "wall_time": round(wall, 6), "steps": steps, "vectorize": module.vectorize})
+                     "wall_time": round(wall, 6), "steps": steps, "vectorize": module.vectorize,
+                     **({"tf32": True} if use_tf32 else {})})
     return module, rows
 
 

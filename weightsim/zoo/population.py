@@ -20,7 +20,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
-from torchmetrics.functional.classification import multiclass_stat_scores
 
 from weightsim.data.tasks import Task
 from weightsim.errors import ConfigError
@@ -52,15 +51,28 @@ class MemberStreams:
     Each member keeps a window of the ``span`` epochs its current batch can touch, (K, span, n_max),
     and draws a new permutation only when its own stream enters a new epoch: a step costs the same
     at step 10 000 as at step 1, however far apart the members' epoch counts have drifted.
+
+    The window lives on ``device`` (``to``): which members enter a new epoch is integer arithmetic
+    on the host, new permutations are drawn on the host (the same generator bit for bit) and
+    copied in, and ``positions`` indexes the window where it lies, without waiting for the device.
     """
 
-    def __init__(self, sizes: list[int], data_seeds: list[int], batch_size: int):
+    def __init__(self, sizes: list[int], data_seeds: list[int], batch_size: int, device: torch.device | str = "cpu"):
         self.sizes, self.seeds, self.b = sizes, data_seeds, batch_size
         self.n = torch.tensor(sizes, dtype=torch.int64)  # (K,)
         # epochs one batch of B positions can touch in a stream of epoch length n: ceil(B / n) + 1
         self.span = max(-(-batch_size // n) + 1 for n in sizes)
-        self.first = torch.full((len(sizes),), -1, dtype=torch.int64)  # (K,) epoch held in window slot 0
+        self.first = torch.full((len(sizes),), -1, dtype=torch.int64)  # (K,) epoch in window slot 0 (host)
         self.window = torch.zeros(len(sizes), self.span, max(sizes), dtype=torch.int64)  # (K, span, n_max)
+        self.to(device)
+
+    def to(self, device: torch.device | str) -> "MemberStreams":
+        """Hold the window (and the index helpers) on ``device``; returns self."""
+        self.window = self.window.to(device)
+        self.n_dev = self.n.to(device)  # (K,)
+        self.rows = torch.arange(len(self.sizes), device=device)[:, None]  # (K, 1)
+        self.offsets = torch.arange(self.b, device=device)  # (B,)
+        return self
 
     def permutation(self, k: int, e: int) -> Tensor:
         """(n_k,) member k's positions in epoch e: a permutation of range(n_k) seeded by (seed, e)."""
@@ -74,18 +86,22 @@ class MemberStreams:
         if keep:
             self.window[k, :keep] = self.window[k, shift:].clone()
         for j in range(keep, self.span):
-            self.window[k, j, :self.sizes[k]] = self.permutation(k, lo + j)
+            perm = self.permutation(k, lo + j)
+            if self.window.is_cuda:  # pinned: the copy is queued, the host goes on
+                perm = perm.pin_memory()
+            self.window[k, j, :self.sizes[k]].copy_(perm, non_blocking=True)
         self.first[k] = lo
 
     def positions(self, step: int) -> Tensor:
-        """(K, B) positions into each member's task arrays for SGD step ``step``."""
-        g = step * self.b + torch.arange(self.b)  # (B,) offsets into every member's stream
-        e = g[None] // self.n[:, None]  # (K, B) epoch of each position
-        off = g[None] % self.n[:, None]  # (K, B) offset inside that epoch's permutation
-        lo = e[:, 0]  # (K,) each member's first epoch in this batch
+        """(K, B) positions into each member's task arrays for SGD step ``step``, on the window's device."""
+        lo = (step * self.b) // self.n  # (K,) each member's first epoch in this batch (host tensor)
         for k in (lo != self.first).nonzero().flatten().tolist():  # only members entering a new epoch
             self._slide(k, int(lo[k]))
-        return self.window[torch.arange(len(self.sizes))[:, None], e - lo[:, None], off]
+        g = step * self.b + self.offsets  # (B,) offsets into every member's stream
+        e = g[None] // self.n_dev[:, None]  # (K, B) epoch of each position
+        off = g[None] % self.n_dev[:, None]  # (K, B) offset inside that epoch's permutation
+        lo = (step * self.b) // self.n_dev  # (K,) each member's first epoch (= window slot 0)
+        return self.window[self.rows, e - lo[:, None], off]
 
 
 def choose_vectorize(vectorize: str, template: nn.Module, sample_shape: tuple[int, ...]) -> str:
@@ -195,7 +211,7 @@ class PopulationModule(L.LightningModule):
         self.streams = MemberStreams([len(t.train_idx) for t in tasks], data_seeds, batch_size)
         self.lr, self.momentum, self.weight_decay, self.grad_clip = lr, momentum, weight_decay, grad_clip
         self.lr_milestones, self.lr_gamma = list(lr_milestones), lr_gamma
-        self.member_loss = torch.zeros(self.k)
+        self.member_loss = torch.zeros(self.k)  # (K,) on the module's device: read it only to show it
 
     # -- stacked state -------------------------------------------------------------------------
     def params(self) -> dict[str, Tensor]:
@@ -213,14 +229,22 @@ class PopulationModule(L.LightningModule):
         return self.many(self.params(), self.buffers_(), x)[0]
 
     # -- training ------------------------------------------------------------------------------
-    def training_step(self, step: Tensor, _batch_idx: int) -> Tensor:
-        pos = self.streams.positions(int(step)).to(self.device)  # (K, B)
-        rows = torch.arange(self.k, device=self.device)[:, None]
+    def transfer_batch_to_device(self, batch, device, dataloader_idx: int):
+        """The batch is the step number: it stays on the host (``int(step)`` on a device tensor
+        would wait for the device every step)."""
+        return batch
+
+    def training_step(self, step: Tensor | int, _batch_idx: int) -> Tensor:
+        """One SGD step of every member: ``step`` (a host int or host tensor) picks each member's batch."""
+        if self.streams.window.device != self.device:
+            self.streams.to(self.device)
+        pos = self.streams.positions(int(step))  # (K, B), on the device
+        rows = self.streams.rows
         x = self.x[self.train_idx[rows, pos]]
         y = self.train_y[rows, pos]
         logits = self(x)
         loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(self.k, -1).mean(1)
-        self.member_loss = loss.detach().cpu()
+        self.member_loss = loss.detach()  # stays on the device: no wait here
         return loss.sum()  # summed, not averaged: each member's step is its own
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
@@ -253,43 +277,46 @@ class PopulationModule(L.LightningModule):
 
         A chunk runs only the members whose task still has samples in it (vmap and loop run any
         number of members; the stacked net is built for all K and runs them all): where task sizes
-        differ a lot (NameData), the small tasks' members stop computing on padding."""
+        differ a lot (NameData), the small tasks' members stop computing on padding. Which members
+        a chunk runs is decided on the host from ``sizes``; the chunk loop never waits for the device
+        (one copy back at the end)."""
         self.template.eval()
-        correct = torch.zeros(self.k, device=self.device)
-        total_loss = torch.zeros(self.k, device=self.device)
-        n = torch.tensor(sizes, device=self.device)
+        dev = self.device
+        correct = torch.zeros(self.k, device=dev)
+        total_loss = torch.zeros(self.k, device=dev)
+        n = torch.tensor(sizes, device=dev)
+        idx, y = idx.to(dev), y.to(dev)
         params, buffers = self.params(), self.buffers_()
+        n_host = torch.tensor(sizes)  # (K,) on the host: which members a chunk runs is decided here
+        subsets: dict[int, Tensor] = {}  # live count -> those members' indices, on the device
         for s in range(0, idx.shape[1], chunk):
-            rows = torch.arange(self.k, device=self.device)
-            if self.many.mode != "stacked":
-                rows = rows[n > s]  # the members with samples at positions >= s
-            sub = (lambda v: v[rows]) if len(rows) < self.k else (lambda v: v)  # noqa: E731
-            i, t = idx[rows.cpu(), s:s + chunk].to(self.device), y[rows.cpu(), s:s + chunk].to(self.device)
-            valid = (torch.arange(s, s + i.shape[1], device=self.device)[None] < n[rows, None]).float()
+            live = n_host > s  # (K,) members with samples at positions >= s
+            count = int(live.sum())  # a host tensor: no wait for the device
+            if self.many.mode == "stacked" or count == self.k:
+                rows, sub = slice(None), (lambda v: v)  # noqa: E731  (all members, no copy)
+            else:
+                if count not in subsets:  # one copy to the device per subset, not per chunk
+                    subsets[count] = live.nonzero().flatten().to(dev)
+                rows = subsets[count]
+                sub = lambda v, r=rows: v[r]  # noqa: E731
+            i, t = idx[rows, s:s + chunk], y[rows, s:s + chunk]
+            valid = torch.arange(s, s + i.shape[1], device=dev)[None] < n[rows, None]  # (K', w) samples, not padding
             logits = self.many({k: sub(v) for k, v in params.items()}, {k: sub(v) for k, v in buffers.items()},
                                self.x[i])[0]
-            loss = F.cross_entropy(logits.flatten(0, 1), t.flatten(), reduction="none").view_as(valid)
-            correct[rows] += member_correct(logits, t, valid.sum(1).long().tolist())  # samples per member here
+            loss = F.cross_entropy(logits.flatten(0, 1), t.flatten(), reduction="none").view_as(i)
+            correct[rows] += member_correct(logits, t, valid)
             total_loss[rows] += (loss * valid).sum(1)
         self.template.train()
         return (correct / n).cpu(), (total_loss / n).cpu()
 
 
-def member_correct(logits: Tensor, y: Tensor, counts: list[int]) -> Tensor:
-    """Correct predictions per member: logits (K, B, C) and labels y (K, B), of which member k's first
-    counts[k] positions are samples (the rest padding) -> (K,) float.
+def member_correct(logits: Tensor, y: Tensor, valid: Tensor) -> Tensor:
+    """Correct predictions per member: logits (K, B, C), labels y (K, B) and valid (K, B) (True
+    where a position holds a sample, False on padding) -> (K,) float.
 
-    torchmetrics' multiclass true positives (micro: correct predictions), member by member: its
-    one-call per-member form (``multidim_average="samplewise"``) one-hot encodes every prediction and,
-    to skip padding, copies and masks them, 10-20x the time of a comparison; one call per member
-    on its own samples is the plain comparison, at about the cost of the masked sum it replaced.
-    """
-    pred = logits.argmax(-1)
-    # a member whose task has run out of samples in this chunk has none: 0 correct (torchmetrics
-    # cannot reshape an empty batch)
-    return torch.stack([multiclass_stat_scores(pred[k, :m], y[k, :m], num_classes=logits.shape[-1], average="micro",
-                                               validate_args=False)[0] if m else pred.new_zeros(())
-                        for k, m in enumerate(counts)]).to(logits.dtype)
+    correct_k = sum_b [argmax_c logits[k, b, c] == y[k, b]] * valid[k, b]: one masked comparison
+    for all members, summed per member (no loop over members, nothing read back to the host)."""
+    return ((logits.argmax(-1) == y) & valid).sum(1).to(logits.dtype)
 
 
 def member_bytes(build, x: Tensor, batch_size: int) -> tuple[int, int]:

@@ -7,7 +7,10 @@ Layout of a zoo directory::
     weights/<population>.json     the manifest rows of its K nets (task, seed, accuracies, sha256, ...)
 
 A population's .safetensors is written (temp file, fsync, rename) before its .json; the .json is
-the completion mark, so a crash never leaves a manifest row without its weights. The manifest of
+the completion mark, so a crash never leaves a manifest row without its weights. It is streamed:
+the header is built from the shapes, then each tensor is converted to the zoo's storage dtype
+(float32, bfloat16 or float16) and written a block of members at a time, hashed as it goes, so a
+population file is never whole in memory. Readers give float32 back whatever the storage dtype. The manifest of
 the zoo is the union of the .json pieces (several jobs can fill one zoo without sharing a file);
 ``manifest.csv`` is a derived, human-readable copy.
 """
@@ -18,13 +21,15 @@ import csv
 import hashlib
 import io
 import json
+import math
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load as st_load, save as st_save
+from safetensors.torch import load as st_load
+from torch import Tensor
 
 from weightsim.errors import ZooError
 from weightsim.files import atomic_write
@@ -33,10 +38,78 @@ FORMAT = "weightsim-zoo"
 VERSION = 1
 # what must agree between a zoo on disk and the config that wants to add to it
 IDENTITY_KEYS = ("dataset", "arch", "training")
+# the dtypes a zoo can store its floating-point weights in (integer buffers keep their own)
+STORAGE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# safetensors' names of torch dtypes, in its order: a file lists its tensors by this rank, highest
+# first, then by name (the order ``safetensors.torch.save`` writes, so both give the same bytes)
+ST_DTYPES = {torch.bool: "BOOL", torch.uint8: "U8", torch.int8: "I8", torch.int16: "I16", torch.float16: "F16",
+             torch.bfloat16: "BF16", torch.int32: "I32", torch.float32: "F32", torch.float64: "F64",
+             torch.int64: "I64"}
+ST_RANK = {d: i for i, d in enumerate(ST_DTYPES)}
+WRITE_BLOCK = 64 * 2**20  # bytes of one tensor converted and written at a time
 
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def storage_dtype(name: str) -> torch.dtype:
+    """The torch dtype of a storage dtype name (a zoo header's ``training.dtype``)."""
+    if name not in STORAGE_DTYPES:
+        raise ZooError(f"storage dtype '{name}' of a zoo is not one of {', '.join(STORAGE_DTYPES)}")
+    return STORAGE_DTYPES[name]
+
+
+def zoo_dtype(head: dict) -> str:
+    """The storage dtype of the zoo whose header is ``head`` (zoos without one store float32)."""
+    return (head.get("training") or {}).get("dtype", "float32")
+
+
+def write_safetensors(f, tensors: dict[str, Tensor], metadata: dict[str, str], dtype: torch.dtype = torch.float32,
+                      members: Tensor | None = None) -> tuple[str, int]:
+    """Stream ``tensors`` (name -> (K, *shape), any device) to the open binary file ``f`` as one
+    safetensors file; returns its (sha256, bytes).
+
+    Floating-point tensors are stored as ``dtype``, others as they are; ``members`` (indices into
+    the member axis) keeps only those members, in that order. The header is built from the shapes
+    alone, then each tensor goes out ``WRITE_BLOCK`` bytes of members at a time (sliced, converted
+    and copied to the host per block), so no more than one block is ever held here. The bytes are
+    those ``safetensors.torch.save`` gives for the same (converted, selected) tensors.
+    """
+    def out_dtype(t: Tensor) -> torch.dtype:
+        return dtype if t.is_floating_point() else t.dtype
+
+    for k, t in tensors.items():
+        if out_dtype(t) not in ST_DTYPES or t.dim() == 0:
+            raise ZooError(f"zoo tensor {k!r} ({t.dtype}, {t.dim()} dims) cannot be stored: need a member axis "
+                           f"and one of {', '.join(map(str, ST_DTYPES))}")
+    order = sorted(tensors, key=lambda k: (-ST_RANK[out_dtype(tensors[k])], k))
+    header: dict[str, object] = {"__metadata__": metadata}
+    shapes, start = {}, 0
+    for k in order:
+        t = tensors[k]
+        shapes[k] = [len(members) if members is not None else t.shape[0], *t.shape[1:]]
+        size = math.prod(shapes[k]) * out_dtype(t).itemsize
+        header[k] = {"dtype": ST_DTYPES[out_dtype(t)], "shape": shapes[k], "data_offsets": [start, start + size]}
+        start += size
+    head = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    head += b" " * (-len(head) % 8)  # safetensors pads its header with spaces to a multiple of 8 bytes
+    digest = hashlib.sha256()
+
+    def put(buf) -> None:
+        f.write(buf)
+        digest.update(buf)
+
+    put(len(head).to_bytes(8, "little") + head)
+    for k in order:
+        t, n = tensors[k], shapes[k][0]
+        per_member = max(1, math.prod(shapes[k][1:]) * out_dtype(t).itemsize)
+        step = max(1, WRITE_BLOCK // per_member)
+        for i in range(0, n, step):
+            block = t[i:i + step] if members is None else t.index_select(0, members[i:i + step].to(t.device))
+            block = block.detach().to(dtype=out_dtype(t)).cpu().contiguous()  # convert where it lies, then copy
+            put(block.reshape(-1).view(torch.uint8).numpy().data)
+    return digest.hexdigest(), 8 + len(head) + start
 
 
 def inside_weights(name: str) -> bool:
@@ -89,9 +162,10 @@ class ZooWriter:
 
     def __init__(self, root: str | Path, identity: dict):
         self.root = Path(root)
+        self.identity = {"format": FORMAT, "version": VERSION, **identity}
+        self.dtype = storage_dtype(zoo_dtype(self.identity))  # (training.dtype: the storage dtype)
         (self.root / "weights").mkdir(parents=True, exist_ok=True)
         head = self.root / "zoo.json"
-        self.identity = {"format": FORMAT, "version": VERSION, **identity}
         if head.exists():
             check_identity(self.root, read_head(head), self.identity)
         else:
@@ -106,8 +180,9 @@ class ZooWriter:
         return {(r["task"], r["seed"]) for r in read_pieces(self.root)}
 
     def write(self, name: str, stacked: dict[str, torch.Tensor], rows: list[dict]) -> int:
-        """Write one population: stacked (K, ...) tensors and its K manifest rows; returns how many
-        nets it added.
+        """Write one population: stacked (K, ...) tensors (any device, float32 while training) and
+        its K manifest rows; returns how many nets it added. Floating-point tensors are stored in
+        the zoo's storage dtype.
 
         Under the zoo's lock, nets that another job has written meanwhile (seed blocks of concurrent
         jobs that overlap) are left out, so the zoo never holds a net twice; a population whose
@@ -116,26 +191,27 @@ class ZooWriter:
         with zoo_lock(self.root):
             done = self.done_nets()
             keep = [i for i, r in enumerate(rows) if (r["task"], r["seed"]) not in done]
+            members = None  # all of them
             if len(keep) < len(rows):
                 if not keep:
                     return 0
-                idx = torch.tensor(keep)
-                stacked = {k: v.index_select(0, idx.to(v.device)) for k, v in stacked.items()}
+                members = torch.tensor(keep)
                 rows = [rows[i] for i in keep]
             while (self.root / "weights" / f"{name}.json").exists():  # a piece of that name holds other nets
                 name += "+"
-            self._write(name, stacked, rows)
+            self._write(name, stacked, rows, members)
         return len(rows)
 
-    def _write(self, name: str, stacked: dict[str, torch.Tensor], rows: list[dict]) -> None:
+    def _write(self, name: str, stacked: dict[str, torch.Tensor], rows: list[dict],
+               members: Tensor | None = None) -> None:
         # one metadata entry: safetensors writes a multi-key metadata map in hash order, which would
         # make the bytes differ from run to run
-        data = st_save({k: v.detach().cpu().contiguous() for k, v in stacked.items()},
-                       metadata={FORMAT: json.dumps({"population": name, "version": VERSION})})
+        meta = {FORMAT: json.dumps({"population": name, "version": VERSION})}
         wpath = self.root / "weights" / f"{name}.safetensors"
-        atomic_write(wpath, data)
-        digest = sha256_bytes(data)
-        rows = [{**r, "file": wpath.name, "index": i, "sha256": digest, "bytes": len(data)}
+        out: dict[str, object] = {}
+        atomic_write(wpath, lambda f: out.update(zip(("sha256", "bytes"),
+                                                     write_safetensors(f, stacked, meta, self.dtype, members))))
+        rows = [{**r, "file": wpath.name, "index": i, "sha256": out["sha256"], "bytes": out["bytes"]}
                 for i, r in enumerate(rows)]
         atomic_write(self.root / "weights" / f"{name}.json", json.dumps(rows, indent=0).encode())
 
@@ -171,11 +247,15 @@ def _describe(key: str, v, other) -> str:
 
 
 def check_identity(root: Path, old: dict, new: dict) -> None:
-    """Refuse to add to a zoo made for another dataset, architecture or training config."""
+    """Refuse to add to a zoo made for another dataset, architecture, training config or storage
+    dtype (``training.dtype``, absent for float32: a zoo never mixes dtypes)."""
     for key in IDENTITY_KEYS:
         if old.get(key) != new.get(key):
-            raise ZooError(f"zoo {root} was made for {_describe(key, old.get(key), new.get(key))}, but the "
-                           f"config asks for {_describe(key, new.get(key), old.get(key))}: refused (nets of "
+            a, b = old.get(key), new.get(key)
+            if key == "training":  # name the storage dtype on both sides, float32 where it is implied
+                a, b = ({**v, "dtype": zoo_dtype({"training": v})} if isinstance(v, dict) else v for v in (a, b))
+            raise ZooError(f"zoo {root} was made for {_describe(key, a, b)}, but the "
+                           f"config asks for {_describe(key, b, a)}: refused (nets of "
                            f"both would mix); use another zoo_dir, or the zoo's own config")
 
 
@@ -206,6 +286,7 @@ class ZooReader:
         if not head.exists():
             raise ZooError(f"{self.root} is not a zoo (no zoo.json): pass the directory weightsim-zoo wrote")
         self.head = read_head(head)
+        self.dtype = zoo_dtype(self.head)  # the storage dtype; load() gives float32 whatever it is
         self.rows = self._read_rows()
         # the last file parsed: batches that stream through one population file read it once
         self._last: tuple[str, dict[str, torch.Tensor]] | None = None
@@ -224,7 +305,10 @@ class ZooReader:
         return rows
 
     def load(self, rows: list[dict] | None = None, verify: bool = False) -> dict[str, torch.Tensor]:
-        """Stacked parameters of ``rows`` (default: all), in their order: name -> (N, *shape)."""
+        """Stacked parameters of ``rows`` (default: all), in their order: name -> (N, *shape).
+
+        Floating-point tensors come back as float32 whatever the zoo stores (bfloat16, float16
+        widen exactly); integer buffers (BatchNorm's batch count) as they are."""
         rows = self.rows if rows is None else rows
         if not rows:
             raise ZooError(f"zoo {self.root} has no trained nets yet")
@@ -233,7 +317,8 @@ class ZooReader:
             by_file[f] = self.load_file(f, verify_sha=next(r["sha256"] for r in rows if r["file"] == f)
                                         if verify else None)
         keys = list(next(iter(by_file.values())))
-        return {k: torch.stack([by_file[r["file"]][k][r["index"]] for r in rows]) for k in keys}
+        widen = lambda t: t.float() if t.is_floating_point() else t  # noqa: E731
+        return {k: widen(torch.stack([by_file[r["file"]][k][r["index"]] for r in rows])) for k in keys}
 
     def load_file(self, name: str, verify_sha: str | None = None) -> dict[str, torch.Tensor]:
         """The tensors of weights/``name`` (read-only use). A checksum check always reads the file."""
