@@ -1,4 +1,4 @@
-"""weightsim-plan: what a run or a sweep will cost, before it runs and without its data (docs/plan.md).
+"""weightsim-plan: what a run or a sweep will cost, before it runs and without its data (docs/experiments.md, *Planning*).
 
 It takes the overrides of ``weightsim-run`` (``-m`` walks the sweep's jobs as Hydra's basic sweeper
 would: the experiment's ``hydra.sweeper.params`` and the command line's comma lists) and prints, per

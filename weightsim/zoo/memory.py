@@ -9,12 +9,12 @@ A population of K members holds, on the device it trains on:
   buffers, and the forward pass of ``chunk`` samples per member (gathered inputs, layout copies,
   activations, logits).
 
-The per-member costs are *measured*, not modelled: two SGD steps of real populations of 1 and 2
+The per-member costs are *measured*, not modelled: two SGD steps of real populations of 2 and 4
 members on synthetic inputs of the data's shape, and one evaluation chunk, under ``allocated_peak``;
 the pool's bytes are counted from its shape. Every term is linear in K (members share nothing but
 the pool), so
 
-    train_peak(K)   = data + K * index + fixed + K * train_member     (fixed, train_member from K = 1, 2)
+    train_peak(K)   = data + K * index + fixed + K * train_member     (fixed, train_member from K = 2, 4)
     eval_peak(K, c) = data + K * (3 * index + state) + K * c * eval_sample
 
 and ``peak(K, c)`` is their maximum.
@@ -132,7 +132,7 @@ def measure_population(build: Callable[[], nn.Module], shape: DataShape, zc, dev
 
     device = device or device_of(zc.accelerator)
     n = max(zc.batch_size, eval_chunk)
-    ts = synthetic_taskset(shape, n, 2)
+    ts = synthetic_taskset(shape, n, 4)
     x = ts.x.to(device)
     ts.x = x  # the pool is on the device before the measurement: it is counted from its shape
 
@@ -150,13 +150,14 @@ def measure_population(build: Callable[[], nn.Module], shape: DataShape, zc, dev
         return run
 
     with torch.random.fork_rng(devices=[]):
-        one, two = allocated_peak(train(1), device), allocated_peak(train(2), device)
+        # the slope between 2 and 4 members (a population of 1 can take other paths than K > 1)
+        two, four = allocated_peak(train(2), device), allocated_peak(train(4), device)
         module = population_module(build, ts, [(0, 0), (1, 0)], zc).to(device)
         idx = torch.stack([t.test_idx[:eval_chunk] for t in ts.tasks])
         y = torch.stack([t.test_y[:eval_chunk] for t in ts.tasks])
         ev = allocated_peak(lambda: module.evaluate(idx, y, [idx.shape[1]] * 2, eval_chunk), device)
     state = sum(v.numel() * v.element_size() for v in module.state().values()) // 2
     index = 2 * 8 * max(shape.train)  # positions and labels, int64, padded to the largest task
-    member = max(0, two - one)
-    return PopulationMemory(shape.x_bytes, index, max(0, one - member), member, state,
+    member = max(0, (four - two) // 2)
+    return PopulationMemory(shape.x_bytes, index, max(0, two - 2 * member), member, state,
                             math.ceil(ev / (2 * idx.shape[1])), max(shape.train + shape.test))
