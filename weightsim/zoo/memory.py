@@ -49,8 +49,9 @@ def allocated_peak(fn: Callable[[], object], device: torch.device) -> int:
     """Peak bytes held by the tensors that ``fn`` allocates on ``device`` while it runs.
 
     CUDA: ``torch.cuda.max_memory_allocated`` above what was allocated before. CPU: torch's profiler
-    records every allocation and free of torch's CPU allocator (blocks allocated before the call
-    and freed during it are not seen, so they never count); the peak is the running sum's maximum.
+    records every allocation and free of torch's CPU allocator, with its address; the peak is the
+    running sum's maximum over the blocks allocated during the call (a free of an earlier block is
+    skipped: the profiler's size of it can be stale, from an earlier profile at the same address).
     That is the quantity CUDA reports, counted by torch itself: the process's resident memory
     (/proc, tracemalloc) would also hold the interpreter, libraries and glibc's cached free blocks.
     """
@@ -65,11 +66,24 @@ def allocated_peak(fn: Callable[[], object], device: torch.device) -> int:
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
-    events = sorted((e for e in prof.profiler.kineto_results.events()
-                     if e.name() == "[memory]" and e.device_type().name == "CPU"), key=lambda e: e.start_ns())
-    live = peak = 0
-    for e in events:  # nbytes: + on allocation, - on free
-        live += e.nbytes()
+    events = []  # (time, address, bytes): + on allocation, - on free
+
+    def walk(node) -> None:
+        f = node.extra_fields
+        if type(f).__name__ == "_ExtraFields_Allocation" and f.device.type == "cpu":
+            events.append((node.start_time_ns, f.ptr, f.alloc_size))
+        for child in node.children:
+            walk(child)
+
+    for root in prof.profiler.kineto_results.experimental_event_tree():
+        walk(root)
+    live, peak, held = 0, 0, {}
+    for _, ptr, size in sorted(events, key=lambda e: e[0]):
+        if size > 0:
+            held[ptr] = size
+            live += size
+        elif ptr in held:  # a block allocated before the call (or in an earlier profile) never counts
+            live -= held.pop(ptr)
         peak = max(peak, live)
     return int(peak)
 
