@@ -106,6 +106,9 @@ class Sizing:
                 f"~{m.train_member / 2**20:.1f} MiB per net in training)")
 
 
+_MEASURED: dict[str, PopulationMemory] = {}
+
+
 def size_population(build: Callable[[], nn.Module], taskset: TaskSet, zc: ZooConfig, total: int) -> Sizing:
     """Population size from ``zc.population_size`` or, when None, as many as fit ``zc.memory_budget_gb``
     with everything the population holds on its device (the data included); the evaluation chunk
@@ -113,7 +116,13 @@ def size_population(build: Callable[[], nn.Module], taskset: TaskSet, zc: ZooCon
     if zc.memory_budget_gb <= 0:
         raise ConfigError(f"zoo.memory_budget_gb={zc.memory_budget_gb} must be > 0")
     budget = zc.memory_budget_gb * 2**30
-    memory = measure_population(build, shape_of(taskset), zc)
+    shape = shape_of(taskset)
+    # measured once per process for the same net, data shape and training (a sweep, the tests); only a
+    # partial's repr names its net by content (a lambda's names an address that may be reused)
+    key = repr((build, shape, zc.batch_size, zc.momentum, zc.weight_decay, zc.grad_clip, zc.vectorize, zc.accelerator))
+    if key not in _MEASURED or not isinstance(build, partial):
+        _MEASURED[key] = measure_population(build, shape, zc)
+    memory = _MEASURED[key]
     if zc.population_size is None:
         k = memory.population_size(budget, total)
     elif zc.population_size < 1:
