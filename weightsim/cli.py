@@ -329,3 +329,11 @@ def _recover(cfg, logger, notes):
 
 
 recover_main = _app(_recover, "recover", "recover")  # weightsim-recover: Expand-and-Cluster (conf/recover.yaml)
+
+
+def plan_main() -> None:
+    """weightsim-plan [weightsim-run's overrides]: nets, steps, FLOPs, memory, disk and time of a run
+    or sweep (-m), without its data (weightsim/plan.py)."""
+    from weightsim.plan import main
+
+    main()

@@ -19,11 +19,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from weightsim.data.shapes import shape_of
 from weightsim.data.tasks import TaskSet
 from weightsim.errors import ConfigError
 from weightsim.zoo.heap import reuse_freed_memory
-from weightsim.zoo.population import (PopulationModule, init_member, member_bytes, member_seeds,
-                                      population_size_for, steps_for)
+from weightsim.zoo.memory import PopulationMemory, measure_population
+from weightsim.zoo.population import PopulationModule, init_member, member_seeds, steps_for
 from weightsim.zoo.store import STORAGE_DTYPES, ZooWriter
 
 # a net whose training accuracy is within this margin of chance counts as diverged
@@ -50,7 +51,7 @@ class ZooConfig:
     weight_decay: float = 0.0
     grad_clip: float | None = None  # per-member gradient-norm clipping
     population_size: int | None = None  # most nets trained together; None: as many as fit memory_budget_gb
-    memory_budget_gb: float = 2.0  # memory one population may use (params, grads, momentum, activations)
+    memory_budget_gb: float = 2.0  # device memory one population may use: data, params, grads, momentum, activations
     base_seed: int = 0  # net (task, seed) draws init and data order from SeedSequence([base_seed, task, seed])
     accelerator: str = "auto"
     threads: int | None = None  # torch CPU threads of this job (None: torch's default); not in the identity
@@ -97,31 +98,49 @@ class ZooConfig:
 
 @dataclass
 class Sizing:
-    """How many members train together and how many samples per member evaluation takes at once."""
+    """How many members train together, how many samples per member evaluation takes at once, and
+    what that population holds on its device (zoo/memory.py)."""
 
     population_size: int
     eval_chunk: int
-    member_train_bytes: int
+    memory: PopulationMemory
+
+    @property
+    def peak_bytes(self) -> int:
+        """Planned peak bytes on the device: the larger of training and evaluation."""
+        return self.memory.peak(self.population_size, self.eval_chunk)
 
     def __str__(self) -> str:
-        return (f"{self.population_size} nets per population (~{self.member_train_bytes / 2**20:.1f} MiB "
-                f"per net), evaluation in chunks of {self.eval_chunk} samples")
+        m, k = self.memory, self.population_size
+        return (f"{k} nets per population, evaluation in chunks of {self.eval_chunk} samples; planned peak "
+                f"{self.peak_bytes / 2**30:.2f} GiB (data {m.data / 2**30:.2f} GiB, "
+                f"~{m.train_member / 2**20:.1f} MiB per net in training)")
+
+
+_MEASURED: dict[str, PopulationMemory] = {}
 
 
 def size_population(build: Callable[[], nn.Module], taskset: TaskSet, zc: ZooConfig, total: int) -> Sizing:
-    """Population size from ``zc.population_size`` or, when None, from ``zc.memory_budget_gb``."""
+    """Population size from ``zc.population_size`` or, when None, as many as fit ``zc.memory_budget_gb``
+    with everything the population holds on its device (the data included); the evaluation chunk
+    from the same budget."""
     if zc.memory_budget_gb <= 0:
         raise ConfigError(f"zoo.memory_budget_gb={zc.memory_budget_gb} must be > 0")
     budget = zc.memory_budget_gb * 2**30
-    train_b, eval_b = member_bytes(build, taskset.x, zc.batch_size)
+    shape = shape_of(taskset)
+    # measured once per process for the same net, data shape and training (a sweep, the tests); only a
+    # partial's repr names its net by content (a lambda's names an address that may be reused)
+    key = repr((build, shape, zc.batch_size, zc.momentum, zc.weight_decay, zc.grad_clip, zc.vectorize, zc.accelerator))
+    if key not in _MEASURED or not isinstance(build, partial):
+        _MEASURED[key] = measure_population(build, shape, zc)
+    memory = _MEASURED[key]
     if zc.population_size is None:
-        k = population_size_for(budget, train_b, total)
+        k = memory.population_size(budget, total)
     elif zc.population_size < 1:
         raise ConfigError(f"zoo.population_size={zc.population_size} must be >= 1 (or null: from the budget)")
     else:
         k = min(zc.population_size, total)
-    chunk = int(max(1, min(4096, budget // (2 * k * eval_b))))
-    return Sizing(k, chunk, train_b)
+    return Sizing(k, memory.eval_chunk(budget, k), memory)
 
 
 def plan_populations(taskset: TaskSet, zc: ZooConfig, population_size: int,
@@ -205,6 +224,7 @@ def train_population(build: Callable[[], nn.Module], taskset: TaskSet, nets: lis
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         warnings.filterwarnings("ignore", ".*GPU available but not used.*")
         trainer.fit(module, torch.utils.data.DataLoader(range(steps), batch_size=None))
+    release_trainer(trainer, module)
     wall = (time.perf_counter() - t0) / len(nets)
     pad = lambda ts, attr: torch.nn.utils.rnn.pad_sequence([getattr(t, attr) for t in ts], batch_first=True)  # noqa: E731
     train_acc, train_loss = module.evaluate(pad(tasks, "train_idx"), pad(tasks, "train_y"),
@@ -224,6 +244,17 @@ def train_population(build: Callable[[], nn.Module], taskset: TaskSet, nets: lis
                      "wall_time": round(wall, 6), "steps": steps, "vectorize": module.vectorize,
                      **({"tf32": True} if use_tf32 else {})})
     return module, rows
+
+
+def release_trainer(trainer: L.Trainer, module: PopulationModule) -> None:
+    """Free what only training needed before evaluation: the optimizer's momentum and the gradients;
+    and bring the module back to the training device (Lightning's teardown moved it to the CPU)."""
+    device = trainer.strategy.root_device
+    for opt in trainer.optimizers:
+        opt.state.clear()
+    module.zero_grad(set_to_none=True)
+    module.trainer = None
+    module.to(device)
 
 
 def generate_zoo(build: Callable[[], nn.Module], taskset: TaskSet, zc: ZooConfig, zoo_dir: str | Path,

@@ -319,42 +319,6 @@ def member_correct(logits: Tensor, y: Tensor, valid: Tensor) -> Tensor:
     return ((logits.argmax(-1) == y) & valid).sum(1).to(logits.dtype)
 
 
-def member_bytes(build, x: Tensor, batch_size: int) -> tuple[int, int]:
-    """Memory one member needs in a population: (training bytes, evaluation bytes per sample).
-
-    Measured on one real net and one real batch x[:batch_size] (shape (B, *input_shape)):
-    training = 4 x parameter bytes (stacked parameter, its gradient, the momentum buffer, vmap's
-    per-member gradient temporaries) + buffers + 2 x the bytes autograd saves for backward (the
-    saved activations and their gradients) + the gathered input batch. Evaluation runs without
-    autograd; a sample costs about what it saves during training divided by the batch size.
-    Deterministic for a given architecture, input shape and batch size.
-    """
-    with torch.random.fork_rng(devices=[]):  # leave the global RNG as it was
-        net = build()
-    xb = x[:batch_size]
-    saved: dict[tuple[int, tuple[int, ...]], int] = {}
-    param_ptrs = {p.data_ptr() for p in net.parameters()}
-
-    def pack(t: Tensor) -> Tensor:
-        if t.data_ptr() not in param_ptrs:  # parameters are counted once, below
-            saved[(t.data_ptr(), tuple(t.shape))] = t.numel() * t.element_size()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = net(xb)
-        out.float().logsumexp(-1).sum().backward()
-    act = sum(saved.values())
-    params = sum(p.numel() * p.element_size() for p in net.parameters())
-    bufs = sum(b.numel() * b.element_size() for b in net.buffers())
-    train = 4 * params + bufs + 2 * act + xb.numel() * xb.element_size() + out.numel() * out.element_size()
-    return int(train), max(1, int(act // max(1, len(xb))))
-
-
-def population_size_for(budget_bytes: float, train_bytes: int, total: int) -> int:
-    """Most members (at least 1, at most ``total``) whose training fits in ``budget_bytes``."""
-    return int(max(1, min(total, budget_bytes // max(1, train_bytes))))
-
-
 def steps_for(epochs: float, tasks: list[Task], batch_size: int) -> int:
     """Training length in SGD steps: ``epochs`` passes over the largest task's training set,
     the same for every net of a zoo so that populations can mix tasks."""
