@@ -33,6 +33,7 @@ bench: $(VENV)/.installed
 	$(PY) -m bench.chains --nets 1000
 	$(PY) -m bench.chains --memory
 	$(PY) -m bench.compare
+	$(PY) -m bench.htt
 
 # The same on a CUDA GPU, plus a real 50 tasks x 100 seeds mlp4 zoo at CIFAR-100 shape, timed.
 bench-gpu: $(VENV)/.installed
