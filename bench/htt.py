@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import tempfile
 import time
 import warnings
@@ -178,8 +179,9 @@ def chain_grams_before(groups: list[list[dict]], featurize, budget_bytes: float)
         for bj in train[:i + 1]:
             zj = zi if bj == bi else z(feats(0, bj))
             for c, (gt, _) in enumerate(grams):
-                gt[bi, bj] = _dot64(zi[c], zj[c])
-                gt[bj, bi] = gt[bi, bj].T
+                blk = _dot64(zi[c], zj[c])
+                gt[bi, bj] = blk
+                gt[bj, bi] = blk.T
         for g in range(1, len(groups)):
             for bq in blocks(len(groups[g])):
                 zq = z(feats(g, bq))
@@ -233,6 +235,7 @@ def walk_flops(size: int, before: bool) -> float:
 
 
 def bench(zoo_dir: Path) -> dict:
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)  # one Trainer per classifier fit: quiet
     t0 = time.perf_counter()
     if not (zoo_dir / "zoo.json").exists():
         make_zoo(zoo_dir)

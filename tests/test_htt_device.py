@@ -33,7 +33,7 @@ def test_cpu_runs_and_equals_auto(zoo):
     """device=cpu gives a full report; auto gives the same rows (here, or within float tolerance on a GPU)."""
     cpu = run_htt(str(zoo), ProtocolConfig(**QUICK, device="cpu"), ClassifierConfig(max_iter=100), ChainOptions(),
                   progress=False)
-    assert cpu["meta"]["device"] == "cpu" and len(cpu["rows"]) == 2 * 2 * (2 + 1)
+    assert cpu["meta"]["device"] == "cpu" and len(cpu["rows"]) == 2 * 2 * (3 + 1)
     auto = run_htt(str(zoo), ProtocolConfig(**QUICK), ClassifierConfig(max_iter=100), ChainOptions(),
                    progress=False)
     assert auto["meta"]["device"] == ("cuda" if CUDA else "cpu")
