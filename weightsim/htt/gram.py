@@ -9,11 +9,16 @@ r's training nets. Everything here works on blocks of nets, each read and featur
 1. moments: per block, its features' per-split moments of the split's training nets, merged over
    blocks (Chan's update of count, mean and M2, merged in float64);
 2. Grams: for every pair (row block i, column block j) and every split, the block's standardized
-   features times those of the split's training nets in block j.
+   features times those of the split's training nets in block j. The features are centred once by
+   split 0's training mean c (x' = x - c); with d_r = mean_r - c, which is small,
+   z_r(x_i) . z_r(x_t) = x'_i . w_t - d_r . w_t with w_t = (x'_t - d_r) / std_r^2, so only the
+   training nets are rescaled per split, never a whole block.
 
 When all features fit (n <= 2 blocks of ``block_size``), every block is featurized once and held:
-one read of every net for the whole HTT run. Otherwise only the column block is held and a row
-block is featurized again for each column block it meets (no memory wall, more featurization).
+one read of every net for the whole HTT run, and per feature set and split one gather of the split's
+training nets gives both its moments and its w_t (``_held_grams``). Otherwise a column block is held
+and a row block is featurized again for each column block it meets (no memory wall, more
+featurization).
 
 Precision: the standardization and the products run in each feature set's ``dtype`` (float32 for
 raw layers, whose D reaches 10^6: the Gram dominates HTT's cost; float64 elsewhere), the moments
@@ -88,15 +93,14 @@ def split_grams(n: int, blocks: list[list[int]], trains: list[list[int]], featur
     """
     if not trains or any(not t for t in trains):
         raise ValueError("split_grams needs training nets in every split")
-    cache: dict[int, list[Tensor]] = {}
+    if hold_all:
+        return _held_grams(n, blocks, trains, featurize, dtypes)
+    center: list[Tensor] | None = None  # after pass 1: split 0's training mean c per feature set
 
     def feats(b: int) -> list[Tensor]:
-        if b in cache:
-            return cache[b]
+        """Block b's features, minus ``center`` once it is known."""
         out = featurize(blocks[b])
-        if hold_all:
-            cache[b] = out
-        return out
+        return out if center is None else [f - c for f, c in zip(out, center)]
 
     where = {net: (b, i) for b, blk in enumerate(blocks) for i, net in enumerate(blk)}
     # per split and block: positions in the block of the split's training nets, and their columns
@@ -118,7 +122,13 @@ def split_grams(n: int, blocks: list[list[int]], trains: list[list[int]], featur
                 idx = torch.tensor(local[r][b], device=fs[0].device)
                 for k, (f, dt) in enumerate(zip(fs, dtypes)):
                     moments[r][k] = _merge(moments[r][k], _moments(f.index_select(0, idx), dt))
-    stand = [[tuple(t.to(device, dt) for t in standardizer(*m)) for m, dt in zip(ms, dtypes)] for ms in moments]
+    # the products run on features centred by c, x' = x - c, with d_r = mean_r - c small:
+    #   z_r(x_i) . z_r(x_t) = x'_i . w_t - d_r . w_t,   w_t = (x'_t - d_r) / std_r^2
+    # so a row block is never standardized (copied) per split, only the split's training nets are
+    stand = [[standardizer(*m) for m in ms] for ms in moments]
+    center = [m.to(device, torch.float32) for m, _ in stand[0]]
+    shift = [[((m - c.double()).to(device, dt), s.to(device, dt).pow(-2)) for (m, s), c, dt in zip(ms, center, dtypes)]
+             for ms in stand]
 
     grams = [[torch.zeros(n, len(t), dtype=torch.float64) for _ in dtypes] for t in trains]
     steps, done = len(col_blocks) * len(blocks), 0
@@ -129,15 +139,45 @@ def split_grams(n: int, blocks: list[list[int]], trains: list[list[int]], featur
             fi = fj if i == j else feats(i)
             rows = torch.tensor(blocks[i])
             for k, dt in enumerate(dtypes):
+                xi = fi[k].to(dt)
                 for r in range(len(trains)):
                     if not local[r][j]:
                         continue
-                    m, s = stand[r][k]
+                    d, inv_var = shift[r][k]
                     cols = fj[k].index_select(0, torch.tensor(local[r][j], device=fj[k].device))
-                    zj, zi = (cols.to(dt) - m) / s, (fi[k].to(dt) - m) / s  # z_r = (x - mean_r) / std_r
-                    grams[r][k][rows[:, None], torch.tensor(column[r][j])] = (zi @ zj.T).double().cpu()
-                    del zi, zj, cols
+                    w = (cols.to(dt) - d) * inv_var  # (x'_t - d_r) / std_r^2
+                    g = xi @ w.T - d @ w.T  # z_r(x_i) . z_r(x_t)
+                    grams[r][k][rows[:, None], torch.tensor(column[r][j])] = g.double().cpu()
+                    del w, cols
+                del xi
             done += 1
             if progress and len(blocks) > 1:
                 progress(f"Gram blocks {done}/{steps} ({len(blocks)} blocks)")
+    return grams
+
+
+def _held_grams(n: int, blocks: list[list[int]], trains: list[list[int]], featurize: Featurize,
+                dtypes: list[torch.dtype]) -> list[list[Tensor]]:
+    """``split_grams`` with every block's features held: each block featurized once; per feature
+    set and split one gather of the split's training nets gives its moments and its w_t."""
+    feats = [featurize(b) for b in blocks]
+    where = {net: (b, i) for b, blk in enumerate(blocks) for i, net in enumerate(blk)}
+    grams = [[torch.zeros(n, len(t), dtype=torch.float64) for _ in dtypes] for t in trains]
+    for k, dt in enumerate(dtypes):
+        for r, train in enumerate(trains):
+            cols = torch.cat([feats[where[t][0]][k][where[t][1]][None] for t in train]).to(dt)
+            var, mean = torch.var_mean(cols, dim=0)  # of x' = x - c for r > 0: mean = d_r
+            if r == 0:  # centre every block by c = split 0's training mean (in place: the features are ours)
+                center = mean.to(feats[0][k].dtype)
+                for f in feats:
+                    f[k].sub_(center)
+                c = center.to(dt)
+                cols -= c
+                mean = mean - c  # d_0: 0 up to c's rounding
+            std = constant_to_one(var.sqrt())
+            w = cols.sub_(mean).div_(std.pow(2))  # w_t = (x'_t - d_r) / std_r^2
+            dw = mean @ w.T  # d_r . w_t
+            for blk, f in zip(blocks, feats):
+                grams[r][k][torch.tensor(blk)] = (f[k].to(dt) @ w.T - dw).double().cpu()
+            del cols, w
     return grams
