@@ -498,5 +498,7 @@ def zoo_chain_features(template: nn.Module, stacked: dict[str, Tensor], opts: Ch
 
 
 def zoo_raw_features(template: nn.Module, stacked: dict[str, Tensor]) -> list[Tensor]:
-    """Raw baseline for a zoo: per layer an (N, numel) tensor of its flattened weight tensor(s)."""
-    return [torch.cat([stacked[n].flatten(1) for n in layer.raw], 1) for layer in chain_layers(template)]
+    """Raw baseline for a zoo: per layer an (N, numel) tensor of its flattened weight tensor(s) (a view
+    of ``stacked`` where the layer has one weight tensor)."""
+    flat = [[stacked[n].flatten(1) for n in layer.raw] for layer in chain_layers(template)]
+    return [f[0] if len(f) == 1 else torch.cat(f, 1) for f in flat]

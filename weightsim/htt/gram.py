@@ -156,26 +156,43 @@ def split_grams(n: int, blocks: list[list[int]], trains: list[list[int]], featur
     return grams
 
 
+def _gather(feats: list[Tensor], blocks: list[list[int]], nets: list[int]) -> Tensor:
+    """Rows ``nets`` (in this order) of the per-block features ``feats``: (len(nets), D)."""
+    where = {net: (b, i) for b, blk in enumerate(blocks) for i, net in enumerate(blk)}
+    pos = torch.tensor([sum(map(len, blocks[:where[t][0]])) + where[t][1] for t in nets])
+    starts = [0]
+    for blk in blocks:
+        starts.append(starts[-1] + len(blk))
+    parts = []
+    for b, f in enumerate(feats):
+        mine = ((pos >= starts[b]) & (pos < starts[b + 1])).nonzero().flatten()
+        parts.append((mine, f.index_select(0, (pos[mine] - starts[b]).to(f.device))))
+    out = feats[0].new_empty(len(nets), feats[0].shape[1])
+    for mine, rows in parts:
+        out[mine.to(out.device)] = rows
+    return out
+
+
 def _held_grams(n: int, blocks: list[list[int]], trains: list[list[int]], featurize: Featurize,
                 dtypes: list[torch.dtype]) -> list[list[Tensor]]:
     """``split_grams`` with every block's features held: each block featurized once; per feature
     set and split one gather of the split's training nets gives its moments and its w_t."""
     feats = [featurize(b) for b in blocks]
-    where = {net: (b, i) for b, blk in enumerate(blocks) for i, net in enumerate(blk)}
     grams = [[torch.zeros(n, len(t), dtype=torch.float64) for _ in dtypes] for t in trains]
     for k, dt in enumerate(dtypes):
         for r, train in enumerate(trains):
-            cols = torch.cat([feats[where[t][0]][k][where[t][1]][None] for t in train]).to(dt)
-            var, mean = torch.var_mean(cols, dim=0)  # of x' = x - c for r > 0: mean = d_r
-            if r == 0:  # centre every block by c = split 0's training mean (in place: the features are ours)
+            cols = _gather([f[k] for f in feats], blocks, train).to(dt)
+            mean = cols.mean(0)  # of x' = x - c for r > 0: d_r
+            if r == 0:  # centre every block by c = split 0's training mean, x' = x - c
                 center = mean.to(feats[0][k].dtype)
                 for f in feats:
-                    f[k].sub_(center)
+                    f[k] = f[k] - center  # a new tensor: the caller's features are left as they are
                 c = center.to(dt)
                 cols -= c
                 mean = mean - c  # d_0: 0 up to c's rounding
-            std = constant_to_one(var.sqrt())
-            w = cols.sub_(mean).div_(std.pow(2))  # w_t = (x'_t - d_r) / std_r^2
+            cols -= mean
+            std = constant_to_one(torch.linalg.vector_norm(cols, dim=0) / math.sqrt(max(1, len(train) - 1)))
+            w = cols.div_(std.pow(2))  # w_t = (x'_t - d_r) / std_r^2
             dw = mean @ w.T  # d_r . w_t
             for blk, f in zip(blocks, feats):
                 grams[r][k][torch.tensor(blk)] = (f[k].to(dt) @ w.T - dw).double().cpu()
