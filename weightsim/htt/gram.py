@@ -38,6 +38,7 @@ from weightsim.htt.classifier import constant_to_one
 # featurize(block) -> per feature set an (len(block), D_k) float tensor of the nets ``block``
 Featurize = Callable[[list[int]], list[Tensor]]
 Moments = tuple[int, Tensor, Tensor]  # (count, mean, sum of squared deviations), float64
+COLUMNS = 1 << 16  # feature columns per product chunk (chunks are summed in float64)
 
 
 def _moments(x: Tensor, dtype: torch.dtype) -> Moments:
@@ -146,14 +147,23 @@ def split_grams(n: int, blocks: list[list[int]], trains: list[list[int]], featur
                     d, inv_var = shift[r][k]
                     cols = fj[k].index_select(0, torch.tensor(local[r][j], device=fj[k].device))
                     w = (cols.to(dt) - d) * inv_var  # (x'_t - d_r) / std_r^2
-                    g = xi @ w.T - d @ w.T  # z_r(x_i) . z_r(x_t)
-                    grams[r][k][rows[:, None], torch.tensor(column[r][j])] = g.double().cpu()
+                    g = _dot(xi, w) - _dot(d[None], w)  # z_r(x_i) . z_r(x_t)
+                    grams[r][k][rows[:, None], torch.tensor(column[r][j])] = g.cpu()
                     del w, cols
                 del xi
             done += 1
             if progress and len(blocks) > 1:
                 progress(f"Gram blocks {done}/{steps} ({len(blocks)} blocks)")
     return grams
+
+
+def _dot(a: Tensor, b: Tensor) -> Tensor:
+    """a (n, D) @ b (m, D)^T in a's precision, COLUMNS columns at a time, the chunks summed in
+    float64: a float32 sum over 10^6 terms would carry a relative error of ~1e-3, over 2^16 ~1e-5."""
+    out = torch.zeros(len(a), len(b), dtype=torch.float64, device=a.device)
+    for s in range(0, a.shape[1], COLUMNS):
+        out += (a[:, s:s + COLUMNS] @ b[:, s:s + COLUMNS].T).double()
+    return out
 
 
 def _gather(feats: list[Tensor], blocks: list[list[int]], nets: list[int]) -> Tensor:
@@ -193,8 +203,8 @@ def _held_grams(n: int, blocks: list[list[int]], trains: list[list[int]], featur
             cols -= mean
             std = constant_to_one(torch.linalg.vector_norm(cols, dim=0) / math.sqrt(max(1, len(train) - 1)))
             w = cols.div_(std.pow(2))  # w_t = (x'_t - d_r) / std_r^2
-            dw = mean @ w.T  # d_r . w_t
+            dw = _dot(mean[None], w)  # d_r . w_t
             for blk, f in zip(blocks, feats):
-                grams[r][k][torch.tensor(blk)] = (f[k].to(dt) @ w.T - dw).double().cpu()
+                grams[r][k][torch.tensor(blk)] = (_dot(f[k].to(dt), w) - dw).cpu()
             del cols, w
     return grams
