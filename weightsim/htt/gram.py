@@ -21,8 +21,9 @@ and a row block is featurized again for each column block it meets (no memory wa
 featurization).
 
 Precision: the standardization and the products run in each feature set's ``dtype`` (float32 for
-raw layers, whose D reaches 10^6: the Gram dominates HTT's cost; float64 elsewhere), the moments
-are merged and the Grams returned in float64, on the CPU; the work runs on ``device``.
+raw layers, whose D reaches 10^6: the Gram dominates HTT's cost; float64 elsewhere), in chunks of
+COLUMNS features summed in float64; the Grams are returned in float64, on the CPU; the work runs
+on the features' device.
 """
 
 from __future__ import annotations
