@@ -34,6 +34,7 @@ bench: $(VENV)/.installed
 	$(PY) -m bench.chains --memory
 	$(PY) -m bench.compare
 	$(PY) -m bench.steps --data-dir $${WEIGHTSIM_DATA:-../shared/data}/names
+	$(PY) -m bench.htt
 
 # The same on a CUDA GPU, plus a real 50 tasks x 100 seeds mlp4 zoo at CIFAR-100 shape, timed.
 # Needs a CUDA torch in .venv (one `error:` line, exit 2, otherwise); population memory budget:

@@ -123,6 +123,38 @@ def test_chain_matrices_orientation_and_last_chain_is_the_product():
     assert torch.allclose(hb[-1, :-1], linears(net)[0].bias.detach()) and hb.shape == (13, 11)
 
 
+@pytest.mark.parametrize("bias", [False, True])
+def test_sketched_walk_equals_the_explicit_product(bias):
+    """The walk applies S_1 to W_1 directly (no C_0 = I): every sketched chain equals the explicit
+    (S_l ... S_1)(W^_1 ... W^_l) built here in float64 from the weights and the plan's sketches."""
+    from weightsim.chains import ChainOptions, chain_layers, plan_chains
+    from weightsim.chains.core import sketch_matrices
+
+    torch.manual_seed(0)
+    net = MLP((3, 16, 16), 5, hidden=[40, 30, 20], depth=4)  # d_1 = 768 (769): over the 1 MiB budget, sketched
+    opts = ChainOptions(bias=bias)
+    plan = plan_chains(chain_layers(net), opts)
+    assert plan.remedy == ("sketch",) * 4
+    sketches = sketch_matrices(plan, opts, dtype=torch.float64)
+    factors = []
+    for m in linears(net):
+        w = m.weight.detach().double().T  # paper orientation n_{l-1} x n_l
+        if bias:  # W^_l = [[W_l, 0], [b_l, 1]]
+            w = torch.cat([torch.cat([w, torch.zeros(len(w), 1, dtype=w.dtype)], 1),
+                           torch.cat([m.bias.detach().double(), torch.ones(1, dtype=w.dtype)])[None]])
+        factors.append(w)
+    s_all, prod = torch.eye(len(factors[0]), dtype=torch.float64), torch.eye(len(factors[0]), dtype=torch.float64)
+    got = chain_matrices(net, opts)  # float32 walk
+    for l, (s, w) in enumerate(zip(sketches, factors)):
+        s_all, prod = s @ s_all, prod @ w  # S_l ... S_1 and W^_1 ... W^_l
+        want = s_all @ prod
+        # float32 against float64 products of <= 4 factors over <= 769 terms: relative error ~1e-6
+        torch.testing.assert_close(got[l].double(), want, rtol=1e-4, atol=1e-5 * float(want.abs().max()))
+        i, j = torch.triu_indices(len(want), len(want))
+        torch.testing.assert_close(chain_features(net, opts)[l].double(), (want @ want.T)[i, j], rtol=1e-4,
+                                   atol=1e-5 * float((want @ want.T).abs().max()))
+
+
 def test_zoo_path_equals_per_net_results():
     nets = [make_mlp(s) for s in range(7)]
     stacked = {k: torch.stack([dict(n.named_parameters())[k].detach() for n in nets])

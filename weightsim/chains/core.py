@@ -324,13 +324,17 @@ def _fold_gamma(c: Tensor, bn: BNRef, params: dict[str, Tensor], n: int, bias: b
 
 def _walk_params(layers: list[ChainLayer], params: dict[str, Tensor], opts: ChainOptions,
                  sketches: list[Tensor | None]) -> list[Tensor]:
-    """C_1..C_L (each (parts, rows, c_l[+1])) for one net's parameter dict."""
+    """C_1..C_L (each (parts, rows, c_l[+1])) for one net's parameter dict.
+
+    The walk starts from the first layer's kernels, never from C_0 = I: C_1 = reshape(R_1) (I R_1 = R_1),
+    and a sketched first chain is S_1 reshape(R_1), the sketch applied to the weights directly.
+    """
     h = 1 if opts.bias else 0
     first = params[layers[0].blocks[0].weight]
-    c = torch.eye(layers[0].c_in + h, dtype=first.dtype, device=first.device)[None]  # C_0 = I
+    c: Tensor | None = None  # C_{l-1}; None before the first layer (C_0 = I, never built)
     chains = []
     for layer, s in zip(layers, sketches):
-        for bn in layer.bn_before if opts.bn == "fold" else ():
+        for bn in layer.bn_before if opts.bn == "fold" else ():  # empty for the first layer (_visit)
             d, t = _bn_affine(bn, params, layer.c_in, first)
             # C <- C [[D, 0], [t, 1]]: BN's per-unit affine map folded into the next layer
             scaled = c[..., :layer.c_in] * d
@@ -343,12 +347,17 @@ def _walk_params(layers: list[ChainLayer], params: dict[str, Tensor], opts: Chai
             kernels.append(homogeneous(k, b) if opts.bias else k)
         k = torch.stack(kernels)  # (B, c_out', c_in', kh, kw)
         nb, c_out, c_in, kh, kw = k.shape
-        if c.shape[-1] != c_in:
+        if c is not None and c.shape[-1] != c_in:
             raise ChainError(f"module '{layer.module}' takes {c_in} inputs, the chain gives {c.shape[-1]}")
+        if c is None and c_in != layers[0].c_in + h:
+            raise ChainError(f"module '{layer.module}' takes {c_in} inputs, the chain gives {layers[0].c_in + h}")
         r = k.permute(0, 2, 3, 4, 1).reshape(nb, c_in, kh * kw * c_out)  # R_l: c_{l-1} x (kh kw c_l)
-        p, rows = c.shape[0], c.shape[1]
-        c = torch.einsum("prc,bck->pbrk", c, r)  # C_{l-1} R_l, every part with every block
-        c = c.reshape(p * nb, rows * kh * kw, c_out)  # reshape to (rows kh kw, c_l)
+        if c is None:  # C_1 = reshape(I R_1) = reshape(R_1): rows (c_0, tap), one part per block
+            p, c = 1, r.reshape(nb, c_in * kh * kw, c_out)
+        else:
+            p, rows = c.shape[0], c.shape[1]
+            c = torch.einsum("prc,bck->pbrk", c, r)  # C_{l-1} R_l, every part with every block
+            c = c.reshape(p * nb, rows * kh * kw, c_out)  # reshape to (rows kh kw, c_l)
         if s is not None:
             c = s @ c  # C^_l = S_l reshape(C^_{l-1} R_l): a fixed left map, invariance stays exact
         invariant = opts.bn == "invariant"
@@ -489,5 +498,7 @@ def zoo_chain_features(template: nn.Module, stacked: dict[str, Tensor], opts: Ch
 
 
 def zoo_raw_features(template: nn.Module, stacked: dict[str, Tensor]) -> list[Tensor]:
-    """Raw baseline for a zoo: per layer an (N, numel) tensor of its flattened weight tensor(s)."""
-    return [torch.cat([stacked[n].flatten(1) for n in layer.raw], 1) for layer in chain_layers(template)]
+    """Raw baseline for a zoo: per layer an (N, numel) tensor of its flattened weight tensor(s) (a view
+    of ``stacked`` where the layer has one weight tensor)."""
+    flat = [[stacked[n].flatten(1) for n in layer.raw] for layer in chain_layers(template)]
+    return [f[0] if len(f) == 1 else torch.cat(f, 1) for f in flat]

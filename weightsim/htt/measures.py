@@ -25,6 +25,7 @@ class Measure(ABC):
     """Per-chain features of a zoo's nets. ``name`` is the report's ``measure`` column."""
 
     name: str = ""
+    gram_dtype: torch.dtype = torch.float64  # precision of the standardized features' Grams (htt/gram.py)
 
     @abstractmethod
     def chain_keys(self, zoo: Zoo, opts: ChainOptions) -> list[tuple]:
@@ -34,6 +35,12 @@ class Measure(ABC):
     @abstractmethod
     def features(self, zoo: Zoo, rows: list[dict], opts: ChainOptions) -> list[Tensor]:
         """Per chain, an (N, D_c) float tensor of the nets ``rows``."""
+
+    def features_from(self, zoo: Zoo, rows: list[dict], stacked: dict[str, Tensor], opts: ChainOptions) -> list[Tensor]:
+        """``features`` of nets whose weights are already read: stacked is name -> (N, *shape) on the
+        device HTT runs on (HTT reads each block of nets once for every measure). Default: ``features``,
+        which reads them again."""
+        return self.features(zoo, rows, opts)
 
     @abstractmethod
     def describe(self, zoo: Zoo, opts: ChainOptions) -> dict:
@@ -58,10 +65,12 @@ class ChainGram(Measure):
 
     def features(self, zoo: Zoo, rows: list[dict], opts: ChainOptions) -> list[Tensor]:
         # streamed: opts.batch_size nets are loaded, featurized (vmap) and dropped at a time
-        template = zoo.template
-        parts = [zoo_chain_features(template, zoo.stacked(rows[s:s + opts.batch_size]), opts)
+        parts = [self.features_from(zoo, rows[s:s + opts.batch_size], zoo.stacked(rows[s:s + opts.batch_size]), opts)
                  for s in range(0, len(rows), opts.batch_size)]
         return [torch.cat([p[c] for p in parts]) for c in range(len(parts[0]))]
+
+    def features_from(self, zoo: Zoo, rows: list[dict], stacked: dict[str, Tensor], opts: ChainOptions) -> list[Tensor]:
+        return zoo_chain_features(zoo.template, stacked, opts)  # on stacked's device
 
     def describe(self, zoo: Zoo, opts: ChainOptions) -> dict:
         text = ("Gram G_l = C_l C_l^T of chain l (exact, or of the sketched S C_l), upper triangle"
@@ -91,6 +100,9 @@ class RawLayers(Measure):
     """The unnormalized baseline: layer l's weight tensor(s) flattened."""
 
     name = "raw"
+    # D reaches 10^6 per layer, so its Gram is HTT's largest cost: float32 keeps the classifier's
+    # result (tests/test_htt_gram.py::test_raw_in_float32_keeps_the_results)
+    gram_dtype = torch.float32
 
     def chain_keys(self, zoo: Zoo, opts: ChainOptions) -> list[tuple]:
         template = zoo.template
@@ -99,6 +111,9 @@ class RawLayers(Measure):
 
     def features(self, zoo: Zoo, rows: list[dict], opts: ChainOptions) -> list[Tensor]:
         return zoo_raw_features(zoo.template, zoo.stacked(rows))
+
+    def features_from(self, zoo: Zoo, rows: list[dict], stacked: dict[str, Tensor], opts: ChainOptions) -> list[Tensor]:
+        return zoo_raw_features(zoo.template, stacked)
 
     def describe(self, zoo: Zoo, opts: ChainOptions) -> dict:
         return {"features": "layer l's weight(s) flattened"}

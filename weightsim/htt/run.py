@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from weightsim.chains import ChainOptions
 from weightsim.errors import ChainError, ConfigError, ZooError, warn
 from weightsim.htt.classifier import fit_reduced, gram_reduction, one_thread
-from weightsim.htt.gram import chain_grams
+from weightsim.htt.gram import block_size, blocks_of, split_grams
 from weightsim.htt.measures import DistanceMeasure, Measure, get_measure
 from weightsim.htt.protocols import (METRICS, accuracy, cmc_curve, decide, distances, effect_size, knn_classify,
                                      knn_null, random_order,
@@ -26,6 +26,7 @@ from weightsim.htt.stats import error_upper_bound, mean_sd, permutation_p_value
 from weightsim.zoo.view import Zoo
 
 PROTOCOLS = ("classification", "retrieval")
+DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass
@@ -49,6 +50,7 @@ class ProtocolConfig:
     measures: list[str] = field(default_factory=lambda: ["chain_gram", "raw"])  # htt/measures.py
     chains: list[int] | None = None  # chains to test (1-based); None: every chain both nets have
     feature_budget_gb: float = 4.0  # chain features held at once; above it the Grams stream in blocks
+    device: str = "auto"  # Grams and classifier: auto (the GPU when torch sees one, else the CPU) | cpu | cuda
 
 
 @dataclass
@@ -59,7 +61,6 @@ class ClassifierConfig:
 
     l2: float = 1.0  # objective sum CE + l2/2 ||W||^2; l2 = 1 is scikit-learn's default C = 1
     max_iter: int = 500  # L-BFGS iterations (the objective is convex: run to its optimum)
-    accelerator: str = "cpu"
 
 
 def check_protocol(pc: ProtocolConfig) -> list[Measure]:
@@ -81,9 +82,20 @@ def check_protocol(pc: ProtocolConfig) -> list[Measure]:
         raise ConfigError(f"protocol.repeats={pc.repeats} must be >= 1 (1: the paper's fixed split only)")
     if pc.feature_budget_gb <= 0:
         raise ConfigError(f"protocol.feature_budget_gb={pc.feature_budget_gb} must be > 0")
+    htt_device(pc.device)
     if not pc.measures:
         raise ConfigError("protocol.measures is empty: name at least one measure")
     return [get_measure(m) for m in pc.measures]
+
+
+def htt_device(name: str) -> torch.device:
+    """protocol.device as a torch device: auto is the GPU when torch sees one, else the CPU."""
+    if name not in DEVICES:
+        raise ConfigError(f"protocol.device='{name}': choose from {', '.join(DEVICES)}")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("protocol.device=cuda, but torch sees no CUDA GPU here (torch.cuda.is_available() is "
+                          "False): set protocol.device=auto or protocol.device=cpu")
+    return torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
 
 
 def shared_chains(keys_a: list, keys_b: list, wanted: list[int] | None, cross: bool) -> list[int]:
@@ -216,27 +228,56 @@ def make_split(study: Study, pc: ProtocolConfig, repeat: int, seed: int) -> Spli
                  torch.tensor([label[r["task"]] for r in test]), q, g)
 
 
-def file_order(rows: list[dict]) -> tuple[list[dict], Tensor]:
-    """``rows`` in (task, seed) order, the order of the zoo's files, and the permutation back:
-    sorted_rows[back[i]] is rows[i]."""
-    order = sorted(range(len(rows)), key=lambda j: (rows[j]["task"], rows[j]["seed"]))
-    return [rows[j] for j in order], torch.argsort(torch.tensor(order, dtype=torch.long))
+@dataclass
+class FeatureSet:
+    """A feature measure and the chains of it HTT tests."""
+
+    measure: Measure
+    chains: list[int]
+    dims: list[int]  # feature size per chain
 
 
-def grams_of(parts: list[tuple[Zoo, list[dict]]], chains: list[int], measure: Measure, opts: ChainOptions,
-             budget_gb: float, progress=None) -> list[tuple[Tensor, list[Tensor]]]:
-    """Per chain in ``chains``: the Gram of the standardized features of parts[0] (the training
-    nets) and the cross-Grams of the other parts with them, rows in each part's given order
-    (htt/gram.py: streamed in blocks when the features exceed ``budget_gb``)."""
-    ordered = [file_order(rows) for _, rows in parts]
+def feature_grams(study: Study, splits: list[Split], sets: list[FeatureSet], co: ChainOptions, budget_gb: float,
+                  device: torch.device, progress=None) -> list[list[list[tuple[Tensor, Tensor, Tensor]]]]:
+    """[set][chain][split] -> (g_train (N, N), g_test (M, N), g_unseen (U, N)): the Grams of the split's
+    standardized features, rows in the split's order (htt/gram.py). Every net is read once for all
+    measures, splits and protocols (more often only when the features exceed ``budget_gb``), in the
+    order of its zoo's files, so each file is read once per pass."""
+    zoos = [study.train_zoo] + ([study.eval_zoo] if study.cross else [])
+    wanted = [study.seen_a, study.seen_b + study.unseen] if study.cross else [study.seen_a + study.unseen]
+    nets: list[tuple[int, dict]] = []
+    for z, rows in enumerate(wanted):
+        nets += [(z, r) for r in sorted(rows, key=lambda r: (r["file"], r["index"]))]
+    index = {(z, r["task"], r["seed"]): i for i, (z, r) in enumerate(nets)}
+    a, b = 0, len(zoos) - 1  # the zoo of the training nets, of the tested nets
 
-    def featurize(g: int, rows: list[dict]) -> list[Tensor]:
-        feats = measure.features(parts[g][0], rows, opts)
-        return [feats[c - 1] for c in chains]
+    def featurize(block: list[int]) -> list[Tensor]:
+        zoo, rows = zoos[nets[block[0]][0]], [nets[i][1] for i in block]
+        stacked = {k: v.to(device) for k, v in zoo.stacked(rows).items()}
+        out = []
+        for fs in sets:
+            feats = fs.measure.features_from(zoo, rows, stacked, co)
+            out += [feats[c - 1].float() for c in fs.chains]
+        return out
 
-    grams = chain_grams([o[0] for o in ordered], featurize, budget_gb * 2**30, progress)
-    b0 = ordered[0][1]
-    return [(g.train[b0][:, b0], [x[back][:, b0] for x, (_, back) in zip(g.cross, ordered[1:])]) for g in grams]
+    size = block_size(4 * sum(sum(fs.dims) for fs in sets), budget_gb * 2**30)
+    trains = [[index[(a, r["task"], r["seed"])] for r in s.train] for s in splits]
+    dtypes = [fs.measure.gram_dtype for fs in sets for _ in fs.chains]
+    grams = split_grams(len(nets), blocks_of([z for z, _ in nets], size), trains, featurize, dtypes,
+                        hold_all=len(nets) <= 2 * size, device=device, progress=progress)
+    out, k = [], 0
+    for fs in sets:
+        per_chain = []
+        for _ in fs.chains:
+            per_split = []
+            for r, s in enumerate(splits):
+                g = grams[r][k]
+                pick = lambda rows, z: g[[index[(z, row["task"], row["seed"])] for row in rows]]  # noqa: E731
+                per_split.append((pick(s.train, a), pick(s.test, b), pick(study.unseen, b)))
+            per_chain.append(per_split)
+            k += 1
+        out.append(per_chain)
+    return out
 
 
 # -- one chain, one split ------------------------------------------------------------------------
@@ -253,7 +294,8 @@ class Outcome:
 
 
 def evaluate_chain(g_train: Tensor, g_test: Tensor, g_unseen: Tensor, split: Split, study: Study, pc: ProtocolConfig,
-                   cc: ClassifierConfig, seed: int, logger=None, tag: str = "classifier") -> dict[str, Outcome]:
+                   cc: ClassifierConfig, seed: int, logger=None, tag: str = "classifier",
+                   device: torch.device | str = "cpu") -> dict[str, Outcome]:
     """Fit the weight classifier on the training Gram (N, N) and run the protocols: g_test (M, N) and
     g_unseen (U, N) are the other nets' inner products with the training nets. The null (label-
     permutation heads, gallery-label permutations) is computed on repeat 0 only."""
@@ -261,7 +303,7 @@ def evaluate_chain(g_train: Tensor, g_test: Tensor, g_unseen: Tensor, split: Spl
     proj, reduced = gram_reduction(g_train)  # z(x) V = (z(x) Z^T) U S^-1
     n_null = pc.n_permutations if first and "classification" in pc.protocols else 0
     model = fit_reduced(reduced.float(), split.y_train, len(study.tasks), n_null, seed, cc.l2, cc.max_iter,
-                        cc.accelerator, logger, tag)
+                        "gpu" if torch.device(device).type == "cuda" else "cpu", logger, tag)
     out = {}
     with torch.no_grad():
         if "classification" in pc.protocols:
@@ -351,34 +393,52 @@ def measure_chains(study: Study, measure: Measure, pc: ProtocolConfig, co: Chain
     return chains, keys_a
 
 
-def evaluate_measure(study: Study, measure: Measure, chains: list[int], keys_a: list, splits: list[Split],
-                     pc: ProtocolConfig, cc: ClassifierConfig, co: ChainOptions, seed: int, logger,
-                     bar) -> tuple[list[dict], dict]:
-    """Every chain of one measure over every split: its report rows (per chain, then the overall
-    row per protocol) and its CMC curves {(chain, measure): curve} of the paper's split."""
+def distance_runs(study: Study, measure: DistanceMeasure, chains: list[int], splits: list[Split], pc: ProtocolConfig,
+                   co: ChainOptions, seed: int, bar) -> dict[int, list[dict[str, Outcome]]]:
+    """A distance measure's outcomes per chain and split (k-NN, no classifier). The unseen nets'
+    distances do not depend on the split: computed once."""
+    pick = lambda ds: [ds[c - 1] for c in chains]  # noqa: E731
+    none = [torch.zeros(0, 0)] * len(chains)
+    classify = "classification" in pc.protocols  # else no test-net distances are needed
+    unseen = pick(measure.distances(study.eval_zoo, study.unseen, study.eval_zoo, study.unseen, co)) \
+        if study.unseen else none
     runs: dict[int, list[dict[str, Outcome]]] = {c: [] for c in chains}
     for split in splits:
-        if isinstance(measure, DistanceMeasure):  # distances in, no classifier
-            pick = lambda ds: [ds[c - 1] for c in chains]  # noqa: E731
-            none = [torch.zeros(0, 0)] * len(chains)
-            classify = "classification" in pc.protocols  # else no test-net distances are needed
-            test_train = pick(measure.distances(study.eval_zoo, split.test, study.train_zoo, split.train, co)) \
-                if classify else none
-            test = pick(measure.distances(study.eval_zoo, split.test, study.eval_zoo, split.test, co)) \
-                if classify else none
-            unseen = pick(measure.distances(study.eval_zoo, study.unseen, study.eval_zoo, study.unseen, co)) \
-                if study.unseen else none
-            for c, dtt, dt, du in zip(chains, test_train, test, unseen):
-                runs[c].append(evaluate_distances(dtt, dt, du, split, study, pc, seed + c))
-                bar.update(1)
-            continue
-        parts = [(study.train_zoo, split.train), (study.eval_zoo, split.test), (study.eval_zoo, study.unseen)]
-        grams = grams_of(parts, chains, measure, co, pc.feature_budget_gb, bar.set_postfix_str)
-        for c, (g_train, (g_test, g_unseen)) in zip(chains, grams):
-            tag = f"classifier/chain{c}_{measure.name}" + (f"_repeat{split.repeat}" if split.repeat else "")
-            with one_thread():
-                runs[c].append(evaluate_chain(g_train, g_test, g_unseen, split, study, pc, cc, seed + c, logger, tag))
+        test_train = pick(measure.distances(study.eval_zoo, split.test, study.train_zoo, split.train, co)) \
+            if classify else none
+        test = pick(measure.distances(study.eval_zoo, split.test, study.eval_zoo, split.test, co)) \
+            if classify else none
+        for c, dtt, dt, du in zip(chains, test_train, test, unseen):
+            runs[c].append(evaluate_distances(dtt, dt, du, split, study, pc, seed + c))
             bar.update(1)
+    return runs
+
+
+def feature_runs(study: Study, sets: list[FeatureSet], splits: list[Split], pc: ProtocolConfig, cc: ClassifierConfig,
+                 co: ChainOptions, seed: int, logger, bar,
+                 device: torch.device) -> list[dict[int, list[dict[str, Outcome]]]]:
+    """Per feature set, its outcomes per chain and split: the weight classifier on the Grams that one
+    shared pass over the nets gives for every measure and split (``feature_grams``)."""
+    grams = feature_grams(study, splits, sets, co, pc.feature_budget_gb, device, bar.set_postfix_str)
+    out = []
+    for fs, per_chain in zip(sets, grams):
+        runs: dict[int, list[dict[str, Outcome]]] = {c: [] for c in fs.chains}
+        for r, split in enumerate(splits):
+            for c, per_split in zip(fs.chains, per_chain):
+                g_train, g_test, g_unseen = per_split[r]
+                tag = f"classifier/chain{c}_{fs.measure.name}" + (f"_repeat{split.repeat}" if split.repeat else "")
+                with one_thread():
+                    runs[c].append(evaluate_chain(g_train, g_test, g_unseen, split, study, pc, cc, seed + c, logger,
+                                                  tag, device))
+                bar.update(1)
+        out.append(runs)
+    return out
+
+
+def measure_rows(measure: Measure, chains: list[int], keys_a: list, runs: dict[int, list[dict[str, Outcome]]],
+                 pc: ProtocolConfig) -> tuple[list[dict], dict]:
+    """One measure's report rows (per chain, then the overall row per protocol) and its CMC curves
+    {(chain, measure): curve} of the paper's split."""
     rows, cmc = [], {}
     for protocol in [p for p in PROTOCOLS if p in runs[chains[0]][0]]:
         per_chain = [chain_row(protocol, measure.name, c, int(keys_a[c - 1][1]), [r[protocol] for r in runs[c]], pc)
@@ -400,6 +460,7 @@ def run_htt(zoo_dir: str, pc: ProtocolConfig, cc: ClassifierConfig, co: ChainOpt
     own settings to test instead of those protocol.measures names (weightsim-compare's).
     """
     named = check_protocol(pc)  # validates the settings whatever the measures
+    device = htt_device(pc.device)
     measures = measures or named
     study = open_study(zoo_dir, eval_zoo_dir, pc)
     if "classification" not in pc.protocols and not study.unseen:
@@ -407,15 +468,22 @@ def run_htt(zoo_dir: str, pc: ProtocolConfig, cc: ClassifierConfig, co: ChainOpt
                           "warning); add classification to protocol.protocols")
     splits = [make_split(study, pc, r, seed) for r in range(pc.repeats)]
     plan = [(m, *measure_chains(study, m, pc, co)) for m in measures]
-    report, cmcs = [], {}
     bar = tqdm(desc="htt", unit="fit", total=len(splits) * sum(len(chains) for _, chains, _ in plan),
                disable=not progress)
+    sets = [FeatureSet(m, chains, [int(keys[c - 1][1]) for c in chains])
+            for m, chains, keys in plan if not isinstance(m, DistanceMeasure)]
+    shared = iter(feature_runs(study, sets, splits, pc, cc, co, seed, logger, bar, device) if sets else [])
+    report, cmcs = [], {}
     for measure, chains, keys in plan:
-        rows, cmc = evaluate_measure(study, measure, chains, keys, splits, pc, cc, co, seed, logger, bar)
+        runs = distance_runs(study, measure, chains, splits, pc, co, seed, bar) \
+            if isinstance(measure, DistanceMeasure) else next(shared)
+        rows, cmc = measure_rows(measure, chains, keys, runs, pc)
         report += rows
         cmcs.update(cmc)
     bar.close()
-    return {"rows": report, "cmc": cmcs, "meta": run_meta(study, splits[0], pc, co, measures, zoo_dir, eval_zoo_dir)}
+    meta = run_meta(study, splits[0], pc, co, measures, zoo_dir, eval_zoo_dir)
+    meta["device"] = str(device)
+    return {"rows": report, "cmc": cmcs, "meta": meta}
 
 
 def run_meta(study: Study, split: Split, pc: ProtocolConfig, co: ChainOptions, measures: list[Measure],
