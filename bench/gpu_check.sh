@@ -2,7 +2,7 @@
 # The GPU checks, one script, at most ~8 minutes on one H100 (docs/zoo.md, "On a GPU"):
 #   1. a CUDA torch and a GPU, or one `error:` line and exit 2 at once;
 #   2. weightsim-run on the GPU: the demo zoo trained there (zoo.accelerator=gpu) and HTT there
-#      (classifier.accelerator=gpu, protocol.device=cuda where this version has that key), <= 140 s;
+#      (protocol.device=cuda: chain walk, Grams and classifier), <= 140 s;
 #   3. python -m bench.gpu_check: a paper-scale population of every image arch (tiny ImageNet
 #      64x64x3: mlp4, plainnet5; CIFAR-100 32x32x3: mlp4, plainnet5, plainnet6, resnet5,
 #      resnet_mlp12) on synthetic samples, up to 300 steps or 15 s each: steps/s, peak memory,
@@ -29,20 +29,11 @@ fi
 "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
 
 # 2. a zoo trained on the GPU, then HTT on the GPU
-has_device=$("$PY" -c "import dataclasses; from weightsim.htt.run import ProtocolConfig
-print(int('device' in {f.name for f in dataclasses.fields(ProtocolConfig)}))")
 if [ "$DRY" = 1 ]; then
-  run=(zoo.accelerator=cpu classifier.accelerator=cpu dataset.train_tasks=3 dataset.unseen_tasks=2 zoo.seeds=4
+  run=(zoo.accelerator=cpu protocol.device=cpu dataset.train_tasks=3 dataset.unseen_tasks=2 zoo.seeds=4
        zoo.epochs=2 protocol.train_seeds=3 protocol.queries=2 protocol.n_permutations=3 protocol.repeats=1)
-  [ "$has_device" = 1 ] && run+=(protocol.device=cpu)
 else
-  run=(zoo.accelerator=gpu classifier.accelerator=gpu)
-  if [ "$has_device" = 1 ]; then
-    run+=(protocol.device=cuda)
-  else
-    echo "failed: this version's ProtocolConfig has no 'device' (HTT's chains and measures on the GPU): HTT ran on the CPU"
-    failed=1
-  fi
+  run=(zoo.accelerator=gpu protocol.device=cuda)
 fi
 rm -rf "$OUT/htt_run"
 if timeout 140 "$PY" -c "from weightsim.cli import run_main; run_main()" experiment=demo progress=false logger=none \
