@@ -22,7 +22,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from weightsim.config import CONF, choices, register_configs
+from weightsim.config import CONF, check_composition, check_config, check_launcher, choices, register_configs
 from weightsim.errors import WeightsimError, WeightsimWarning, in_cause_chain
 from weightsim.sweep import after_sweep, in_multirun, job_name, pin_joblib_gpu, record_job
 
@@ -233,6 +233,7 @@ def _app(stage, app: str, config_name: str = "config"):
             print(f"job {job_name()}: CUDA_VISIBLE_DEVICES={gpu}", flush=True)
         logger = None
         try:
+            check_config(cfg, app)  # every setting, before the logger starts or a net trains
             logger = make_logger(cfg, app)
             with collect_warnings() as notes:
                 stage(cfg, logger, notes)
@@ -255,12 +256,15 @@ def _app(stage, app: str, config_name: str = "config"):
 
     def main() -> None:
         os.environ.setdefault("WANDB_SILENT", "true")
+        register_configs()
         try:
             check_choices(sys.argv[1:])
+            check_launcher(sys.argv[1:])
+            if os.environ.get("HYDRA_FULL_ERROR") != "1":  # else Hydra's own report, with its traceback
+                check_composition(sys.argv[1:], config_name)
         except WeightsimError as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
-        register_configs()
         hydra.main(config_path=str(CONF), config_name=config_name, version_base="1.3")(task)()
 
     return main
