@@ -9,7 +9,9 @@ import hashlib
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 import traceback
 import warnings
@@ -153,6 +155,14 @@ def finish(logger) -> None:
         wandb.finish()
 
 
+def log_to_file(level: int, message: str) -> None:
+    """Write ``message`` to Hydra's job log file only (the terminal already has its one line)."""
+    entry = logging.LogRecord("weightsim", level, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(entry)
+
+
 @contextlib.contextmanager
 def collect_warnings():
     """Within a job: every WeightsimWarning is printed at once as one ``warning: ...`` line on stderr,
@@ -169,10 +179,7 @@ def collect_warnings():
             if str(message) not in seen:
                 seen.append(str(message))
                 print(f"warning: {message}", file=sys.stderr)
-                entry = logging.LogRecord("weightsim", logging.WARNING, __file__, 0, str(message), None, None)
-                for handler in logging.getLogger().handlers:  # Hydra's job log file, not the console twice
-                    if isinstance(handler, logging.FileHandler):
-                        handler.handle(entry)
+                log_to_file(logging.WARNING, str(message))
 
         warnings.showwarning = record
         yield seen
@@ -226,6 +233,40 @@ def user_error(e: BaseException) -> str | None:
     return None if found is None else str(found)
 
 
+class Stopped(BaseException):
+    """SIGTERM (SLURM preemption, a job time limit, ``timeout``) or SIGINT reached a job. A
+    BaseException, so no ``except Exception`` swallows it, and not Lightning's SIGTERMException (a
+    SystemExit without a code: exit 0), so a stopped job can never pass for a finished one."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(signal.Signals(signum).name)
+
+
+@contextlib.contextmanager
+def stop_on_signals():
+    """Within a job, SIGTERM and SIGINT raise ``Stopped`` where the job is (Lightning calls this
+    handler after its own, then tears the fit down); the previous handlers come back after it."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+
+    def stop(signum, frame):
+        signal.signal(signum, signal.SIG_DFL)  # a second signal of this kind ends the process at once
+        raise Stopped(signum)
+
+    before = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+
+
+def stopped_line(e: Stopped) -> str:
+    return f"stopped by {e} before it finished: rerun the same command to resume (a zoo keeps the nets it finished)"
+
+
 def _app(stage, app: str, config_name: str = "config"):
     def task(cfg: DictConfig) -> None:
         quiet()
@@ -235,8 +276,14 @@ def _app(stage, app: str, config_name: str = "config"):
         try:
             check_config(cfg, app)  # every setting, before the logger starts or a net trains
             logger = make_logger(cfg, app)
-            with collect_warnings() as notes:
+            with stop_on_signals(), collect_warnings() as notes:
                 stage(cfg, logger, notes)
+        except Stopped as e:  # a failure with its own exit status (128 + the signal), also in a sweep
+            log_to_file(logging.ERROR, stopped_line(e))
+            if in_multirun():
+                record_job(cfg, app, "failed", stopped_line(e))
+            print(f"error: {'job ' + job_name() + ': ' if in_multirun() else ''}{stopped_line(e)}", file=sys.stderr)
+            sys.exit(128 + e.signum)
         except Exception as e:
             line = user_error(e)
             if in_multirun():  # one failing job must not stop the sweep: record it, name it, go on
