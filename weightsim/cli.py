@@ -24,7 +24,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from weightsim.config import CONF, check_composition, check_config, check_launcher, choices, register_configs
+from weightsim.config import (APPS, CONF, check_composition, check_config, check_launcher, choices, register_configs,
+                              register_help)
 from weightsim.errors import WeightsimError, WeightsimWarning, in_cause_chain
 from weightsim.sweep import after_sweep, in_multirun, job_name, pin_joblib_gpu, record_job
 
@@ -304,6 +305,8 @@ def _app(stage, app: str, config_name: str = "config"):
     def main() -> None:
         os.environ.setdefault("WANDB_SILENT", "true")
         register_configs()
+        if {"--help", "-h"} & set(sys.argv[1:]) and app in APPS:  # this app's page, not Hydra's generic one
+            sys.argv.append(register_help(app))
         try:
             check_choices(sys.argv[1:])
             check_launcher(sys.argv[1:])

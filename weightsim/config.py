@@ -207,3 +207,54 @@ def check_seeds(cfg) -> None:
     if "retrieval" in pc.protocols and cfg.dataset.get("unseen_tasks") and pc.queries >= n:
         raise ConfigError(f"zoo.seeds={n} leaves no gallery after protocol.queries={pc.queries} queries per unseen "
                           f"task: raise zoo.seeds above {pc.queries} or lower protocol.queries")
+
+
+# -- --help per app ------------------------------------------------------------------------------
+# app -> (what it does, the config groups it reads, one example); Hydra prints it for --help
+APPS = {
+    "zoo": ("train the missing nets of a model zoo: zoo.seeds seeds of one net (arch) on each task of a dataset, "
+            "trained in populations and resumable (docs/zoo.md).\n"
+            "weightsim-zoo verify zoo_dir=DIR checks every file of a zoo against its manifest.",
+            ("dataset", "arch", "zoo", "logger", "launcher", "experiment", "scale"),
+            "weightsim-zoo dataset=digits arch=mlp zoo.seeds=50 zoo_dir=zoos/digits-mlp"),
+    "htt": ("hypothesis-training-testing on a zoo (zoo_dir=DIR; eval_zoo_dir=DIR to test on another zoo): "
+            "chain features, a weight classifier per chain, the classification and retrieval protocols; "
+            "report.md / .json / .csv and plots in the run directory (docs/htt.md).",
+            ("protocol", "classifier", "chains", "logger", "launcher"),
+            "weightsim-htt zoo_dir=zoos/digits-mlp protocol.alpha=0.01 protocol.queries=10"),
+    "run": ("train a zoo, then test it with hypothesis-training-testing, in one run directory "
+            "(weightsim-zoo, then weightsim-htt on its zoo; README.md).",
+            ("dataset", "arch", "zoo", "chains", "classifier", "protocol", "logger", "launcher", "experiment", "scale"),
+            "weightsim-run zoo.seeds=50 arch.hidden=64 protocol.alpha=0.01"),
+    "compare": ("every compare measure on a zoo (zoo_dir=DIR): CKA, s(eps) matching, weight matching and the "
+                "chain-Gram distance, through the HTT protocols and pair by pair (docs/compare.md).",
+                ("compare", "protocol", "classifier", "chains", "logger", "launcher"),
+                "weightsim-compare zoo_dir=zoos/digits-mlp 'compare.measures=[cka,weight_matching]'"),
+    "recover": ("Expand-and-Cluster: recover a teacher net's hidden neurons from students trained on its outputs "
+                "(docs/recover.md).",
+                ("teacher",),
+                "weightsim-recover teacher.activation=softplus ec.width_factor=2"),
+}
+
+
+def help_text(app: str) -> str:
+    """The --help page of ``weightsim-<app>`` (a string.Template for Hydra: ``$`` written ``$$``)."""
+    what, groups, example = APPS[app]
+    width = max(map(len, groups))
+    rows = "\n".join(f"  {g:<{width}}  {', '.join(choices(g))}" for g in groups)
+    return (f"weightsim-{app}: {what}\n\n"
+            f"Usage: weightsim-{app} [group=choice ...] [key=value ...]   (-m: a multirun over comma lists)\n\n"
+            f"Config groups it reads (group=choice):\n{rows}\n\n"
+            f"Every setting is key=value, as in the example below; weightsim-{app} --cfg job prints them all.\n\nExample:\n  {example}\n\n"
+            f"Tab completion of groups and keys (bash; zsh and fish likewise):\n"
+            f"  eval \"$$(weightsim-{app} -sc install=bash)\"\n"
+            f"Hydra's own flags: weightsim-{app} --hydra-help")
+
+
+def register_help(app: str) -> str:
+    """Store app ``app``'s --help page as the Hydra config ``hydra/help=weightsim_<app>``; returns
+    that override."""
+    store = ConfigStore.instance()
+    store.store(group="hydra/help", name=f"weightsim_{app}", provider="weightsim",
+                node={"app_name": f"weightsim-{app}", "header": "", "footer": "", "template": help_text(app)})
+    return f"hydra/help=weightsim_{app}"
