@@ -123,6 +123,7 @@ def htt_stage(cfg: DictConfig, logger=None, notes: list[str] | None = None, run_
     from weightsim.chains import ChainOptions
     from weightsim.htt.run import ClassifierConfig, ProtocolConfig, run_htt
     from weightsim.report import markdown_table, plot_accuracy, plot_cmc, write_report
+    from weightsim.report.plots import chance_levels
 
     run_dir = Path(run_dir or HydraConfig.get().runtime.output_dir)
     result = run_htt(cfg.zoo_dir, ProtocolConfig(**container(cfg.protocol)),
@@ -131,7 +132,7 @@ def htt_stage(cfg: DictConfig, logger=None, notes: list[str] | None = None, run_
     result["meta"]["config"] = container(cfg)
     result["meta"]["warnings"] = list(notes or [])  # every WeightsimWarning of the job, zoo stage included
     paths = write_report(run_dir, result)
-    plots = [plot_accuracy(result["rows"], run_dir / "accuracy.png", result["meta"]["chance_classification"])]
+    plots = [plot_accuracy(result["rows"], run_dir / "accuracy.png", chance_levels(result["meta"]))]
     if result["cmc"]:
         plots.append(plot_cmc(result["cmc"], run_dir / "cmc.png"))
     print("\n" + markdown_table(result["rows"]))
