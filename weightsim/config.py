@@ -118,9 +118,15 @@ def sweep_points(overrides: list[str]) -> list[list[str]]:
     at their first value): enough to find a value Hydra cannot compose, far fewer than the jobs."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    parsed = OverridesParser.create().parse_overrides(overrides)
-    values = [[f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()] if o.is_sweep_override()
-              else [o.input_line] for o in parsed]
+    values = []
+    for o in OverridesParser.create().parse_overrides(overrides):
+        if not o.is_sweep_override():
+            values.append([o.input_line])
+            continue
+        try:
+            values.append([f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()])
+        except Exception:  # noqa: BLE001  (an interval sweep has no values to list: left to Hydra)
+            continue
     points = [[vs[0] for vs in values]]
     for i, vs in enumerate(values):
         points += [[*(w[0] for w in values[:i]), v, *(w[0] for w in values[i + 1:])] for v in vs[1:]]
