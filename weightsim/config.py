@@ -211,8 +211,8 @@ def check_seeds(cfg) -> None:
         raise ConfigError(f"zoo.seeds={n} leaves no test seed after {n_train} training seeds per task "
                           f"({knob}): raise zoo.seeds above {n_train} or lower {knob.split('=')[0]}")
     if "retrieval" in pc.protocols and cfg.dataset.get("unseen_tasks") and pc.queries >= n:
-        raise ConfigError(f"zoo.seeds={n} leaves no gallery after protocol.queries={pc.queries} queries per unseen "
-                          f"task: raise zoo.seeds above {pc.queries} or lower protocol.queries")
+        raise ConfigError(f"zoo.seeds={n} leaves no gallery seed after {pc.queries} queries per task of retrieval "
+                          f"(protocol.queries={pc.queries}): raise zoo.seeds above {pc.queries} or lower protocol.queries")
 
 
 # -- --help per app ------------------------------------------------------------------------------
