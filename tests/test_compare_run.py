@@ -192,6 +192,25 @@ def test_bad_compare_input_is_one_error_line(tiny_zoo, tmp_path):
     # the same widths without biases: chains pair up, weight matching refuses the two architectures
     line = compare_with_zoo("nobias", "arch.bias=false", "compare.measures=[weight_matching]", "protocol.train_seeds=2")
     assert "one architecture" in line and "same arch config" in line
+    # retrieval alone would read the other zoo's nets while compare.csv reads zoo_dir's: refused
+    line = compare_with_zoo("wide", "arch.hidden=6", "compare.measures=[cka]", "protocol.protocols=[retrieval]")
+    assert line == (f"error: zoo_dir {tiny_zoo} holds arch 'mlp' [64] and eval_zoo_dir {tmp_path / 'wide'} arch "
+                    f"'mlp' [64] of another arch config: weightsim-compare reads retrieval from eval_zoo_dir but "
+                    f"compare.csv from zoo_dir, so it needs one architecture in both (the same arch config); test "
+                    f"across architectures with weightsim-htt zoo_dir=... eval_zoo_dir=...")
+
+
+@pytest.mark.parametrize("override,expected", [
+    ("compare.layers=[]", "error: compare.layers=[] names no layer: name some (module names, logits) or set "
+                          "compare.layers=null for every layer"),
+    ("compare.measures=[cka,foo]", "error: unknown compare.measures entry 'foo': choose from "),
+])
+def test_compare_settings_name_their_key(tmp_path, override, expected):
+    """Checked before any zoo is read: an empty layer list is not silently every layer, and an
+    unknown measure names compare.measures (not protocol.measures, which compare does not read)."""
+    line = only_error_line(run_cli("compare", override, f"zoo_dir={tmp_path / 'none'}", f"hydra.run.dir={tmp_path}",
+                                   "logger=none"))
+    assert line.startswith(expected), line
 
 
 def test_cka_layer_matrix_of_a_conv_zoo_flattens_each_layer_per_input(zoos):

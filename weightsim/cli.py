@@ -9,7 +9,9 @@ import hashlib
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 import traceback
 import warnings
@@ -22,7 +24,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from weightsim.config import CONF, choices, register_configs
+from weightsim.config import (APPS, CONF, check_composition, check_config, check_launcher, choices, register_configs,
+                              register_help)
 from weightsim.errors import WeightsimError, WeightsimWarning, in_cause_chain
 from weightsim.sweep import after_sweep, in_multirun, job_name, pin_joblib_gpu, record_job
 
@@ -120,6 +123,7 @@ def htt_stage(cfg: DictConfig, logger=None, notes: list[str] | None = None, run_
     from weightsim.chains import ChainOptions
     from weightsim.htt.run import ClassifierConfig, ProtocolConfig, run_htt
     from weightsim.report import markdown_table, plot_accuracy, plot_cmc, write_report
+    from weightsim.report.plots import chance_levels
 
     run_dir = Path(run_dir or HydraConfig.get().runtime.output_dir)
     result = run_htt(cfg.zoo_dir, ProtocolConfig(**container(cfg.protocol)),
@@ -128,7 +132,7 @@ def htt_stage(cfg: DictConfig, logger=None, notes: list[str] | None = None, run_
     result["meta"]["config"] = container(cfg)
     result["meta"]["warnings"] = list(notes or [])  # every WeightsimWarning of the job, zoo stage included
     paths = write_report(run_dir, result)
-    plots = [plot_accuracy(result["rows"], run_dir / "accuracy.png", result["meta"]["chance_classification"])]
+    plots = [plot_accuracy(result["rows"], run_dir / "accuracy.png", chance_levels(result["meta"]))]
     if result["cmc"]:
         plots.append(plot_cmc(result["cmc"], run_dir / "cmc.png"))
     print("\n" + markdown_table(result["rows"]))
@@ -153,6 +157,14 @@ def finish(logger) -> None:
         wandb.finish()
 
 
+def log_to_file(level: int, message: str) -> None:
+    """Write ``message`` to Hydra's job log file only (the terminal already has its one line)."""
+    entry = logging.LogRecord("weightsim", level, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(entry)
+
+
 @contextlib.contextmanager
 def collect_warnings():
     """Within a job: every WeightsimWarning is printed at once as one ``warning: ...`` line on stderr,
@@ -169,10 +181,7 @@ def collect_warnings():
             if str(message) not in seen:
                 seen.append(str(message))
                 print(f"warning: {message}", file=sys.stderr)
-                entry = logging.LogRecord("weightsim", logging.WARNING, __file__, 0, str(message), None, None)
-                for handler in logging.getLogger().handlers:  # Hydra's job log file, not the console twice
-                    if isinstance(handler, logging.FileHandler):
-                        handler.handle(entry)
+                log_to_file(logging.WARNING, str(message))
 
         warnings.showwarning = record
         yield seen
@@ -226,6 +235,40 @@ def user_error(e: BaseException) -> str | None:
     return None if found is None else str(found)
 
 
+class Stopped(BaseException):
+    """SIGTERM (SLURM preemption, a job time limit, ``timeout``) or SIGINT reached a job. A
+    BaseException, so no ``except Exception`` swallows it, and not Lightning's SIGTERMException (a
+    SystemExit without a code: exit 0), so a stopped job can never pass for a finished one."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(signal.Signals(signum).name)
+
+
+@contextlib.contextmanager
+def stop_on_signals():
+    """Within a job, SIGTERM and SIGINT raise ``Stopped`` where the job is (Lightning calls this
+    handler after its own, then tears the fit down); the previous handlers come back after it."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+
+    def stop(signum, frame):
+        signal.signal(signum, signal.SIG_DFL)  # a second signal of this kind ends the process at once
+        raise Stopped(signum)
+
+    before = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+
+
+def stopped_line(e: Stopped) -> str:
+    return f"stopped by {e} before it finished: rerun the same command to resume (a zoo keeps the nets it finished)"
+
+
 def _app(stage, app: str, config_name: str = "config"):
     def task(cfg: DictConfig) -> None:
         quiet()
@@ -233,9 +276,16 @@ def _app(stage, app: str, config_name: str = "config"):
             print(f"job {job_name()}: CUDA_VISIBLE_DEVICES={gpu}", flush=True)
         logger = None
         try:
+            check_config(cfg, app)  # every setting, before the logger starts or a net trains
             logger = make_logger(cfg, app)
-            with collect_warnings() as notes:
+            with stop_on_signals(), collect_warnings() as notes:
                 stage(cfg, logger, notes)
+        except Stopped as e:  # a failure with its own exit status (128 + the signal), also in a sweep
+            log_to_file(logging.ERROR, stopped_line(e))
+            if in_multirun():
+                record_job(cfg, app, "failed", stopped_line(e))
+            print(f"error: {'job ' + job_name() + ': ' if in_multirun() else ''}{stopped_line(e)}", file=sys.stderr)
+            sys.exit(128 + e.signum)
         except Exception as e:
             line = user_error(e)
             if in_multirun():  # one failing job must not stop the sweep: record it, name it, go on
@@ -255,12 +305,17 @@ def _app(stage, app: str, config_name: str = "config"):
 
     def main() -> None:
         os.environ.setdefault("WANDB_SILENT", "true")
+        register_configs()
+        if {"--help", "-h"} & set(sys.argv[1:]) and app in APPS:  # this app's page, not Hydra's generic one
+            sys.argv.append(register_help(app))
         try:
             check_choices(sys.argv[1:])
+            check_launcher(sys.argv[1:])
+            if os.environ.get("HYDRA_FULL_ERROR") != "1":  # else Hydra's own report, with its traceback
+                check_composition(sys.argv[1:], config_name)
         except WeightsimError as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
-        register_configs()
         hydra.main(config_path=str(CONF), config_name=config_name, version_base="1.3")(task)()
 
     return main

@@ -41,3 +41,226 @@ def choices(group: str) -> list[str]:
     configs of that group, sorted. Files named ``_*.yaml`` are parts that choices include, not choices."""
     structured = [name for (g, name) in structured_configs() if g == group]
     return sorted({p.stem for p in (CONF / group).glob("*.yaml") if not p.stem.startswith("_")} | set(structured))
+
+
+# -- fail fast: every setting checked before any work --------------------------------------------
+# the launchers of the ``[sweep]`` extra: conf/launcher choice -> the Hydra plugin module it needs
+LAUNCHER_PLUGINS = {"joblib": "hydra_plugins.hydra_joblib_launcher",
+                    "slurm": "hydra_plugins.hydra_submitit_launcher",
+                    "submitit_local": "hydra_plugins.hydra_submitit_launcher",
+                    "submitit_slurm": "hydra_plugins.hydra_submitit_launcher"}
+SWEEP_EXTRA = "pip install 'weightsim[sweep]'"
+
+
+def check_launcher(argv: list[str]) -> None:
+    """A launcher of the ``[sweep]`` extra chosen without the extra installed: one line naming the
+    install command (instead of Hydra's "Could not find 'hydra/launcher/joblib'")."""
+    import importlib.util
+
+    from weightsim.errors import ConfigError
+
+    for arg in argv:
+        key, _, value = arg.lstrip("+~").partition("=")
+        if key not in ("launcher", "hydra/launcher"):
+            continue
+        for v in value.split(","):
+            module = LAUNCHER_PLUGINS.get(v)
+            if module and importlib.util.find_spec(module) is None:
+                raise ConfigError(f"{key}={v} needs the launcher plugins of the [sweep] extra: {SWEEP_EXTRA}")
+
+
+def compose_error_line(e: BaseException) -> str:
+    """Hydra's multi-line composition error (a value of the wrong type, a key not in the config, an
+    unparsable override) as one line: what Hydra said, the key, and the fix it suggested."""
+    cause = e.__cause__
+    lines = [ln.strip().rstrip(".") for ln in str(e).splitlines() if ln.strip()]
+    lines = [ln for ln in lines if not ln.startswith(("Config search path", "provider=", "Set the environment"))]
+    if "Available options" in " ".join(lines):  # a group choice that does not exist: list the choices
+        i = next(k for k, ln in enumerate(lines) if ln.startswith("Available options"))
+        lines = lines[:i] + [f"{lines[i].rstrip(':')}: {', '.join(lines[i + 1:])}"]
+    head, rest = lines[0] if lines else type(e).__name__, lines[1:]
+    if cause is not None:
+        said = str(cause).splitlines()[0].strip().rstrip(".")
+        key = getattr(cause, "full_key", None)
+        kind = said.rsplit(" ", 1)[-1]
+        want = {"Integer": "an integer", "Float": "a number", "Boolean": "true or false"}.get(kind)
+        fix = f"set {key} to {want}" if key and want else None
+        return ": ".join([head, said, *[r[0].lower() + r[1:] for r in rest], *([fix] if fix else [])])
+    return ": ".join([head, *rest])
+
+
+def check_composition(argv: list[str], config_name: str = "config") -> None:
+    """Compose the config as Hydra will for these overrides (each value of a multirun sweep once),
+    without running anything: a composition error becomes a ConfigError with one line. Command
+    lines with Hydra flags (--help, --cfg, --shell-completion, ...) are left to Hydra."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+
+    from weightsim.errors import ConfigError
+
+    flags = [a for a in argv if a.startswith("-")]
+    if any(f not in ("-m", "--multirun") for f in flags):
+        return
+    overrides = [a for a in argv if not a.startswith("-")]
+    try:
+        for job in sweep_points(overrides) if flags else [overrides]:
+            with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+                compose(config_name, overrides=job, return_hydra_config=True)
+    except HydraException as e:
+        raise ConfigError(compose_error_line(e)) from e
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def sweep_points(overrides: list[str]) -> list[list[str]]:
+    """The override lists that together take every value of every sweep override once (the others
+    at their first value): enough to find a value Hydra cannot compose, far fewer than the jobs."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    values = []
+    for o in OverridesParser.create().parse_overrides(overrides):
+        if not o.is_sweep_override():
+            values.append([o.input_line])
+            continue
+        try:
+            values.append([f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()])
+        except Exception:  # noqa: BLE001  (an interval sweep has no values to list: left to Hydra)
+            continue
+    points = [[vs[0] for vs in values]]
+    for i, vs in enumerate(values):
+        points += [[*(w[0] for w in values[:i]), v, *(w[0] for w in values[i + 1:])] for v in vs[1:]]
+    return points
+
+
+def check_config(cfg, app: str) -> None:
+    """One pass over the composed config of app ``app`` (zoo, htt, run, compare) before any work:
+    every setting of the groups the app reads is in range, and (weightsim-run on a new zoo) the
+    zoo's seeds are enough for the protocol's split. Raises ConfigError with one line."""
+    from omegaconf import OmegaConf
+
+    from weightsim.errors import ConfigError
+
+    def box(node) -> dict:
+        return OmegaConf.to_container(node, resolve=True)
+
+    if app in ("zoo", "run"):
+        check_zoo(cfg.zoo)
+    if app in ("htt", "run", "compare"):
+        from weightsim.chains.options import ChainOptions
+        from weightsim.htt.run import ProtocolConfig, check_protocol
+
+        pc = ProtocolConfig(**box(cfg.protocol))
+        if app != "compare":  # compare tests compare.measures, not protocol.measures
+            check_protocol(pc)
+        ChainOptions(**box(cfg.chains))  # validates itself
+        if cfg.classifier.max_iter < 1 or cfg.classifier.l2 < 0:
+            raise ConfigError(f"classifier.max_iter={cfg.classifier.max_iter} must be >= 1 and "
+                              f"classifier.l2={cfg.classifier.l2} >= 0")
+        if pc.train_seeds is not None and pc.train_seeds < 1:
+            raise ConfigError(f"protocol.train_seeds={pc.train_seeds} must be >= 1 (or null: protocol.train_fraction)")
+        if pc.queries < 1:
+            raise ConfigError(f"protocol.queries={pc.queries} must be >= 1")
+    if app == "compare":
+        from weightsim.compare.run import CompareConfig, check_compare
+
+        check_compare(CompareConfig(**box(cfg.compare)))
+    if app == "run" and not (cfg.get("sweep") or {}).get("htt"):
+        check_seeds(cfg)
+
+
+def check_zoo(zoo) -> None:
+    """The ranges of the ``zoo`` group's settings (weightsim/zoo/generate.py ZooConfig)."""
+    from weightsim.errors import ConfigError
+
+    positive = {"seeds": zoo.seeds, "batch_size": zoo.batch_size, "lr": zoo.lr, "memory_budget_gb": zoo.memory_budget_gb,
+                "epochs": zoo.epochs if zoo.steps is None else 1, "steps": 1 if zoo.steps is None else zoo.steps,
+                "population_size": zoo.population_size or 1, "threads": zoo.threads or 1,
+                "grad_clip": 1 if zoo.grad_clip is None else zoo.grad_clip, "lr_gamma": zoo.lr_gamma}
+    for knob, value in positive.items():
+        if not value > 0:
+            raise ConfigError(f"zoo.{knob}={value} must be > 0")
+    if zoo.seed_offset < 0 or zoo.weight_decay < 0:
+        raise ConfigError(f"zoo.seed_offset={zoo.seed_offset} and zoo.weight_decay={zoo.weight_decay} must be >= 0")
+    if not 0 <= zoo.momentum < 1:
+        raise ConfigError(f"zoo.momentum={zoo.momentum} must lie in [0, 1)")
+    drops = list(zoo.lr_drops or [])
+    if any(not 0 < f < 1 for f in drops) or drops != sorted(drops):
+        raise ConfigError(f"zoo.lr_drops={drops} must be increasing fractions of training in (0, 1), "
+                          "e.g. [0.7] for a drop after 70 % of the steps")
+    from weightsim.zoo.population import VECTORIZE
+
+    if zoo.vectorize not in VECTORIZE:
+        raise ConfigError(f"zoo.vectorize='{zoo.vectorize}': choose from {', '.join(VECTORIZE)}")
+
+
+def check_seeds(cfg) -> None:
+    """weightsim-run trains ``zoo.seeds`` nets per task, then HTT splits them: enough seeds for one
+    test seed per task after the training seeds, and a gallery after the retrieval queries. Checked
+    only when zoo_dir holds no zoo yet (a zoo on disk may hold more seeds; HTT checks it then)."""
+    from pathlib import Path
+
+    from weightsim.errors import ConfigError
+
+    if (Path(str(cfg.zoo_dir)) / "zoo.json").exists():
+        return
+    n, pc = cfg.zoo.seeds, cfg.protocol
+    n_train = pc.train_seeds if pc.train_seeds is not None else max(1, int(round(pc.train_fraction * n)))
+    knob = "protocol.train_seeds" if pc.train_seeds is not None else f"protocol.train_fraction={pc.train_fraction}"
+    if n_train >= n:
+        raise ConfigError(f"zoo.seeds={n} leaves no test seed after {n_train} training seeds per task "
+                          f"({knob}): raise zoo.seeds above {n_train} or lower {knob.split('=')[0]}")
+    if "retrieval" in pc.protocols and cfg.dataset.get("unseen_tasks") and pc.queries >= n:
+        raise ConfigError(f"zoo.seeds={n} leaves no gallery seed after {pc.queries} queries per task of retrieval "
+                          f"(protocol.queries={pc.queries}): raise zoo.seeds above {pc.queries} or lower protocol.queries")
+
+
+# -- --help per app ------------------------------------------------------------------------------
+# app -> (what it does, the config groups it reads, one example); Hydra prints it for --help
+APPS = {
+    "zoo": ("train the missing nets of a model zoo: zoo.seeds seeds of one net (arch) on each task of a dataset, "
+            "trained in populations and resumable (docs/zoo.md).\n"
+            "weightsim-zoo verify zoo_dir=DIR checks every file of a zoo against its manifest.",
+            ("dataset", "arch", "zoo", "logger", "launcher", "experiment", "scale"),
+            "weightsim-zoo dataset=digits arch=mlp zoo.seeds=50 zoo_dir=zoos/digits-mlp"),
+    "htt": ("hypothesis-training-testing on a zoo (zoo_dir=DIR; eval_zoo_dir=DIR to test on another zoo): "
+            "chain features, a weight classifier per chain, the classification and retrieval protocols; "
+            "report.md / .json / .csv and plots in the run directory (docs/htt.md).",
+            ("protocol", "classifier", "chains", "logger", "launcher"),
+            "weightsim-htt zoo_dir=zoos/digits-mlp protocol.alpha=0.01 protocol.queries=10"),
+    "run": ("train a zoo, then test it with hypothesis-training-testing, in one run directory "
+            "(weightsim-zoo, then weightsim-htt on its zoo; README.md).",
+            ("dataset", "arch", "zoo", "chains", "classifier", "protocol", "logger", "launcher", "experiment", "scale"),
+            "weightsim-run zoo.seeds=50 arch.hidden=64 protocol.alpha=0.01"),
+    "compare": ("every compare measure on a zoo (zoo_dir=DIR): CKA, s(eps) matching, weight matching and the "
+                "chain-Gram distance, through the HTT protocols and pair by pair (docs/compare.md).",
+                ("compare", "protocol", "classifier", "chains", "logger", "launcher"),
+                "weightsim-compare zoo_dir=zoos/digits-mlp 'compare.measures=[cka,weight_matching]'"),
+    "recover": ("Expand-and-Cluster: recover a teacher net's hidden neurons from students trained on its outputs "
+                "(docs/recover.md).",
+                ("teacher",),
+                "weightsim-recover teacher.activation=softplus ec.width_factor=2"),
+}
+
+
+def help_text(app: str) -> str:
+    """The --help page of ``weightsim-<app>`` (a string.Template for Hydra: ``$`` written ``$$``)."""
+    what, groups, example = APPS[app]
+    width = max(map(len, groups))
+    rows = "\n".join(f"  {g:<{width}}  {', '.join(choices(g))}" for g in groups)
+    return (f"weightsim-{app}: {what}\n\n"
+            f"Usage: weightsim-{app} [group=choice ...] [key=value ...]   (-m: a multirun over comma lists)\n\n"
+            f"Config groups it reads (group=choice):\n{rows}\n\n"
+            f"Every setting is key=value, as in the example below; weightsim-{app} --cfg job prints them all.\n\nExample:\n  {example}\n\n"
+            f"Tab completion of groups and keys (bash; zsh and fish likewise):\n"
+            f"  eval \"$$(weightsim-{app} -sc install=bash)\"\n"
+            f"Hydra's own flags: weightsim-{app} --hydra-help")
+
+
+def register_help(app: str) -> str:
+    """Store app ``app``'s --help page as the Hydra config ``hydra/help=weightsim_<app>``; returns
+    that override."""
+    store = ConfigStore.instance()
+    store.store(group="hydra/help", name=f"weightsim_{app}", provider="weightsim",
+                node={"app_name": f"weightsim-{app}", "header": "", "footer": "", "template": help_text(app)})
+    return f"hydra/help=weightsim_{app}"

@@ -54,14 +54,37 @@ class CompareConfig:
 
 
 def check_compare(cc: CompareConfig) -> None:
+    from weightsim.htt.measures import MEASURES
+
     if not cc.measures:
         raise ConfigError("compare.measures is empty: name at least one measure")
+    for name in cc.measures:  # named here: HTT's own check would name protocol.measures
+        if name not in MEASURES and name not in COMPARE_MEASURES:
+            raise ConfigError(f"unknown compare.measures entry '{name}': choose from "
+                              f"{', '.join([*MEASURES, *COMPARE_MEASURES])}")
+    if cc.layers is not None and len(cc.layers) == 0:
+        raise ConfigError("compare.layers=[] names no layer: name some (module names, logits) or set "
+                          "compare.layers=null for every layer")
     for knob, low in (("probe", 2), ("seeds", 2), ("restarts", 1), ("max_iter", 1), ("barrier_pairs", 0)):
         if getattr(cc, knob) < low:
             raise ConfigError(f"compare.{knob}={getattr(cc, knob)} must be >= {low}")
     for e in [cc.eps, *cc.eps_grid]:
         if not 0 < e < 1:
             raise ConfigError(f"compare eps {e} must lie in (0, 1) (compare.eps, compare.eps_grid)")
+
+
+def check_same_net(zoo_dir: str, eval_zoo_dir: str) -> None:
+    """weightsim-compare with eval_zoo_dir: HTT tests on eval_zoo_dir but the pairs (compare.csv)
+    come from zoo_dir alone, so the two zoos must hold the same net; across architectures, use
+    weightsim-htt."""
+    a, b = Zoo(zoo_dir).head, Zoo(eval_zoo_dir).head
+    net_a, net_b = (a["arch"], a["input_shape"]), (b["arch"], b["input_shape"])
+    if net_a != net_b:
+        raise ConfigError(f"zoo_dir {zoo_dir} holds arch '{a['arch'].get('name')}' {a['input_shape']} and eval_zoo_dir "
+                          f"{eval_zoo_dir} arch '{b['arch'].get('name')}' {b['input_shape']} of another arch config: "
+                          f"weightsim-compare reads retrieval from eval_zoo_dir but compare.csv from zoo_dir, so it "
+                          f"needs one architecture in both (the same arch config); test across architectures with "
+                          f"weightsim-htt zoo_dir=... eval_zoo_dir=...")
 
 
 def build_measures(cc: CompareConfig) -> list:
@@ -216,6 +239,8 @@ def run_compare(zoo_dir: str, cc: CompareConfig, pc, clc, co: ChainOptions, seed
     from weightsim.htt.run import run_htt
 
     check_compare(cc)
+    if eval_zoo_dir:
+        check_same_net(zoo_dir, eval_zoo_dir)
     measures = build_measures(cc)
     result = run_htt(zoo_dir, replace(pc, measures=list(cc.measures)), clc, co, eval_zoo_dir, seed, logger, progress,
                      measures=measures)
@@ -242,7 +267,8 @@ def compare_stage(cfg, logger=None, notes: list[str] | None = None) -> dict:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
-    from weightsim.compare.plots import plot_cka_heatmap, plot_cmc_measures, plot_eps_curves
+    from weightsim.compare.activations import layer_names
+    from weightsim.compare.plots import layer_labels, plot_cka_heatmap, plot_cmc_measures, plot_eps_curves
     from weightsim.htt.run import ClassifierConfig, ProtocolConfig
     from weightsim.report import markdown_table, write_report
 
@@ -258,15 +284,18 @@ def compare_stage(cfg, logger=None, notes: list[str] | None = None) -> dict:
     paths = write_report(run_dir, result, title="weightsim compare")
     write_csv(run_dir / "compare.csv", result["pairs"])
     write_csv(run_dir / "summary.csv", result["summary"])
+    names = layer_names(Zoo(cfg.zoo_dir).template, cfg.compare.where)  # every activation layer: layer k = names[k-1]
+    labels = layer_labels(names)
     plots = []
-    if result["cmc"]:
-        plots.append(plot_cmc_measures(result["cmc"], run_dir / "cmc_measures.png"))
+    if result["cmc"]:  # with compare.layers a subset, an activation measure's k-th layer is its k-th chosen one
+        plots.append(plot_cmc_measures(result["cmc"], run_dir / "cmc_measures.png",
+                                       None if cfg.compare.layers else names))
     if any(r["measure"] == "match" for r in result["summary"]):
-        plots.append(plot_eps_curves(result["summary"], run_dir / "eps_curves.png"))
+        plots.append(plot_eps_curves(result["summary"], run_dir / "eps_curves.png", labels))
     if result["cka"]:
         (run_dir / "cka.json").write_text(json.dumps(result["cka"], indent=1))
         plots.append(plot_cka_heatmap(result["cka"]["matrix"], result["cka"]["layers"],
-                                      result["cka"]["identification"], run_dir / "cka_layers.png"))
+                                      result["cka"]["identification"], run_dir / "cka_layers.png", labels))
     print("\n" + markdown_table(result["rows"]))
     print(f"\nreport: {paths['md']}  (compare.csv: the pairs, summary.csv, plots beside it)")
     return result

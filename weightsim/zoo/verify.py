@@ -180,12 +180,23 @@ def verify_zoo(root: str | Path, expect_tasks: bool = True) -> VerifyReport:
     return rep
 
 
+USAGE = """usage: weightsim-zoo verify zoo_dir=DIR   (or: python -m weightsim.zoo.verify DIR)
+
+Checks a zoo without trusting it: every manifest row's file exists, has its recorded size and
+SHA-256, parses as safetensors and holds the row's index; no net is listed twice; weights/ holds
+nothing else; nets not flagged diverged have finite weights. Prints one line per problem and the
+coverage (tasks x seeds, what is missing); exits 0 when sound, 1 on any problem (docs/zoo.md)."""
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m weightsim.zoo.verify DIR`` or ``zoo_dir=DIR``: print the report, 1 on problems."""
     argv = sys.argv[1:] if argv is None else argv
+    if {"-h", "--help"} & set(argv):
+        print(USAGE)
+        return 0
     dirs = [a.split("=", 1)[1] if a.startswith("zoo_dir=") else a for a in argv]
     if len(dirs) != 1:
-        print("usage: weightsim-zoo verify zoo_dir=DIR", file=sys.stderr)
+        print(USAGE.splitlines()[0], file=sys.stderr)
         return 2
     rep = verify_zoo(dirs[0])
     print(rep.text())

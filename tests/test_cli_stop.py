@@ -1,0 +1,68 @@
+"""A job stopped by SIGTERM (SLURM preemption, a job time limit, ``timeout``) or SIGINT is a failure:
+a non-zero exit (128 + the signal), one ``error:`` line that says it was stopped and that a rerun
+resumes, and in a sweep a job record marked failed. Real runs in a subprocess, stopped mid-training."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.conftest import ROOT
+from weightsim.sweep import read_jobs
+
+LINE = ("stopped by SIGTERM before it finished: rerun the same command to resume (a zoo keeps the nets it "
+        "finished)")
+LONG = ("zoo.seeds=30", "zoo.epochs=200", "progress=false", "logger=none")  # minutes of training: stopped long before
+
+
+def stop_while_training(tmp_path: Path, zoo_json: Path, *args: str) -> tuple[int, str]:
+    """Start weightsim-run with ``args``, wait until its zoo exists (the data is loaded and training
+    starts), send SIGTERM; returns (exit status, stderr)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "0"}
+    with open(tmp_path / "out.txt", "w") as out, open(tmp_path / "err.txt", "w") as err:
+        proc = subprocess.Popen([sys.executable, "-c", "from weightsim.cli import run_main; run_main()", *args],
+                                cwd=ROOT, env=env, stdout=out, stderr=err)
+        try:
+            deadline = time.monotonic() + 600
+            while not zoo_json.exists():
+                assert proc.poll() is None, (tmp_path / "err.txt").read_text()[-2000:]
+                assert time.monotonic() < deadline, "the run never started its zoo"
+                time.sleep(0.5)
+            time.sleep(2)  # into the first population's steps
+            assert proc.poll() is None, "the run finished before it was stopped: make LONG longer"
+            proc.send_signal(signal.SIGTERM)
+            rc = proc.wait(timeout=300)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    return rc, (tmp_path / "err.txt").read_text()
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+def test_sigterm_ends_a_run_as_failed(tmp_path):
+    run_dir = tmp_path / "run"
+    rc, stderr = stop_while_training(tmp_path, run_dir / "zoo" / "zoo.json", *LONG, f"hydra.run.dir={run_dir}")
+    assert rc == 128 + signal.SIGTERM, (rc, stderr[-2000:])
+    assert error_lines(stderr) == [f"error: {LINE}"], stderr[-2000:]
+    assert "Traceback" not in stderr
+X
+    assert not (run_dir / "report.json").exists()
+
+
+def test_sigterm_marks_the_sweep_job_failed(tmp_path):
+    sweep = tmp_path / "sweep"
+    rc, stderr = stop_while_training(tmp_path, sweep / "0" / "zoo" / "zoo.json", "-m", *LONG,
+                                     f"hydra.sweep.dir={sweep}")
+    assert rc == 128 + signal.SIGTERM, (rc, stderr[-2000:])
+    record = json.loads((sweep / "0" / "job.json").read_text())
+    assert (record["status"], record["error"]) == ("failed", LINE)
+    assert [(j["status"], j["error"]) for j in read_jobs(sweep)] == [("failed", LINE)]
+    assert len(error_lines(stderr)) == 1 and error_lines(stderr)[0].endswith(f": {LINE}"), stderr[-2000:]
