@@ -167,8 +167,8 @@ def measure_population(build: Callable[[], nn.Module], shape: DataShape, zc, dev
         # the slope between 2 and 4 members (a population of 1 can take other paths than K > 1)
         two, four = allocated_peak(train(2), device), allocated_peak(train(4), device)
         module = population_module(build, ts, [(0, 0), (1, 0)], zc).to(device)
-        idx = torch.stack([t.test_idx[:eval_chunk] for t in ts.tasks])
-        y = torch.stack([t.test_y[:eval_chunk] for t in ts.tasks])
+        idx = torch.stack([t.test_idx[:eval_chunk] for t in ts.tasks[:2]])  # (2, chunk): one row per member
+        y = torch.stack([t.test_y[:eval_chunk] for t in ts.tasks[:2]])
         ev = allocated_peak(lambda: module.evaluate(idx, y, [idx.shape[1]] * 2, eval_chunk), device)
     state = sum(v.numel() * v.element_size() for v in module.state().values()) // 2
     index = 2 * 8 * max(shape.train)  # positions and labels, int64, padded to the largest task
