@@ -265,6 +265,10 @@ def test_cli_report_and_plots(tmp_path):
 @pytest.mark.parametrize("overrides, message", [
     (("ec.n_students=3",), "error: gamma * n_students = 0.5 * 3 = 1.5"),
     (("ec.width_factor=0.5",), "error: width_factor=0.5 < 1"),
+    (("ec.width_factor=four",), "error: ec.width_factor=four: expected type float (default 4.0)"),
+    (("ec.n_students=10.5",), "error: ec.n_students=10.5: expected type int (default 10)"),
+    (("ec.n_students=4,ten", "-m"), "error: ec.n_students=ten: expected type int (default 10)"),
+    (("ec.finetune_step=5",), "error: ec.finetune_step: no such setting; ec has activation, beta"),
 ])
 def test_cli_bad_input_is_one_error_line(tmp_path, overrides, message):
     r = run_cli("recover", *overrides, f"hydra.run.dir={tmp_path}")
@@ -312,3 +316,68 @@ def test_sweep_table_groups_runs_by_setting_and_teacher_size(tmp_path):
     assert table[0]["recovered_frac"] == 0.75 and table[0]["all_recovered"] == 1
     assert table[0]["overhead"] == -0.125 and table[0]["max_overhead"] == 0.0
     assert plot_sweep(rows, tmp_path / "sweep.png").stat().st_size > 1000
+
+
+def test_recover_yaml_takes_its_ec_defaults_from_the_dataclass():
+    """conf/recover.yaml holds no copy of the settings: the composed ``ec`` is ECConfig() field for field."""
+    from dataclasses import asdict
+
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from weightsim.config import CONF, register_configs
+    from weightsim.recover.options import ECConfig
+
+    register_configs()
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose("recover")
+    assert OmegaConf.to_container(cfg.ec) == asdict(ECConfig())
+    assert cfg.teacher.n is None  # probes sized to the students by default
+
+
+def test_probe_count_grows_with_the_students_and_few_probes_warn():
+    from weightsim.errors import WeightsimWarning
+    from weightsim.recover.ec import check_probes, probe_count, student_params
+    from weightsim.recover.options import ECConfig
+
+    t = synthetic_teacher(30, [12], "tanh")
+    assert student_params(t, 4) == 48 * 31 + 49 == 1537  # the issue's students: 30-48-1
+    assert student_params(synthetic_teacher(12, [8, 5]), 4) == 32 * 13 + 20 * 33 + 21
+    ec = ECConfig()
+    assert probe_count(t, ec) == math.ceil(4 * 1537)
+    assert probe_count(t, ec.replace(width_factor=2)) == math.ceil(4 * (24 * 31 + 25))
+    with pytest.warns(WeightsimWarning, match="1500 probe inputs for students of 1537 parameters"):
+        check_probes(1500, t, ec)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_probes(2 * 1537, t, ec)  # at the stated multiple: no warning
+
+
+def test_unknown_setting_in_the_python_api_is_named():
+    with pytest.raises(ConfigError, match="unknown Expand-and-Cluster setting n_student: choose from"):
+        expand_and_cluster(synthetic_teacher(3, [2]), n_student=4)
+
+
+def test_gaussian_problem_without_n_draws_probes_on_demand():
+    from weightsim.recover.teachers import gaussian_problem
+
+    p = gaussian_problem(5, [3], n=None, seed=2)
+    assert p.x is None
+    x = p.probes(40)
+    assert x.shape == (40, 5) and torch.equal(x, p.probes(40))  # the same draw (seed + 1) every time
+    assert torch.equal(gaussian_problem(5, [3], n=40, seed=2).x, x)
+
+
+def test_a_recovered_net_far_worse_than_its_students_warns():
+    from weightsim.errors import WeightsimWarning
+    from weightsim.recover.ec import check_fit
+
+    y = torch.randn(100, 1, generator=torch.Generator().manual_seed(0))
+    with pytest.warns(WeightsimWarning, match=r"sizes \[1\], teacher \[12\]\) has output MSE 1.1"):
+        check_fit(1.1, torch.full((10,), 5e-6), y, [1], [12], 100.0)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_fit(4e-4, torch.full((10,), 5e-6), y, [12], [12], 100.0)  # 80 x: within the ratio
+        check_fit(1e-20, torch.full((10,), 1e-30), y, [12], [12], 100.0)  # both at float64 noise

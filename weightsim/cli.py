@@ -22,7 +22,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from weightsim.config import CONF, choices, register_configs
+from weightsim.config import CONF, check_override_types, choices, register_configs
 from weightsim.errors import WeightsimError, WeightsimWarning, in_cause_chain
 from weightsim.sweep import after_sweep, in_multirun, job_name, pin_joblib_gpu, record_job
 
@@ -39,7 +39,7 @@ RENAMED = {"chains.fold_bn": "chains.bn=fold (BN handling is chains.bn=invariant
 
 def check_choices(argv: list[str]) -> None:
     """Unknown config-group choices end in one line that lists the choices, a renamed setting in
-    one line that names the new one (before Hydra starts)."""
+    one line that names the new one, a value of the wrong type in one line (before Hydra starts)."""
     for arg in argv:
         key, _, value = arg.lstrip("+~").partition("=")
         if key in RENAMED:
@@ -48,6 +48,7 @@ def check_choices(argv: list[str]) -> None:
             for v in value.split(","):
                 if v not in choices(key):
                     raise WeightsimError(f"unknown {key} '{v}': choose from {', '.join(choices(key))}")
+    check_override_types(argv)
 
 
 def quiet() -> None:
