@@ -159,6 +159,36 @@ def test_robust_clustering_finds_exactly_the_planted_neurons():
     assert len(ref.members) >= 8 and ref.log["neurons"] == 320 and c.log["dropped_zero_outgoing"] == 210
 
 
+def students_with_leftovers(seed: int, n: int = 10, left: int = 4, noise: float = 1e-4, off: float = 0.3):
+    """n students of the 6 unit-norm neurons of a 16-6 ReLU teacher (noise) plus ``left`` leftovers each:
+    a teacher neuron moved by ``off`` in a random direction, as important as the rest (what the
+    importance drop leaves behind in a ReLU student)."""
+    T = nn.functional.normalize(torch.randn(6, 17, generator=torch.Generator().manual_seed(7)), dim=1)
+    g = torch.Generator().manual_seed(seed)
+    feats, owner = [], []
+    for s in range(n):
+        pick = torch.randint(0, 6, (left,), generator=g)
+        moved = T[pick] + off * nn.functional.normalize(torch.randn(left, 17, generator=g), dim=1)
+        feats += [T + noise * torch.randn(6, 17, generator=g), nn.functional.normalize(moved, dim=1)]
+        owner += [s] * (6 + left)
+    return T, torch.cat(feats), torch.tensor(owner)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_robust_trims_the_leftovers_a_teacher_cluster_absorbed_below_the_cut(seed):
+    """The published cut lands at ~0.36 (the teacher neurons are O(1) apart), where each teacher cluster
+    has absorbed leftovers 0.3 away: the reference clusters hold 13-22 members and their means miss
+    the teacher by ~1e-3; robust keeps exactly the 10 copies of each teacher neuron."""
+    T, f, o = students_with_leftovers(seed)
+    robust = cluster_layer(f, o, 10, torch.ones(len(o)), preset="robust")
+    ref = cluster_layer(f, o, 10, torch.ones(len(o)), preset="reference")
+    assert robust.cut == ref.cut > 0.3  # the same cut: the trim does not move it
+    assert sorted(len(g) for g in robust.members) == [10] * 6 and robust.log["trimmed"] == 40
+    copies = [torch.arange(s * 10, s * 10 + 6) for s in range(10)]  # each student's 6 teacher copies
+    assert sorted(np.concatenate(robust.members).tolist()) == sorted(torch.cat(copies).tolist())
+    assert max(len(g) for g in ref.members) > 10  # the published clusters hold leftovers
+
+
 def test_stable_cut_finds_the_planted_neurons_in_every_renoising():
     # the published cut (end of the first run with the most big clusters) keeps extra clusters on most
     # re-noisings: a teacher cluster with many members splits into two big halves on the way up
