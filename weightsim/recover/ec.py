@@ -11,6 +11,7 @@ before the next layer is clustered. The last collapse gives one net, fine-tuned 
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import dataclass, field
@@ -292,6 +293,10 @@ def expand_and_cluster(teacher: nn.Module, x: Tensor | None = None, ec: ECConfig
         net, log["pruned_unused"] = prune_unused(net, linear, x, act, drop_below)
         if sum(log["pruned_unused"]):
             loss = finetune(net, linear, x, y, finetune_steps, opts)
+        if L > 1:  # a shared extra neuron below the last layer that the fine-tune put to use
+            target = float(students.losses.median())
+            net, linear, log["pruned_redundant"], loss = prune_redundant(net, linear, x, y, act, target, loss,
+                                                                          finetune_steps, opts)
         found = [m.out_features for m in layers(net)[0][:-1]]
     log.update(final_mse_before_finetune=before, final_mse=loss, seconds=time.perf_counter() - t0, sizes=found)
     check_fit(loss, students.losses, y, found, widths, ec.mse_warn_ratio)
@@ -334,8 +339,36 @@ def prune_unused(net: nn.Sequential, linear: nn.Linear | None, x: Tensor, act: s
                 keep[j] = (net(x) - base).pow(2).mean().sqrt() / rms >= drop_below  # ||f - f_{-j}|| / ||f||
                 nxt.weight[:, j] = col
             keeps.append(keep)
-    sizes = [int(k.sum()) for k in keeps]
-    small = mlp(lins[0].in_features, sizes, lins[-1].out_features, act)
+    return without(net, keeps, act), [int((~k).sum()) for k in keeps]
+
+
+def prune_redundant(net: nn.Sequential, linear: nn.Linear | None, x: Tensor, y: Tensor, act: str, target: float,
+                    mse: float, steps: int, opts: dict) -> tuple[nn.Sequential, nn.Linear | None, list[int], float]:
+    """Deep nets: each neuron of a hidden layer below the last goes when the net without it, fine-tuned
+    ``steps`` iterations, fits y at x to MSE <= ``target`` (the students' median: as well as the students
+    did with all their neurons). A layer's extra cluster that the students shared is put to use by the
+    fine-tune after its collapse, and the next layer then fits another decomposition around it; its
+    knock-out shows that the function does not need it. Returns the net, its linear path, how many went
+    per layer and the final MSE."""
+    removed = [0] * (len(layers(net)[0]) - 1)
+    for l in range(len(removed) - 1):
+        j = 0
+        while j < layers(net)[0][l].out_features and layers(net)[0][l].out_features > 1:
+            keeps = [torch.ones(m.out_features, dtype=torch.bool) for m in layers(net)[0][:-1]]
+            keeps[l][j] = False
+            small, path = without(net, keeps, act), copy.deepcopy(linear)
+            fit_mse = finetune(small, path, x, y, steps, opts)
+            if fit_mse <= target:
+                net, linear, mse, removed[l] = small, path, fit_mse, removed[l] + 1
+            else:
+                j += 1
+    return net, linear, removed, mse
+
+
+def without(net: nn.Sequential, keeps: list[Tensor], act: str) -> nn.Sequential:
+    """A copy of the MLP ``net`` with only the hidden neurons keeps[l] (bool (h_l,)) of each hidden layer."""
+    lins = layers(net)[0]
+    small = mlp(lins[0].in_features, [int(k.sum()) for k in keeps], lins[-1].out_features, act)
     new = layers(small)[0]
     with torch.no_grad():
         for l, lin in enumerate(lins):
@@ -343,7 +376,7 @@ def prune_unused(net: nn.Sequential, linear: nn.Linear | None, x: Tensor, act: s
             cols = keeps[l - 1] if l > 0 else slice(None)
             new[l].weight.copy_(lin.weight[rows][:, cols])
             new[l].bias.copy_(lin.bias[rows])
-    return small, [int((~k).sum()) for k in keeps]
+    return small
 
 
 def final_affine(net: nn.Sequential, x: Tensor, y: Tensor, act: str) -> nn.Linear | None:
