@@ -411,3 +411,31 @@ def test_a_recovered_net_far_worse_than_its_students_warns():
         warnings.simplefilter("error")
         check_fit(4e-4, torch.full((10,), 5e-6), y, [12], [12], 100.0)  # 80 x: within the ratio
         check_fit(1e-20, torch.full((10,), 1e-30), y, [12], [12], 100.0)  # both at float64 noise
+
+
+def test_deep_prune_removes_a_used_but_redundant_neuron_below_the_last_layer():
+    """A 4-3-2-1 tanh teacher written as a net with a 4th first-layer neuron: a copy of neuron 0 that
+    carries half of its outgoing weight. Both copies move the output when knocked out (so the knock-out
+    prune keeps them), but the net without the copy, fine-tuned, is the teacher again: it goes, and
+    no teacher neuron does (each knock-out leaves an error no fine-tune removes)."""
+    from weightsim.recover.ec import prune_redundant, prune_unused
+
+    torch.set_num_threads(1)
+    t = synthetic_teacher(4, [3, 2], "tanh", seed=3)
+    x = torch.randn(300, 4, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        y = t(x)
+        net = nn.Sequential(nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 2), nn.Tanh(), nn.Linear(2, 1)).double()
+        net[0].weight.copy_(torch.cat([t[0].weight, t[0].weight[:1]]))
+        net[0].bias.copy_(torch.cat([t[0].bias, t[0].bias[:1]]))
+        net[2].weight.copy_(torch.cat([t[2].weight[:, :1] / 2, t[2].weight[:, 1:], t[2].weight[:, :1] / 2], 1))
+        net[2].bias.copy_(t[2].bias)
+        net[4].load_state_dict(t[4].state_dict())
+        assert (net(x) - y).abs().max() < 1e-12
+    kept, removed = prune_unused(net, None, x, "tanh", 1e-3)
+    assert removed == [0, 0]  # each copy carries half of neuron 0's output
+    # target 1e-8: 300 L-BFGS steps bring the net without a copy to ~1e-9; without a teacher neuron it stays > 1e-2
+    small, _, removed, mse = prune_redundant(net, None, x, y, "tanh", 1e-8, 0.0, 300, {"optimizer": "lbfgs"})
+    assert removed == [1, 0] and mse <= 1e-8
+    m = recovery_metrics(t, small, x)
+    assert m["recovered_frac"] == 1 and m["overhead"] == 0, m
