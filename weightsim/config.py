@@ -75,7 +75,10 @@ def check_override_types(argv: list[str]) -> None:
             raise WeightsimError(f"{group}.{name}: no such setting; {group} has {', '.join(sorted(known))}")
         f = known[name]
         default = f.default if f.default is not MISSING else "required"
-        values = list(override.sweep_iterator()) if override.is_sweep_override() else [override.value()]
+        try:
+            values = list(override.sweep_iterator()) if override.is_sweep_override() else [override.value()]
+        except Exception:  # noqa: BLE001 (an interval sweep has no values to list: its sweeper checks it)
+            continue
         for v in values:
             try:
                 OmegaConf.merge(OmegaConf.structured(node), {name: v})
