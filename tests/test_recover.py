@@ -159,6 +159,36 @@ def test_robust_clustering_finds_exactly_the_planted_neurons():
     assert len(ref.members) >= 8 and ref.log["neurons"] == 320 and c.log["dropped_zero_outgoing"] == 210
 
 
+def students_with_leftovers(seed: int, n: int = 10, left: int = 4, noise: float = 1e-4, off: float = 0.3):
+    """n students of the 6 unit-norm neurons of a 16-6 ReLU teacher (noise) plus ``left`` leftovers each:
+    a teacher neuron moved by ``off`` in a random direction, as important as the rest (what the
+    importance drop leaves behind in a ReLU student)."""
+    T = nn.functional.normalize(torch.randn(6, 17, generator=torch.Generator().manual_seed(7)), dim=1)
+    g = torch.Generator().manual_seed(seed)
+    feats, owner = [], []
+    for s in range(n):
+        pick = torch.randint(0, 6, (left,), generator=g)
+        moved = T[pick] + off * nn.functional.normalize(torch.randn(left, 17, generator=g), dim=1)
+        feats += [T + noise * torch.randn(6, 17, generator=g), nn.functional.normalize(moved, dim=1)]
+        owner += [s] * (6 + left)
+    return T, torch.cat(feats), torch.tensor(owner)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_robust_trims_the_leftovers_a_teacher_cluster_absorbed_below_the_cut(seed):
+    """The published cut lands at ~0.36 (the teacher neurons are O(1) apart), where each teacher cluster
+    has absorbed leftovers 0.3 away: the reference clusters hold 13-22 members and their means miss
+    the teacher by ~1e-3; robust keeps exactly the 10 copies of each teacher neuron."""
+    T, f, o = students_with_leftovers(seed)
+    robust = cluster_layer(f, o, 10, torch.ones(len(o)), preset="robust")
+    ref = cluster_layer(f, o, 10, torch.ones(len(o)), preset="reference")
+    assert robust.cut == ref.cut > 0.3  # the same cut: the trim does not move it
+    assert sorted(len(g) for g in robust.members) == [10] * 6 and robust.log["trimmed"] == 40
+    copies = [torch.arange(s * 10, s * 10 + 6) for s in range(10)]  # each student's 6 teacher copies
+    assert sorted(np.concatenate(robust.members).tolist()) == sorted(torch.cat(copies).tolist())
+    assert max(len(g) for g in ref.members) > 10  # the published clusters hold leftovers
+
+
 def test_stable_cut_finds_the_planted_neurons_in_every_renoising():
     # the published cut (end of the first run with the most big clusters) keeps extra clusters on most
     # re-noisings: a teacher cluster with many members splits into two big halves on the way up
@@ -265,6 +295,13 @@ def test_cli_report_and_plots(tmp_path):
 @pytest.mark.parametrize("overrides, message", [
     (("ec.n_students=3",), "error: gamma * n_students = 0.5 * 3 = 1.5"),
     (("ec.width_factor=0.5",), "error: width_factor=0.5 < 1"),
+    (("ec.width_factor=four",), "error: Error merging override ec.width_factor=four: Value 'four' of type 'str' "
+                                "could not be converted to Float: set ec.width_factor to a number"),
+    (("ec.n_students=10.5",), "error: Error merging override ec.n_students=10.5: Value '10.5' of type 'float' "
+                              "could not be converted to Integer: set ec.n_students to an integer"),
+    (("ec.n_students=4,ten", "-m"), "error: Error merging override ec.n_students=ten: Value 'ten' of type 'str' "
+                                    "could not be converted to Integer: set ec.n_students to an integer"),
+    (("ec.finetune_step=5",), "error: Could not override 'ec.finetune_step': Key 'finetune_step' not in 'ECConfig'"),
 ])
 def test_cli_bad_input_is_one_error_line(tmp_path, overrides, message):
     r = run_cli("recover", *overrides, f"hydra.run.dir={tmp_path}")
@@ -312,3 +349,96 @@ def test_sweep_table_groups_runs_by_setting_and_teacher_size(tmp_path):
     assert table[0]["recovered_frac"] == 0.75 and table[0]["all_recovered"] == 1
     assert table[0]["overhead"] == -0.125 and table[0]["max_overhead"] == 0.0
     assert plot_sweep(rows, tmp_path / "sweep.png").stat().st_size > 1000
+
+
+def test_recover_yaml_takes_its_ec_defaults_from_the_dataclass():
+    """conf/recover.yaml holds no copy of the settings: the composed ``ec`` is ECConfig() field for field."""
+    from dataclasses import asdict
+
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from weightsim.config import CONF, register_configs
+    from weightsim.recover.options import ECConfig
+
+    register_configs()
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose("recover")
+    assert OmegaConf.to_container(cfg.ec) == asdict(ECConfig())
+    assert cfg.teacher.n is None  # probes sized to the students by default
+
+
+def test_probe_count_grows_with_the_students_and_few_probes_warn():
+    from weightsim.errors import WeightsimWarning
+    from weightsim.recover.ec import check_probes, probe_count, student_params
+    from weightsim.recover.options import ECConfig
+
+    t = synthetic_teacher(30, [12], "tanh")
+    assert student_params(t, 4) == 48 * 31 + 49 == 1537  # the issue's students: 30-48-1
+    assert student_params(synthetic_teacher(12, [8, 5]), 4) == 32 * 13 + 20 * 33 + 21
+    ec = ECConfig()
+    assert probe_count(t, ec) == math.ceil(4 * 1537)
+    assert probe_count(t, ec.replace(width_factor=2)) == math.ceil(4 * (24 * 31 + 25))
+    with pytest.warns(WeightsimWarning, match="1500 probe inputs for students of 1537 parameters"):
+        check_probes(1500, t, ec)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_probes(2 * 1537, t, ec)  # at the stated multiple: no warning
+
+
+def test_unknown_setting_in_the_python_api_is_named():
+    with pytest.raises(ConfigError, match="unknown Expand-and-Cluster setting n_student: choose from"):
+        expand_and_cluster(synthetic_teacher(3, [2]), n_student=4)
+
+
+def test_gaussian_problem_without_n_draws_probes_on_demand():
+    from weightsim.recover.teachers import gaussian_problem
+
+    p = gaussian_problem(5, [3], n=None, seed=2)
+    assert p.x is None
+    x = p.probes(40)
+    assert x.shape == (40, 5) and torch.equal(x, p.probes(40))  # the same draw (seed + 1) every time
+    assert torch.equal(gaussian_problem(5, [3], n=40, seed=2).x, x)
+
+
+def test_a_recovered_net_far_worse_than_its_students_warns():
+    from weightsim.errors import WeightsimWarning
+    from weightsim.recover.ec import check_fit
+
+    y = torch.randn(100, 1, generator=torch.Generator().manual_seed(0))
+    with pytest.warns(WeightsimWarning, match=r"sizes \[1\], teacher \[12\]\) has output MSE 1.1"):
+        check_fit(1.1, torch.full((10,), 5e-6), y, [1], [12], 100.0)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_fit(4e-4, torch.full((10,), 5e-6), y, [12], [12], 100.0)  # 80 x: within the ratio
+        check_fit(1e-20, torch.full((10,), 1e-30), y, [12], [12], 100.0)  # both at float64 noise
+
+
+def test_deep_prune_removes_a_used_but_redundant_neuron_below_the_last_layer():
+    """A 4-3-2-1 tanh teacher written as a net with a 4th first-layer neuron: a copy of neuron 0 that
+    carries half of its outgoing weight. Both copies move the output when knocked out (so the knock-out
+    prune keeps them), but the net without the copy, fine-tuned, is the teacher again: it goes, and
+    no teacher neuron does (each knock-out leaves an error no fine-tune removes)."""
+    from weightsim.recover.ec import prune_redundant, prune_unused
+
+    torch.set_num_threads(1)
+    t = synthetic_teacher(4, [3, 2], "tanh", seed=3)
+    x = torch.randn(300, 4, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        y = t(x)
+        net = nn.Sequential(nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 2), nn.Tanh(), nn.Linear(2, 1)).double()
+        net[0].weight.copy_(torch.cat([t[0].weight, t[0].weight[:1]]))
+        net[0].bias.copy_(torch.cat([t[0].bias, t[0].bias[:1]]))
+        net[2].weight.copy_(torch.cat([t[2].weight[:, :1] / 2, t[2].weight[:, 1:], t[2].weight[:, :1] / 2], 1))
+        net[2].bias.copy_(t[2].bias)
+        net[4].load_state_dict(t[4].state_dict())
+        assert (net(x) - y).abs().max() < 1e-12
+    kept, removed = prune_unused(net, None, x, "tanh", 1e-3)
+    assert removed == [0, 0]  # each copy carries half of neuron 0's output
+    # target 1e-8: 300 L-BFGS steps bring the net without a copy to ~1e-9; without a teacher neuron it stays > 1e-2
+    small, _, removed, mse = prune_redundant(net, None, x, y, "tanh", 1e-8, 0.0, 300, {"optimizer": "lbfgs"})
+    assert removed == [1, 0] and mse <= 1e-8
+    m = recovery_metrics(t, small, x)
+    assert m["recovered_frac"] == 1 and m["overhead"] == 0, m

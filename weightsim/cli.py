@@ -42,7 +42,7 @@ RENAMED = {"chains.fold_bn": "chains.bn=fold (BN handling is chains.bn=invariant
 
 def check_choices(argv: list[str]) -> None:
     """Unknown config-group choices end in one line that lists the choices, a renamed setting in
-    one line that names the new one (before Hydra starts)."""
+    one line that names the new one, a value of the wrong type in one line (before Hydra starts)."""
     for arg in argv:
         key, _, value = arg.lstrip("+~").partition("=")
         if key in RENAMED:

@@ -23,10 +23,12 @@ def structured_configs() -> dict[tuple[str, str], type]:
     from weightsim.chains.options import ChainOptions
     from weightsim.compare.run import CompareConfig
     from weightsim.htt.run import ClassifierConfig, ProtocolConfig
+    from weightsim.recover.options import ECConfig
     from weightsim.zoo.generate import ZooConfig
 
     return {("zoo", "default"): ZooConfig, ("chains", "default"): ChainOptions, ("protocol", "htt"): ProtocolConfig,
-            ("classifier", "linear"): ClassifierConfig, ("compare", "default"): CompareConfig}
+            ("classifier", "linear"): ClassifierConfig, ("compare", "default"): CompareConfig,
+            ("ec", "default"): ECConfig}
 
 
 def register_configs() -> None:

@@ -127,6 +127,10 @@ def cluster_layer(feats: Tensor, owner: Tensor, n_students: int, out_norm: Tenso
     labels = labels_after(Z, len(used), j)
     groups = [used[labels == lab] for lab in np.unique(labels)]
     groups = [g for g in groups if len(g) >= min_size]
+    if preset == "robust":  # neurons a cluster absorbed on its way up to the cut are not its neuron
+        cores = [trim(f, g, min_size) for g in groups]
+        log["trimmed"] = int(sum(len(g) - len(k) for g, k in zip(groups, cores)))
+        groups = [k for k in cores if len(k) >= min_size]
     max_cos_dist = 1 - math.cos(beta)
     kept, medians = [], []
     for g in groups:
@@ -145,6 +149,19 @@ def cluster_layer(feats: Tensor, owner: Tensor, n_students: int, out_norm: Tenso
     log["kept"] = [{"members": len(g), "students": len(set(own[g].tolist())), "median_cos_dist": m,
                     "median_rel_importance": float(np.median(rel[g]))} for g, m in zip(kept, medians)]
     return Clusters(kept, align, used, Z, float(Z[j, 2]), min_size, counts, medians, log)
+
+
+def trim(f: np.ndarray, g: np.ndarray, k: int, far: float = 10.0, floor: float = 1e-5) -> np.ndarray:
+    """The core of cluster g (indices into f (M, D)), k = int(gamma N) its least size: in d = 1 - |cos|,
+    the core's centre is the member with the smallest radius r_k holding k members (its k-th nearest,
+    itself included), and the core is every member within max(far x r_k, floor) of it. The published
+    cut lies below the first merge of two big clusters, often far above the heights at which the
+    teacher's copies gather; on the way up a big cluster absorbs leftover neurons, which pull its
+    direction, its angular spread and its collapsed neuron off the teacher's (and can outnumber its copies)."""
+    d = 1 - np.abs(cos_matrix(f[g]))
+    rk = np.sort(d, 1)[:, min(k, len(g)) - 1]
+    c = int(np.argmin(rk))
+    return g[d[c] <= max(far * float(rk[c]), floor)]
 
 
 def merge_aligned(f: np.ndarray, groups: list[np.ndarray], medians: list[float], beta: float

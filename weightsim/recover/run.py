@@ -13,8 +13,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from weightsim.recover.ec import check_options, expand, expand_and_cluster
+from weightsim.recover.ec import check_options, expand, expand_and_cluster, probe_count
 from weightsim.recover.metrics import recovery_metrics, teacher_in_students
+from weightsim.recover.options import ECConfig
 from weightsim.recover.plots import plot_dendrograms, plot_losses, plot_weights
 from weightsim.recover.teachers import layers
 from weightsim.report.tables import markdown_table
@@ -23,10 +24,10 @@ COLUMNS = ["teacher", "preset", "layer", "teacher_size", "size", "overhead", "re
            "weight_rel_err", "excess", "preact_recovered_frac", "final_mse", "n_students", "width_factor", "seconds"]
 
 
-def rows_of(name: str, preset: str, m: dict, rec_log: dict, ec: dict, seconds: float, act: str) -> list[dict]:
+def rows_of(name: str, preset: str, m: dict, rec_log: dict, ec: ECConfig, seconds: float, act: str) -> list[dict]:
     """One row per hidden layer and one overall row ("all")."""
-    common = {"teacher": name, "activation": act, "preset": preset, "n_students": ec["n_students"],
-              "width_factor": ec["width_factor"], "final_mse": rec_log["final_mse"], "seconds": seconds}
+    common = {"teacher": name, "activation": act, "preset": preset, "n_students": ec.n_students,
+              "width_factor": ec.width_factor, "final_mse": rec_log["final_mse"], "seconds": seconds}
     out = []
     for l, e in enumerate(m["layers"]):
         out.append({**common, "layer": l + 1, "teacher_size": e["teacher_size"], "size": e["size"],
@@ -41,25 +42,23 @@ def rows_of(name: str, preset: str, m: dict, rec_log: dict, ec: dict, seconds: f
 
 def recover_stage(cfg: DictConfig, logger=None, notes: list[str] | None = None) -> dict:
     torch.set_num_threads(int(cfg.threads))
-    ec = OmegaConf.to_container(cfg.ec, resolve=True)
+    ec = ECConfig(**OmegaConf.to_container(cfg.ec, resolve=True))
     for preset in cfg.presets:  # every bad option fails before any training
-        check_options(ec["n_students"], ec["gamma"], ec["width_factor"], preset, ec["optimizer"], ec["top_students"],
-                      ec["metric"], ec["cut"])
+        check_options(ec, preset)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     problem = instantiate(cfg.teacher)
+    problem.x = problem.probes(probe_count(problem.teacher, ec))  # teacher.n null: sized to the students
     _, act = layers(problem.teacher)
-    act = ec["activation"] or act
+    act = ec.activation or act
+    ec = ec.replace(activation=act)
     say = print if cfg.get("progress", True) else (lambda *_: None)
     t0 = time.perf_counter()
-    students = expand(problem.teacher, problem.x, activation=act, n_students=ec["n_students"],
-                      width_factor=ec["width_factor"], optimizer=ec["optimizer"], student_steps=ec["student_steps"],
-                      lr=ec["lr"], seed=ec["seed"], progress=say)
+    students = expand(problem.teacher, problem.x, ec, progress=say)
     t_students = time.perf_counter() - t0
     rows, metrics, nets, clusters, logs = [], {}, {}, {}, {}
     for preset in cfg.presets:
         t1 = time.perf_counter()
-        rec = expand_and_cluster(problem.teacher, problem.x, students=students, preset=preset,
-                                 **{k: v for k, v in ec.items() if k not in ("student_steps",)}, progress=say)
+        rec = expand_and_cluster(problem.teacher, problem.x, ec, students=students, preset=preset, progress=say)
         seconds = t_students + time.perf_counter() - t1
         m = recovery_metrics(problem.teacher, rec.net, problem.x, tol=cfg.tol)
         rows += rows_of(problem.name, preset, m, rec.log, ec, seconds, act)

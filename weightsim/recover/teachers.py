@@ -7,6 +7,7 @@ the activation's name; anything else is a ConfigError naming the layer.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -110,21 +111,30 @@ def synthetic_teacher(d_in: int, widths: list[int], activation: str = "tanh", se
 
 @dataclass
 class Problem:
-    """A teacher and the probe inputs x (n, d_in) its input-output map is sampled at."""
+    """A teacher and the probe inputs x (n, d_in) its input-output map is sampled at. x is None when
+    the probe count is left to the caller: then ``draw(n)`` returns n probe inputs."""
 
     teacher: nn.Sequential
-    x: Tensor
+    x: Tensor | None
     name: str
+    draw: Callable[[int], Tensor] | None = None
+
+    def probes(self, n: int) -> Tensor:
+        """The fixed probe inputs, or n fresh draws when there are none."""
+        return self.x if self.x is not None else self.draw(n)
 
 
 def gaussian_problem(d_in: int = 20, widths: tuple[int, ...] = (8,), activation: str = "tanh", seed: int = 0,
-                     n: int = 1500, d_out: int = 1) -> Problem:
-    """A synthetic teacher probed at n inputs x ~ N(0, I) (seed + 1 draws them)."""
+                     n: int | None = None, d_out: int = 1) -> Problem:
+    """A synthetic teacher probed at n inputs x ~ N(0, I) (seed + 1 draws them); n None: x is drawn
+    later by ``Problem.probes(n)`` (Expand-and-Cluster sizes n to its students, ec.probe_count)."""
     widths = list(widths)
     teacher = synthetic_teacher(d_in, widths, activation, seed, d_out)
-    g = torch.Generator().manual_seed(seed + 1)
-    x = torch.randn(n, d_in, generator=g, dtype=torch.float64)
-    return Problem(teacher, x, f"{activation} {'-'.join(map(str, [d_in, *widths, d_out]))} seed {seed}")
+
+    def draw(k: int) -> Tensor:
+        return torch.randn(k, d_in, generator=torch.Generator().manual_seed(seed + 1), dtype=torch.float64)
+    return Problem(teacher, None if n is None else draw(n), f"{activation} {'-'.join(map(str, [d_in, *widths, d_out]))} "
+                   f"seed {seed}", draw)
 
 
 def zoo_problem(zoo_dir: str, task: int = 0, seed: int = 0, data_dir: str | None = None) -> Problem:
