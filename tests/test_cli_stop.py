@@ -53,7 +53,6 @@ def test_sigterm_ends_a_run_as_failed(tmp_path):
     assert rc == 128 + signal.SIGTERM, (rc, stderr[-2000:])
     assert error_lines(stderr) == [f"error: {LINE}"], stderr[-2000:]
     assert "Traceback" not in stderr
-X
     assert not (run_dir / "report.json").exists()
 
 
