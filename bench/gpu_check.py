@@ -106,7 +106,7 @@ def check_case(shape_name: str, arch: str, steps: int, seconds: float, budget_gb
             "steps_s": rate, "member_steps_s": k * rate, "build_s": build_s, "eval_s": eval_s,
             "block_s": block_s, "block": block,
             "peak_gib": None if dry else torch.cuda.max_memory_allocated() / 2**30, "budget_gib": budget_gb,
-            "est_gib": k * sizing.member_train_bytes / 2**30, "finite": bool(torch.isfinite(acc).all())}
+            "est_gib": sizing.peak_bytes / 2**30, "finite": bool(torch.isfinite(acc).all())}
 
 
 def main(argv: list[str] | None = None) -> int:

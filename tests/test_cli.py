@@ -154,9 +154,9 @@ def test_zoo_chains_classifier_protocol_defaults_are_their_dataclasses():
     from weightsim.config import structured_configs
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config")
+        cfg, recover = compose("config"), compose("recover")  # ec: the settings of weightsim-recover
         for (group, _), node in structured_configs().items():
             assert not (CONF / group).exists(), f"conf/{group}/ would be a second copy of {node.__name__}"
-            assert OmegaConf.to_container(cfg[group]) == asdict(node()), group
+            assert OmegaConf.to_container((cfg if group in cfg else recover)[group]) == asdict(node()), group
         with pytest.raises(Exception, match="zoo.seeds=many"):
             compose("config", overrides=["zoo.seeds=many"])

@@ -389,6 +389,16 @@ recover_main = _app(_recover, "recover", "recover")  # weightsim-recover: Expand
 def plan_main() -> None:
     """weightsim-plan [weightsim-run's overrides]: nets, steps, FLOPs, memory, disk and time of a run
     or sweep (-m), without its data (weightsim/plan.py)."""
-    from weightsim.plan import main
+    from weightsim.plan import plan
 
-    main()
+    argv = sys.argv[1:]
+    quiet()
+    try:
+        check_choices(argv)
+        print(plan(argv))
+    except Exception as e:
+        line = user_error(e)
+        if line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
+        sys.exit(2)

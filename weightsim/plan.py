@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -270,19 +269,3 @@ def plan(argv: list[str]) -> str:
         costs = next(c for k, c in cache.items() if c.memory is j.memory)
         j.htt_flops = htt_flops(costs, j.zoo_nets, list(cfg.protocol.measures))
     return render([j for j, _ in jobs], matmul_rate(), argv)
-
-
-def main(argv: list[str] | None = None) -> None:
-    from weightsim.cli import check_choices, quiet, user_error
-
-    argv = sys.argv[1:] if argv is None else argv
-    quiet()
-    try:
-        check_choices(argv)
-        print(plan(argv))
-    except Exception as e:
-        line = user_error(e)
-        if line is None:
-            raise
-        print(f"error: {line}", file=sys.stderr)
-        sys.exit(2)
