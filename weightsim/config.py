@@ -147,7 +147,9 @@ def check_config(cfg, app: str) -> None:
         return OmegaConf.to_container(node, resolve=True)
 
     if app in ("zoo", "run"):
-        check_zoo(cfg.zoo)
+        from weightsim.zoo.generate import ZooConfig
+
+        ZooConfig(**box(cfg.zoo))  # validates itself
     if app in ("htt", "run", "compare"):
         from weightsim.chains.options import ChainOptions
         from weightsim.htt.run import ProtocolConfig, check_protocol
@@ -169,31 +171,6 @@ def check_config(cfg, app: str) -> None:
         check_compare(CompareConfig(**box(cfg.compare)))
     if app == "run" and not (cfg.get("sweep") or {}).get("htt"):
         check_seeds(cfg)
-
-
-def check_zoo(zoo) -> None:
-    """The ranges of the ``zoo`` group's settings (weightsim/zoo/generate.py ZooConfig)."""
-    from weightsim.errors import ConfigError
-
-    positive = {"seeds": zoo.seeds, "batch_size": zoo.batch_size, "lr": zoo.lr, "memory_budget_gb": zoo.memory_budget_gb,
-                "epochs": zoo.epochs if zoo.steps is None else 1, "steps": 1 if zoo.steps is None else zoo.steps,
-                "population_size": zoo.population_size or 1, "threads": zoo.threads or 1,
-                "grad_clip": 1 if zoo.grad_clip is None else zoo.grad_clip, "lr_gamma": zoo.lr_gamma}
-    for knob, value in positive.items():
-        if not value > 0:
-            raise ConfigError(f"zoo.{knob}={value} must be > 0")
-    if zoo.seed_offset < 0 or zoo.weight_decay < 0:
-        raise ConfigError(f"zoo.seed_offset={zoo.seed_offset} and zoo.weight_decay={zoo.weight_decay} must be >= 0")
-    if not 0 <= zoo.momentum < 1:
-        raise ConfigError(f"zoo.momentum={zoo.momentum} must lie in [0, 1)")
-    drops = list(zoo.lr_drops or [])
-    if any(not 0 < f < 1 for f in drops) or drops != sorted(drops):
-        raise ConfigError(f"zoo.lr_drops={drops} must be increasing fractions of training in (0, 1), "
-                          "e.g. [0.7] for a drop after 70 % of the steps")
-    from weightsim.zoo.population import VECTORIZE
-
-    if zoo.vectorize not in VECTORIZE:
-        raise ConfigError(f"zoo.vectorize='{zoo.vectorize}': choose from {', '.join(VECTORIZE)}")
 
 
 def check_seeds(cfg) -> None:

@@ -24,7 +24,7 @@ from weightsim.data.tasks import TaskSet
 from weightsim.errors import ConfigError
 from weightsim.zoo.heap import reuse_freed_memory
 from weightsim.zoo.memory import PopulationMemory, measure_population
-from weightsim.zoo.population import PopulationModule, init_member, member_seeds, steps_for
+from weightsim.zoo.population import VECTORIZE, PopulationModule, init_member, member_seeds, steps_for
 from weightsim.zoo.store import STORAGE_DTYPES, ZooWriter
 
 # a net whose training accuracy is within this margin of chance counts as diverged
@@ -61,9 +61,31 @@ class ZooConfig:
     tf32: bool = False  # CUDA only: TF32 matmuls and convolutions while training; not in the identity
 
     def __post_init__(self):
+        """Every setting in range, checked when the config is built (one error line, before any work)."""
         if self.dtype not in STORAGE_DTYPES:
             raise ConfigError(f"zoo.dtype='{self.dtype}': choose from {', '.join(STORAGE_DTYPES)} (the dtype the "
                               f"zoo stores its weights in; training is float32 either way)")
+        positive = {"seeds": self.seeds, "batch_size": self.batch_size, "lr": self.lr,
+                    "memory_budget_gb": self.memory_budget_gb, "epochs": self.epochs if self.steps is None else 1,
+                    "grad_clip": 1 if self.grad_clip is None else self.grad_clip, "lr_gamma": self.lr_gamma}
+        for knob, value in positive.items():
+            if not value > 0:
+                raise ConfigError(f"zoo.{knob}={value} must be > 0")
+        nullable = {"steps": (self.steps, "from zoo.epochs"), "population_size": (self.population_size, "from the budget"),
+                    "threads": (self.threads, "torch's default")}
+        for knob, (value, null) in nullable.items():
+            if value is not None and value < 1:
+                raise ConfigError(f"zoo.{knob}={value} must be >= 1 (or null: {null})")
+        if self.seed_offset < 0 or self.weight_decay < 0:
+            raise ConfigError(f"zoo.seed_offset={self.seed_offset} and zoo.weight_decay={self.weight_decay} must be >= 0")
+        if not 0 <= self.momentum < 1:
+            raise ConfigError(f"zoo.momentum={self.momentum} must lie in [0, 1)")
+        drops = list(self.lr_drops or [])
+        if any(not 0 < f < 1 for f in drops) or drops != sorted(drops):
+            raise ConfigError(f"zoo.lr_drops={drops} must be increasing fractions of training in (0, 1), "
+                              "e.g. [0.7] for a drop after 70 % of the steps")
+        if self.vectorize not in VECTORIZE:
+            raise ConfigError(f"zoo.vectorize='{self.vectorize}': choose from {', '.join(VECTORIZE)}")
 
     def training(self) -> dict:
         """What defines the weights (not where or how fast): part of the zoo's identity. The options
@@ -82,18 +104,12 @@ class ZooConfig:
     def total_steps(self, tasks: list) -> int:
         """SGD steps of every net: ``steps`` when set, else ``epochs`` passes over the largest task."""
         if self.steps is not None:
-            if self.steps < 1:
-                raise ConfigError(f"zoo.steps={self.steps} must be >= 1 (or null: from zoo.epochs)")
             return self.steps
         return steps_for(self.epochs, tasks, self.batch_size)
 
     def lr_milestones(self, steps: int) -> list[int]:
         """The steps at which the learning rate drops (``lr_drops`` are fractions of ``steps``)."""
-        drops = list(self.lr_drops or [])
-        if any(not 0 < f < 1 for f in drops) or drops != sorted(drops):
-            raise ConfigError(f"zoo.lr_drops={drops} must be increasing fractions of training in (0, 1), "
-                              "e.g. [0.7] for a drop after 70 % of the steps")
-        return [round(f * steps) for f in drops]
+        return [round(f * steps) for f in self.lr_drops or []]
 
 
 @dataclass
@@ -124,8 +140,6 @@ def size_population(build: Callable[[], nn.Module], taskset: TaskSet, zc: ZooCon
     """Population size from ``zc.population_size`` or, when None, as many as fit ``zc.memory_budget_gb``
     with everything the population holds on its device (the data included); the evaluation chunk
     from the same budget."""
-    if zc.memory_budget_gb <= 0:
-        raise ConfigError(f"zoo.memory_budget_gb={zc.memory_budget_gb} must be > 0")
     budget = zc.memory_budget_gb * 2**30
     shape = shape_of(taskset)
     # measured once per process for the same net, data shape and training (a sweep, the tests); only a
@@ -136,8 +150,6 @@ def size_population(build: Callable[[], nn.Module], taskset: TaskSet, zc: ZooCon
     memory = _MEASURED[key]
     if zc.population_size is None:
         k = memory.population_size(budget, total)
-    elif zc.population_size < 1:
-        raise ConfigError(f"zoo.population_size={zc.population_size} must be >= 1 (or null: from the budget)")
     else:
         k = min(zc.population_size, total)
     return Sizing(k, memory.eval_chunk(budget, k), memory)
@@ -265,8 +277,6 @@ def generate_zoo(build: Callable[[], nn.Module], taskset: TaskSet, zc: ZooConfig
     crash at any point leaves a zoo that loads, and rerunning the same command completes it.
     """
     if zc.threads is not None:
-        if zc.threads < 1:
-            raise ConfigError(f"zoo.threads={zc.threads} must be >= 1 (or null: torch's default)")
         torch.set_num_threads(zc.threads)
     if zc.reuse_freed_memory:
         reuse_freed_memory()
