@@ -3,6 +3,8 @@ Lightning, then evaluation, for MLP-4, PlainNet-5 and GRU-2 (small inputs, a few
 
 from __future__ import annotations
 
+import os
+import sys
 from functools import partial
 
 import numpy as np
@@ -14,7 +16,7 @@ from weightsim.nets.conv import PlainNet
 from weightsim.nets.gru import GRUNet
 from weightsim.nets.mlp import MLP
 from weightsim.zoo.generate import ZooConfig, size_population, train_population
-from weightsim.zoo.memory import allocated_peak, device_of
+from weightsim.zoo.memory import allocated_peak, device_of, kineto_lines_dropped
 
 NETS = {  # the paper's nets at small inputs: (build, pool x)
     "mlp4": (partial(MLP, hidden=500, depth=4), lambda g: torch.randn(480, 3, 16, 16, generator=g)),
@@ -34,6 +36,18 @@ def test_allocated_peak_counts_the_largest_live_set():
     assert allocated_peak(work, torch.device("cpu")) == 6 * 2**20
     earlier = [torch.ones(2**20)]
     assert allocated_peak(lambda: earlier.clear() or torch.ones(2**18), torch.device("cpu")) == 2**20  # not -3 MiB
+
+
+def test_sizing_prints_no_profiler_lines(capfd):
+    """torch's profiler library writes ``USDT: ... profiler_start`` to file descriptor 2 on every
+    profile; sizing a population profiles many times, so those lines are dropped (others kept)."""
+    allocated_peak(lambda: torch.ones(8), torch.device("cpu"))
+    with kineto_lines_dropped():
+        os.write(2, b"USDT:2026 SyncActivityProfilerHandler.cpp:52] profiler_start\nkept by fd\n")
+        print("kept by sys.stderr", file=sys.stderr)
+    err = capfd.readouterr().err
+    assert "USDT" not in err
+    assert "kept by fd" in err and "kept by sys.stderr" in err
 
 
 @pytest.mark.parametrize("arch", sorted(NETS))

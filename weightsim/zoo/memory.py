@@ -23,8 +23,12 @@ and ``peak(K, c)`` is their maximum.
 from __future__ import annotations
 
 import math
+import os
+import sys
+import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -43,6 +47,26 @@ def device_of(accelerator: str) -> torch.device:
     if accelerator in ("gpu", "cuda"):
         raise ConfigError(f"zoo.accelerator={accelerator} but torch sees no CUDA device: use zoo.accelerator=auto or cpu")
     return torch.device("cpu")
+
+
+@contextmanager
+def kineto_lines_dropped() -> Iterator[None]:
+    """Drop the ``USDT: ... profiler_start/stop`` lines that torch's profiler library writes to the
+    process's stderr (file descriptor 2, below Python) on every start and stop; any other line
+    written meanwhile is passed on to stderr."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            kept = [line for line in caught.read().decode(errors="replace").splitlines(keepends=True)
+                    if not line.startswith("USDT:")]
+            sys.stderr.write("".join(kept))
 
 
 def allocated_peak(fn: Callable[[], object], device: torch.device) -> int:
@@ -64,8 +88,12 @@ def allocated_peak(fn: Callable[[], object], device: torch.device) -> int:
         return int(torch.cuda.max_memory_allocated(device) - base)
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
+    prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
+    with kineto_lines_dropped():
+        prof.start()
+    fn()
+    with kineto_lines_dropped():
+        prof.stop()
     events = []  # (time, address, bytes): + on allocation, - on free
 
     def walk(node) -> None:
