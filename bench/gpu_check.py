@@ -29,7 +29,8 @@ from functools import partial
 import torch
 
 from bench.zoo import arch_factory, cifar_shape_tasks, gpu_budget_gb, hours, require_cuda, sync
-from weightsim.zoo.generate import ZooConfig, population_module, size_population
+from weightsim.zoo.generate import ZooConfig, size_population
+from weightsim.zoo.population import population_module
 
 PAPER_BUDGET_GB = 40.0  # conf/scale/paper.yaml: zoo.memory_budget_gb
 BLOCK_SEEDS = 25  # conf/size/*_paper.yaml: seed blocks of 25

@@ -24,8 +24,8 @@ from torch import Tensor
 
 from weightsim.data.namedata import namedata
 from weightsim.nets.gru import GRUNet
-from weightsim.zoo.generate import ZooConfig, builder, population_module
-from weightsim.zoo.population import MemberStreams
+from weightsim.zoo.generate import ZooConfig, builder
+from weightsim.zoo.population import MemberStreams, population_module
 
 
 class StackedEpochs(MemberStreams):

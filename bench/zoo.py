@@ -47,10 +47,9 @@ from torchmetrics.functional.classification import multiclass_accuracy
 
 from weightsim.config import CONF, choices
 from weightsim.data.tasks import TaskSet, build_taskset
-from weightsim.zoo.generate import (ZooConfig, generate_zoo, population_module, size_population,
-                                    train_population)
+from weightsim.zoo.generate import ZooConfig, generate_zoo, size_population, train_population
 from weightsim.zoo.heap import reuse_freed_memory
-from weightsim.zoo.population import init_member, member_seeds
+from weightsim.zoo.population import init_member, member_seeds, population_module
 from weightsim.zoo.stacked import why_not_stackable
 from weightsim.zoo.store import ZooReader
 

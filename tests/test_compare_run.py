@@ -38,13 +38,14 @@ def zoos(tmp_path_factory) -> dict[str, Zoo]:
 
 @pytest.mark.parametrize("kind", ["mlp", "plain_bn", "gru"])
 def test_activations_stream_in_blocks_and_equal_each_net_alone(zoos, kind):
-    """Blocks of one net (a tiny budget) give what one block of all nets gives (bit for bit; a GRU to
-    float32 rounding, its batched GEMMs sum in another order), and both are each net run alone with
-    hooks, a conv channel being a neuron over (image, y, x) samples, a GRU unit over (sequence, step)."""
+    """Blocks of one net (a tiny budget) give what one block of all nets gives, and both are each net
+    run alone with hooks, a conv channel being a neuron over (image, y, x) samples, a GRU unit over
+    (sequence, step). Not bit for bit: another block shape can make BLAS/oneDNN pick another kernel
+    that sums in another order (conv blocks differed by 3.6e-7 on an AMD EPYC, activations of order
+    1), so the blocks agree to 1e-5, a few hundred float32 roundings and far below any real change."""
     zoo = zoos[kind]
     rows = zoo.rows
     x = probe_inputs(zoo, 20, data_dir=zoos["npz"] if kind == "gru" else None)
-    exact = 0 if kind != "gru" else 1e-6
     names = layer_names(zoo.template)
     assert names[-1] == LOGITS and names[:-1] == hidden_layers(zoo.template)
     blocks = list(iter_activations(zoo, rows, x, budget_mb=1e-6))
@@ -54,7 +55,7 @@ def test_activations_stream_in_blocks_and_equal_each_net_alone(zoos, kind):
     hidden = names[:-1]
     logits, ref = one_at_a_time(zoo, rows, x, hidden)
     for n in names:
-        torch.testing.assert_close(streamed[n], whole[n], rtol=0, atol=exact)
+        torch.testing.assert_close(streamed[n], whole[n], rtol=1e-5, atol=1e-5)
         r = logits if n == LOGITS else ref[n]
         if r.dim() == 5:  # (N, B, C, H, W) -> (N, B*H*W, C): sample (b, y, x), neuron c
             r = r.permute(0, 1, 3, 4, 2).reshape(r.shape[0], -1, r.shape[2])

@@ -216,8 +216,10 @@ class AfterSweep(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         HydraConfig.instance().set_config(config)  # Hydra clears it after the jobs; ${hydra:...} needs it
+        from weightsim.report.collect import collect  # (matplotlib: imported only where a sweep ends)
+
         sweep_dir = Path(config.hydra.sweep.dir)
-        if sweep_dir.is_dir() and after_sweep(sweep_dir, config.get("sweep") or {}, config.get("name"), htt_job):
+        if sweep_dir.is_dir() and after_sweep(sweep_dir, config.get("sweep") or {}, config.get("name"), htt_job, collect):
             sys.exit(1)
 
 

@@ -9,13 +9,9 @@ and with no YAML copy to drift).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from hydra.core.config_store import ConfigStore
 
-CONF = Path(__file__).parent / "conf"  # installed wheel
-if not CONF.is_dir():
-    CONF = Path(__file__).parent.parent / "conf"  # source checkout / editable install
+from weightsim.paths import CONF
 
 
 def structured_configs() -> dict[tuple[str, str], type]:

@@ -140,9 +140,11 @@ def job_htt(job: dict) -> dict:
 
 
 def after_sweep(sweep_dir: Path, sweep_cfg: DictConfig, experiment: str | None,
-                htt_job: Callable[[DictConfig, Path], str | None]) -> int:
+                htt_job: Callable[[DictConfig, Path], str | None], collect: Callable[[Path], dict]) -> int:
     """Everything after the jobs of a multirun; returns the number of failures. ``htt_job``: as in
-    ``run_one_htt`` (the CLI's HTT stage; the library never imports the CLI)."""
+    ``run_one_htt`` (the CLI's HTT stage; the library never imports the CLI); ``collect``: the sweep
+    dir -> the paths written (weightsim.report.collect.collect, passed in: collect reads this
+    module's SWEEP_FILE, so importing it here would close a circle)."""
     jobs = read_jobs(sweep_dir)
     name_jobs(jobs)
     if sweep_cfg.get("htt"):
@@ -155,8 +157,6 @@ def after_sweep(sweep_dir: Path, sweep_cfg: DictConfig, experiment: str | None,
                "htt": runs}
     atomic_write(sweep_dir / SWEEP_FILE, json.dumps(summary, indent=1).encode())
     if sweep_cfg.get("collect") and any(r["status"] == "ok" for r in runs):
-        from weightsim.report.collect import collect
-
         paths = collect(sweep_dir)
         print(f"\ncollected: {paths['md']}  (table.csv, figure.png beside it)")
     failures = [f"job {j['job']}: {j['error']}" for j in jobs if j["status"] != "ok"]

@@ -12,7 +12,7 @@ from hydra.types import RunMode
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
-from weightsim.config import CONF
+from weightsim.paths import CONF
 
 STAGES = ("zoo", "htt", "run", "compare")  # weightsim-zoo, -htt, -run, -compare
 NAME_GROUPS = ("experiment", "scale", "dataset", "arch")  # the choices that name a run, in this order

@@ -24,7 +24,7 @@ from weightsim.data.tasks import TaskSet
 from weightsim.errors import ConfigError
 from weightsim.zoo.heap import reuse_freed_memory
 from weightsim.zoo.memory import PopulationMemory, measure_population
-from weightsim.zoo.population import VECTORIZE, PopulationModule, init_member, member_seeds, steps_for
+from weightsim.zoo.population import VECTORIZE, PopulationModule, population_module, steps_for
 from weightsim.zoo.store import STORAGE_DTYPES, ZooWriter
 
 # a net whose training accuracy is within this margin of chance counts as diverged
@@ -193,17 +193,6 @@ class StepBar(L.Callback):
 
     def on_train_end(self, trainer, module):
         self.bar.close()
-
-
-def population_module(build: Callable[[], nn.Module], taskset: TaskSet, nets: list[tuple[int, int]],
-                      zc: ZooConfig) -> PopulationModule:
-    """The untrained population of nets [(task, seed), ...]: each member drawn from its own init
-    seed, fed in its own data order, trained as ``zc`` says."""
-    seeds = [member_seeds(zc.base_seed, t, s) for t, s in nets]
-    milestones = zc.lr_milestones(zc.total_steps(taskset.tasks))
-    return PopulationModule([init_member(build, a) for a, _ in seeds], taskset.x, [taskset.tasks[t] for t, _ in nets],
-                            [b for _, b in seeds], zc.batch_size, zc.lr, zc.momentum, zc.weight_decay, zc.grad_clip,
-                            zc.vectorize, milestones, zc.lr_gamma)
 
 
 @contextlib.contextmanager

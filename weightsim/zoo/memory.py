@@ -36,6 +36,7 @@ from torch import nn
 from weightsim.data.shapes import DataShape
 from weightsim.data.tasks import Task, TaskSet
 from weightsim.errors import ConfigError
+from weightsim.zoo.population import population_module
 
 MAX_CHUNK = 4096  # samples per member per evaluation chunk, at most
 
@@ -170,8 +171,6 @@ def measure_population(build: Callable[[], nn.Module], shape: DataShape, zc, dev
                        eval_chunk: int = 64) -> PopulationMemory:
     """PopulationMemory of populations of ``build`` nets on ``shape``'s data trained as ``zc`` says
     (a ZooConfig), measured on ``device`` (default: zc.accelerator's) with synthetic inputs."""
-    from weightsim.zoo.generate import population_module
-
     device = device or device_of(zc.accelerator)
     n = max(zc.batch_size, eval_chunk)
     ts = synthetic_taskset(shape, n, 4)

@@ -13,6 +13,7 @@ import contextlib
 import copy
 import math
 from functools import partial
+from typing import Callable
 
 import lightning as L
 import numpy as np
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from weightsim.data.tasks import Task
+from weightsim.data.tasks import Task, TaskSet
 from weightsim.errors import ConfigError
 from weightsim.zoo.stacked import from_stacked, stacked_net, to_stacked, why_not_stackable
 
@@ -323,3 +324,14 @@ def steps_for(epochs: float, tasks: list[Task], batch_size: int) -> int:
     """Training length in SGD steps: ``epochs`` passes over the largest task's training set,
     the same for every net of a zoo so that populations can mix tasks."""
     return max(1, math.ceil(epochs * max(len(t.train_idx) for t in tasks) / batch_size))
+
+
+def population_module(build: Callable[[], nn.Module], taskset: TaskSet, nets: list[tuple[int, int]],
+                      zc) -> PopulationModule:
+    """The untrained population of nets [(task, seed), ...]: each member drawn from its own init
+    seed, fed in its own data order, trained as ``zc`` (a ZooConfig) says."""
+    seeds = [member_seeds(zc.base_seed, t, s) for t, s in nets]
+    milestones = zc.lr_milestones(zc.total_steps(taskset.tasks))
+    return PopulationModule([init_member(build, a) for a, _ in seeds], taskset.x, [taskset.tasks[t] for t, _ in nets],
+                            [b for _, b in seeds], zc.batch_size, zc.lr, zc.momentum, zc.weight_decay, zc.grad_clip,
+                            zc.vectorize, milestones, zc.lr_gamma)
