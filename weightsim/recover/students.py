@@ -1,7 +1,7 @@
 """Students: N MLPs of one architecture trained together to imitate a teacher's outputs (MSE).
 
 The students are one population: stacked parameters (N, *shape) run by the zoo's many-net forward
-(``weightsim.zoo.population.ManyNets``: one batched matmul per layer), the loss summed over students.
+(``weightsim.zoo.many.ManyNets``: one batched matmul per layer), the loss summed over students.
 The zoo's ``PopulationModule`` is not reused: it trains with SGD on class labels from per-task data
 streams; E&C needs MSE to teacher outputs, Adam with a plateau schedule or L-BFGS, and fine-tuning
 of nets whose layers change size between steps.
@@ -20,7 +20,8 @@ from torch.func import stack_module_state
 
 from weightsim.errors import ConfigError
 from weightsim.recover.teachers import activation_module
-from weightsim.zoo.population import ManyNets, init_member
+from weightsim.zoo.many import ManyNets
+from weightsim.zoo.population import init_member
 
 OPTIMIZERS = ("lbfgs", "adam")
 

@@ -24,7 +24,8 @@ from weightsim.data.tasks import TaskSet
 from weightsim.errors import ConfigError
 from weightsim.zoo.heap import reuse_freed_memory
 from weightsim.zoo.memory import PopulationMemory, measure_population
-from weightsim.zoo.population import VECTORIZE, PopulationModule, population_module, steps_for
+from weightsim.zoo.many import VECTORIZE
+from weightsim.zoo.population import PopulationModule, population_module, steps_for
 from weightsim.zoo.store import STORAGE_DTYPES, ZooWriter
 
 # a net whose training accuracy is within this margin of chance counts as diverged

@@ -1,7 +1,7 @@
 """Population training: K nets of one architecture trained together in one LightningModule.
 
 Member k has its own init seed and its own data order; its parameters are slices [k] of stacked
-parameters. The forward pass runs all members at once: as one K-times-wider net (zoo/stacked.py)
+parameters. The forward pass runs all members at once (zoo/many.py): as one K-times-wider net (zoo/stacked.py)
 where the architecture allows, else ``vmap(functional_call)`` over the member axis. Because the
 loss is *summed* over members and SGD is element-wise, every member takes exactly the step it
 would take alone.
@@ -9,10 +9,8 @@ would take alone.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
-from functools import partial
 from typing import Callable
 
 import lightning as L
@@ -20,14 +18,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import functional_call, stack_module_state, vmap
+from torch.func import stack_module_state
 
 from weightsim.data.tasks import Task, TaskSet
-from weightsim.errors import ConfigError
-from weightsim.zoo.stacked import from_stacked, stacked_net, to_stacked, why_not_stackable
-
-VECTORIZE = ("auto", "stacked", "vmap", "loop")
-
+from weightsim.zoo.many import ManyNets
 
 def member_seeds(base_seed: int, task: int, seed: int) -> tuple[int, int]:
     """(init seed, data-order seed) of net (task, seed): independent streams per task and seed."""
@@ -103,81 +97,6 @@ class MemberStreams:
         off = g[None] % self.n_dev[:, None]  # (K, B) offset inside that epoch's permutation
         lo = (step * self.b) // self.n_dev  # (K,) each member's first epoch (= window slot 0)
         return self.window[self.rows, e - lo[:, None], off]
-
-
-def choose_vectorize(vectorize: str, template: nn.Module, sample_shape: tuple[int, ...]) -> str:
-    """The mode that runs ``template``: stacked, vmap or loop (auto: stacked where the net allows)."""
-    if vectorize not in VECTORIZE:
-        raise ConfigError(f"zoo.vectorize='{vectorize}': choose from {', '.join(VECTORIZE)}")
-    if vectorize in ("auto", "stacked"):
-        why = why_not_stackable(template, tuple(sample_shape))
-        if why and vectorize == "stacked":
-            raise ConfigError(f"zoo.vectorize=stacked cannot run this net: {why}; use zoo.vectorize=auto "
-                              f"(stacked where it can, else vmap) or vmap")
-        vectorize = "vmap" if why else "stacked"
-    return vectorize
-
-
-def first_tensor(out) -> Tensor:
-    """A module's output as one tensor: a tuple (a recurrent layer's (sequence, last states)) gives its first."""
-    return out[0] if isinstance(out, (tuple, list)) else out
-
-
-@contextlib.contextmanager
-def capturing(net: nn.Module, names: tuple[str, ...], into: dict[str, Tensor], convert=lambda y: y):
-    """While inside, the output of each module of ``net`` named in ``names`` goes to ``into[name]``
-    (through ``convert``)."""
-    hooks = [net.get_submodule(n).register_forward_hook(
-        lambda _m, _i, out, n=n: into.__setitem__(n, convert(first_tensor(out)))) for n in names]
-    try:
-        yield into
-    finally:
-        for h in hooks:
-            h.remove()
-
-
-class ManyNets:
-    """The forward pass of K nets of one architecture at once, each with its own weights and input.
-
-    Called with stacked params / buffers (name -> (K, *shape), names as in ``template``) and
-    x (K, B, *input_shape); returns logits (K, B, C) and, for each module named in ``capture``,
-    its output (K, B, ...) (a tuple output gives its first element). vmap and loop also run any
-    subset of the members (a leading axis of K' < K); stacked runs all K. Modes:
-
-    stacked: the members as one K-times-wider net (zoo/stacked.py): grouped channels-last
-    convolutions, BN over K*C channels, batched matmuls; the fastest where the net allows it.
-    vmap: one batched op per layer (batched matmul; grouped convolution for convs).
-    loop: the members one after another, each on its own slices of the stacked tensors (the
-    same parameters, the same summed loss, one optimizer): on a CPU this beats grouped
-    convolutions at large inputs; the per-run overhead stays amortized either way.
-    The template's train / eval mode is the mode of every member (BN: batch or running statistics).
-    """
-
-    def __init__(self, template: nn.Module, k: int, sample_shape: tuple[int, ...], vectorize: str = "auto"):
-        self.template, self.k = template, k
-        self.mode = choose_vectorize(vectorize, template, sample_shape)
-        if self.mode == "stacked":
-            self.wide_net, self.ctx = stacked_net(template, k)
-
-    def __call__(self, params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor,
-                 capture: tuple[str, ...] = ()) -> tuple[Tensor, dict[str, Tensor]]:
-        capture = tuple(capture)
-        if self.mode == "stacked":
-            self.ctx.params, self.ctx.buffers = params, buffers
-            self.wide_net.train(self.template.training)
-            with capturing(self.wide_net, capture, {}, partial(from_stacked, k=self.k)) as acts:
-                return self.wide_net(to_stacked(x, self.ctx.flat_input)), acts
-
-        def one(p: dict[str, Tensor], b: dict[str, Tensor], xb: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-            with capturing(self.template, capture, {}) as acts:
-                return functional_call(self.template, (p, b), (xb,)), acts
-
-        if self.mode == "vmap":
-            return vmap(one)(params, buffers, x)
-        per = {k: v.unbind(0) for k, v in params.items()}  # one backward node per tensor
-        outs = [one({k: v[i] for k, v in per.items()}, {k: v[i] for k, v in buffers.items()}, x[i])
-                for i in range(len(x))]
-        return torch.stack([o for o, _ in outs]), {n: torch.stack([a[n] for _, a in outs]) for n in capture}
 
 
 class PopulationModule(L.LightningModule):

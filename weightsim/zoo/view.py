@@ -29,7 +29,7 @@ from weightsim.data.tasks import TaskSet
 from weightsim.errors import ConfigError, WeightsimError, ZooError, in_cause_chain
 from weightsim.nets.build import build_net
 from weightsim.nets.kinds import ELEMENTWISE
-from weightsim.zoo.population import ManyNets
+from weightsim.zoo.many import ManyNets
 from weightsim.zoo.store import ZooReader
 
 
