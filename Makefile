@@ -20,11 +20,14 @@ install: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(VENV)/bin/weightsim-run experiment=demo
 
+# Test files run TEST_JOBS at a time (pytest-xdist; each file stays in one process, so its fixtures
+# are built once); TEST_JOBS=0 runs them one after another in this process.
+TEST_JOBS ?= 2
 test: $(VENV)/.installed
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile
 
 test-all: $(VENV)/.installed
-	$(PY) -m pytest -q -m "slow or not slow"
+	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile -m "slow or not slow"
 
 # Speed checks, each a ratio measured side by side in one run (never timed assertions in tests).
 # The benchmarks live in bench/, outside the package: run from this directory.

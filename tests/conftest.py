@@ -18,6 +18,10 @@ os.environ["WANDB_MODE"] = "disabled"
 if "WEIGHTSIM_CACHE" not in os.environ:
     os.environ["WEIGHTSIM_CACHE"] = tempfile.mkdtemp(prefix="weightsim-test-cache-")
     atexit.register(shutil.rmtree, os.environ["WEIGHTSIM_CACHE"], True)
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test`: files run in parallel processes, one core each
+    import torch
+
+    torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("WEIGHTSIM_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
@@ -27,6 +31,8 @@ def run_cli(app: str, *overrides: str, cwd: Path | None = None, timeout: int = 6
     """Run a real Hydra app (`weightsim-<app>`) in a subprocess with this interpreter and code;
     ``env`` adds to or replaces its environment (e.g. WANDB_MODE=offline: wandb is disabled otherwise)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "0", **(env or {})}
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # one core per test process, as in the worker itself
+        env.setdefault("OMP_NUM_THREADS", "1")
     code = f"from weightsim.cli import {app}_main; {app}_main()"
     return subprocess.run([sys.executable, "-c", code, *overrides], cwd=cwd or ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
