@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, TINY
 from weightsim.sweep import read_jobs
 
 LINE = ("stopped by SIGTERM before it finished: rerun the same command to resume (a zoo keeps the nets it "
@@ -65,3 +65,34 @@ def test_sigterm_marks_the_sweep_job_failed(tmp_path):
     assert (record["status"], record["error"]) == ("failed", LINE)
     assert [(j["status"], j["error"]) for j in read_jobs(sweep)] == [("failed", LINE)]
     assert len(error_lines(stderr)) == 1 and error_lines(stderr)[0].endswith(f": {LINE}"), stderr[-2000:]
+
+
+def test_sigterm_during_the_sweeps_htt_is_a_failure(tmp_path):
+    """After the jobs, a sweep with sweep.htt=true runs HTT in the launching process (SLURM's time
+    limit can end it there too): a stop there exits 128 + SIGTERM with one error line, not 0."""
+    sweep = tmp_path / "sweep"
+    quick_zoo = tuple(o for o in TINY if not o.startswith("protocol.n_permutations"))
+    slow_htt = ("sweep.htt=true", "protocol.repeats=200", "protocol.n_permutations=99")  # minutes of fits
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "0"}
+    out_txt, err_txt = tmp_path / "out.txt", tmp_path / "err.txt"
+    with open(out_txt, "w") as out, open(err_txt, "w") as err:
+        proc = subprocess.Popen([sys.executable, "-c", "from weightsim.cli import run_main; run_main()", "-m",
+                                 *quick_zoo, *slow_htt, f"hydra.sweep.dir={sweep}"],
+                                cwd=ROOT, env=env, stdout=out, stderr=err)
+        try:
+            deadline = time.monotonic() + 600
+            while "\nhtt " not in out_txt.read_text():  # the jobs are done, the sweep's HTT has begun
+                assert proc.poll() is None, err_txt.read_text()[-2000:]
+                assert time.monotonic() < deadline, "the sweep never reached its HTT"
+                time.sleep(0.5)
+            time.sleep(2)
+            assert proc.poll() is None, "the HTT finished before it was stopped: make slow_htt slower"
+            proc.send_signal(signal.SIGTERM)
+            rc = proc.wait(timeout=300)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    stderr = err_txt.read_text()
+    assert rc == 128 + signal.SIGTERM, (rc, stderr[-2000:])
+    assert error_lines(stderr) == [f"error: sweep {sweep}: {LINE}"], stderr[-2000:]
+    assert not list(sweep.rglob("report.json"))

@@ -219,7 +219,14 @@ class AfterSweep(Callback):
         from weightsim.report.collect import collect  # (matplotlib: imported only where a sweep ends)
 
         sweep_dir = Path(config.hydra.sweep.dir)
-        if sweep_dir.is_dir() and after_sweep(sweep_dir, config.get("sweep") or {}, config.get("name"), htt_job, collect):
+        try:
+            with stop_on_signals():  # the sweep's HTT runs here, after the jobs: a stop is a failure too
+                failed = sweep_dir.is_dir() and after_sweep(sweep_dir, config.get("sweep") or {}, config.get("name"),
+                                                            htt_job, collect)
+        except Stopped as e:
+            print(f"error: sweep {sweep_dir}: {stopped_line(e)}", file=sys.stderr)
+            sys.exit(128 + e.signum)
+        if failed:
             sys.exit(1)
 
 
