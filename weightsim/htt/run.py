@@ -51,6 +51,7 @@ class ProtocolConfig:
     chains: list[int] | None = None  # chains to test (1-based); None: every chain both nets have
     feature_budget_gb: float = 4.0  # chain features held at once; above it the Grams stream in blocks
     device: str = "auto"  # Grams and classifier: auto (the GPU when torch sees one, else the CPU) | cpu | cuda
+    verify: bool = True  # check each weight file's SHA-256 against the zoo's manifest as it is read (docs/zoo.md)
 
 
 @dataclass
@@ -143,8 +144,8 @@ class Study:
 
 
 def open_study(zoo_dir: str, eval_zoo_dir: str | None, pc: ProtocolConfig) -> Study:
-    train_zoo = Zoo(zoo_dir)
-    eval_zoo = Zoo(eval_zoo_dir) if eval_zoo_dir else train_zoo
+    train_zoo = Zoo(zoo_dir, pc.verify)
+    eval_zoo = Zoo(eval_zoo_dir, pc.verify) if eval_zoo_dir else train_zoo
     rows_a, div_a = usable_rows(train_zoo)
     rows_b, div_b = usable_rows(eval_zoo) if eval_zoo is not train_zoo else (rows_a, 0)
     seen_a = [r for r in rows_a if r["role"] == "train"]
