@@ -333,7 +333,9 @@ class ZooReader:
         """Stacked parameters of ``rows`` (default: all), in their order: name -> (N, *shape).
 
         Floating-point tensors come back as float32 whatever the zoo stores (bfloat16, float16
-        widen exactly); integer buffers (BatchNorm's batch count) as they are."""
+        widen exactly); integer buffers (BatchNorm's batch count) as they are. ``verify``: read and
+        check every file again, the one kept from the last read too (files read from disk are
+        checked anyway while ``self.verify``)."""
         rows = self.rows if rows is None else rows
         if not rows:
             raise ZooError(f"zoo {self.root} has no trained nets yet")
