@@ -149,7 +149,8 @@ ROW_VALUES = ("accuracy", "accuracy_mean", "accuracy_sd", "effect_size", "error"
 def htt_summary(rows: list[dict]) -> dict:
     """Summary scalars of the report rows: <protocol>/<measure>/chain_<l>/<value> and
     <protocol>/<measure>/all/<value> for value in accuracy, accuracy_mean, accuracy_sd (the repeats'
-    sd), effect_size, error, error_upper_bound, p_value (each where it is a finite number), decision (accept = 1, reject = 0), decision_bound; ``decision`` = 1 when the first measure
+    sd), effect_size, error, error_upper_bound, p_value (each where it is a finite number), decision
+    (accept = 1, reject = 0), decision_bound; ``decision`` = 1 when the first measure
     (protocol.measures[0], chain_gram by default) accepts H0 under every protocol."""
     out = {}
     for r in rows:
