@@ -70,7 +70,8 @@ def test_a_sketched_chain_names_d_and_m_and_the_remedy(zoo):
     import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("error", WeightsimWarning)
-        htt(zoo, ChainOptions(remedy="sketch", sketch_dim=16), measures=["chain_gram"], chains=[1])
+        # (n_permutations=0: QUICK's 3 heads would be named as too few for alpha, rightly)
+        htt(zoo, ChainOptions(remedy="sketch", sketch_dim=16), measures=["chain_gram"], chains=[1], n_permutations=0)
 
 
 def test_diverged_nets_that_lower_the_training_seeds_are_named(zoo, tmp_path):
@@ -125,3 +126,19 @@ def test_diverged_unseen_nets_left_out_of_retrieval_are_named(zoo, tmp_path):
     said = [str(w.message) for w in record]
     assert any(m.startswith(f"diverged nets left out of retrieval (task {hit['task']}: 1 of 5)") for m in said), said
     assert res["meta"]["gallery"] + res["meta"]["queries"] == 2 * 5 - 1  # 2 unseen tasks x 5 seeds, one left out
+
+
+def test_weak_classification_and_the_retrieval_chance_level_are_said(zoo, tmp_path):
+    """QUICK's 3 shuffled-label heads cannot give p < 0.05: said before the fits, naming the setting;
+    report.md gives retrieval's chance level beside classification's (2 unseen tasks: 1/2)."""
+    from weightsim.report import write_report
+
+    with pytest.warns(WeightsimWarning) as record:
+        res = htt(zoo, measures=["raw"], chains=[1])
+    said = [str(w.message) for w in record]
+    assert any(m.startswith("classification cannot show p < protocol.alpha=0.05: its smallest attainable p-value "
+                            "is 0.25") and "protocol.n_permutations to 40 or more" in m for m in said), said
+    assert res["meta"]["chance_retrieval"] == pytest.approx(0.5)
+    md = (write_report(tmp_path, res)["md"]).read_text().splitlines()
+    i = md.index(f"- chance_classification: {1 / 3}")
+    assert md[i + 1] == "- chance_retrieval: 0.5", md[i:i + 2]

@@ -133,3 +133,54 @@ def test_dashboard_without_runs_is_one_line(tmp_path):
                          text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert res.stderr.strip() == f"error: no wandb runs found in {tmp_path}: run the sweep with logger=wandb"
+
+
+CLASSIFIER_HPARAMS = ("rank", "n_heads", "num_classes", "tag", "l2", "max_iter")
+
+
+def test_run_config_is_the_composed_config_and_history_has_the_zoo_loss_curve(run_job):
+    """No classifier fit writes its settings into the run config; the zoo's populations log their
+    loss (throttled) and their accuracies; the summary has effect size and the repeats' sd; the
+    choices hold only what was loaded (no size: digits_None without a scale)."""
+    out, run = run_job
+    config = run["config"]
+    assert not set(CLASSIFIER_HPARAMS) & set(config), sorted(config)
+    assert config["classifier"] == {"l2": 1.0, "max_iter": 100}  # the composed group, as set on the command line
+    assert "size" not in config["choices"] and config["choices"]["arch"] == "mlp"
+    losses = [h for h in run["history"] if "zoo/train_loss" in h]
+    assert len(losses) >= 10 and all(math.isfinite(h["zoo/train_loss"]) for h in losses)
+    for p in {h["zoo/population"] for h in losses}:  # one curve per population, over its steps
+        curve = [h for h in losses if h["zoo/population"] == p]
+        steps = [h["trainer/global_step"] for h in curve]
+        assert steps == sorted(set(steps)) and curve[-1]["zoo/train_loss"] < curve[0]["zoo/train_loss"]  # it trained
+    nets = ZooReader(out / "zoo").rows
+    accs = [h for h in run["history"] if "zoo/population_test_acc" in h]
+    assert len(accs) == len({h["zoo/population"] for h in losses})
+    if len(accs) == 1:
+        assert math.isclose(accs[0]["zoo/population_test_acc"], sum(r["test_acc"] for r in nets) / len(nets))
+    rows = json.loads((out / "report.json").read_text())
+    for r in rows:
+        key = f"{r['protocol']}/{r['measure']}/" + ("all" if r["chain"] == "all" else f"chain_{r['chain']}")
+        for value in ("effect_size", "accuracy_sd"):
+            if r[value] is not None and math.isfinite(r[value]):
+                assert math.isclose(run["summary"][f"{key}/{value}"], r[value])
+    assert any(k.endswith("/accuracy_sd") for k in run["summary"]) and any(k.endswith("/effect_size")
+                                                                          for k in run["summary"])
+
+
+def test_csv_logger_hparams_are_the_composed_config_and_metrics_have_the_loss(tmp_path):
+    import csv
+
+    import yaml
+
+    out = tmp_path / "run"
+    res = run_cli("run", *[o for o in TINY if not o.startswith("logger=")], "logger=csv", "protocol.repeats=1",
+                  f"hydra.run.dir={out}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    (hparams,) = out.glob("logs/version_*/hparams.yaml")
+    config = yaml.safe_load(hparams.read_text())
+    assert not set(CLASSIFIER_HPARAMS) & set(config) and config["zoo"]["seeds"] == 5
+    with open(hparams.parent / "metrics.csv") as f:
+        metrics = list(csv.DictReader(f))
+    assert sum(bool(m.get("zoo/train_loss")) for m in metrics) >= 10
+    assert any(m.get("zoo/population_test_acc") for m in metrics)

@@ -72,11 +72,14 @@ def container(cfg) -> dict:
 def make_logger(cfg: DictConfig, stage: str = "run"):
     """The job's Lightning logger; a wandb run gets its name, group, tags and config from the job
     (``stage``: zoo, htt or run; weightsim/report/wandb_log.py)."""
-    from weightsim.report.wandb_log import logger_args
+    from weightsim.report.wandb_log import is_wandb, logger_args
 
     if not (cfg.get("logger") and "_target_" in cfg.logger):
         return None
-    return instantiate(cfg.logger, _partial_=True)(**logger_args(cfg, stage))  # "config" is instantiate's own
+    logger = instantiate(cfg.logger, _partial_=True)(**logger_args(cfg, stage))  # "config" is instantiate's own
+    if not is_wandb(logger):  # wandb has the composed config from its init; the others get it here
+        logger.log_hyperparams(container(cfg))
+    return logger
 
 
 def fill_from_data(arch_cfg: DictConfig, info: dict) -> None:

@@ -142,6 +142,12 @@ def check_config(cfg, app: str) -> None:
     def box(node) -> dict:
         return OmegaConf.to_container(node, resolve=True)
 
+    if app in ("zoo", "run", "htt", "compare"):
+        from weightsim.zoo.store import check_zoo_dir
+
+        for key in ("zoo_dir", "eval_zoo_dir"):
+            if cfg.get(key):
+                check_zoo_dir(str(cfg[key]), key)
     if app in ("zoo", "run"):
         from weightsim.zoo.generate import ZooConfig
 

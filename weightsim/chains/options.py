@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 from weightsim.errors import ConfigError
@@ -57,3 +58,39 @@ class ChainOptions:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def sketch_note(plan: list[dict], opts: ChainOptions) -> str | None:
+    """What chains.remedy=auto sketched in ``plan`` (``describe_chains``' rows of the chains tested)
+    and a setting that works: the chains.budget_mb that makes exact the sketched chains whose exact
+    Gram one net can hold within a featurizing batch (chains.batch_budget_mb), and for the others
+    why the sketch stays (their exact Gram per net) and chains.sketch_dim for a closer one. None
+    when nothing was sketched by auto."""
+    if opts.remedy != "auto":
+        return None
+    sk = [p for p in plan if p["remedy"] == "sketch"]
+    if not sk:
+        return None
+    mib = {p["chain"]: p["rows_exact"] ** 2 * 4 / 2 ** 20 for p in sk}
+    m = opts.sketch_dim
+    what = ", ".join(f"chain {c} (d_l = {p['rows_exact']}, exact Gram {mib[c]:.2f} MiB)" for c, p in
+                     ((p["chain"], p) for p in sk))
+    head = (f"{what} sketched by chains.remedy=auto: a chain whose exact d_l x d_l Gram of one net exceeds "
+            f"chains.budget_mb={opts.budget_mb} (and every chain after it) gets the Gram of an m = {m}-row seeded "
+            f"sketch S C_l instead (approximate, {m * (m + 1) // 2} features)")
+    fit = []  # the sketched chains, in order, that can be exact: a chain is exact only after exact ones
+    for p in sk:
+        if mib[p["chain"]] > opts.batch_budget_mb:
+            break
+        fit.append(p["chain"])
+    cap = f"chains.batch_budget_mb={opts.batch_budget_mb}"
+    closer = f"chains.sketch_dim={2 * m} gives a closer sketch ({2 * m * (2 * m + 1) // 2} features per chain)"
+    budget = lambda cs: math.ceil(max(mib[c] for c in cs) * 100) / 100  # noqa: E731
+    if len(fit) == len(sk):
+        return f"{head}; for exact features set chains.budget_mb={budget(fit)} or chains.remedy=exact"
+    rest = [p["chain"] for p in sk if p["chain"] not in fit]
+    why = (f"the exact Gram of chain {rest[0]} alone is {mib[rest[0]] / 1024:.2f} GiB per net, more than a "
+           f"featurizing batch holds ({cap}), so the sketch is the usable setting for chain(s) {rest}")
+    if fit:
+        return f"{head}; chains.budget_mb={budget(fit)} makes chain(s) {fit} exact; {why}; {closer}"
+    return f"{head}; {why}; {closer}"

@@ -244,7 +244,7 @@ def run_compare(zoo_dir: str, cc: CompareConfig, pc, clc, co: ChainOptions, seed
     measures = build_measures(cc)
     result = run_htt(zoo_dir, replace(pc, measures=list(cc.measures)), clc, co, eval_zoo_dir, seed, logger, progress,
                      measures=measures)
-    zoo = Zoo(zoo_dir)
+    zoo = Zoo(zoo_dir, pc.verify)
     pairs = pair_rows(zoo, measures, cc, co)
     result.update(pairs=pairs, summary=summarize(pairs), cka=None)
     for m in measures:

@@ -54,7 +54,8 @@ class WeightClassifier(L.LightningModule):
     def __init__(self, rank: int, num_classes: int, n_heads: int = 1, l2: float = 1.0, max_iter: int = 500,
                  tag: str = "classifier", dtype: torch.dtype = torch.float32):
         super().__init__()
-        self.save_hyperparameters(ignore=["dtype"])
+        # not to the logger: the run's config is the composed config, never one fit's settings
+        self.save_hyperparameters(ignore=["dtype"], logger=False)
         for name in ("mean", "std", "basis"):  # set by fit_classifier, for scoring features directly
             self.register_buffer(name, None)
         self.weight = nn.Parameter(torch.zeros(n_heads, rank, num_classes, dtype=dtype))

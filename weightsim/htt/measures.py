@@ -9,7 +9,6 @@ A new measure is one class with the four methods of ``Measure`` and one entry in
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 
 import torch
@@ -17,6 +16,7 @@ from torch import Tensor
 
 from weightsim.chains import ChainOptions, describe_chains, zoo_chain_features, zoo_raw_features
 from weightsim.chains.core import chain_layers
+from weightsim.chains.options import sketch_note
 from weightsim.errors import ConfigError, warn
 from weightsim.zoo.view import Zoo
 
@@ -83,17 +83,9 @@ class ChainGram(Measure):
                 "chains": self.plan(zoo, opts)}
 
     def announce(self, zoo: Zoo, opts: ChainOptions, chains: list[int]) -> None:
-        if opts.remedy != "auto":
-            return  # exact or sketch was asked for
-        sk = [p for p in self.plan(zoo, opts) if p["chain"] in chains and p["remedy"] == "sketch"]
-        if sk:
-            mib = {p["chain"]: p["rows_exact"] ** 2 * 4 / 2 ** 20 for p in sk}
-            what = ", ".join(f"chain {p['chain']} (d_l = {p['rows_exact']}, exact Gram {mib[p['chain']]:.2f} MiB)"
-                             for p in sk)
-            warn(f"{what} sketched by chains.remedy=auto: a chain whose exact d_l x d_l Gram exceeds "
-                 f"chains.budget_mb={opts.budget_mb} (and every chain after it) gets the Gram of an "
-                 f"m = {opts.sketch_dim}-row seeded sketch S C_l instead (approximate); set chains.budget_mb="
-                 f"{math.ceil(max(mib.values()) * 100) / 100} or chains.remedy=exact for exact features")
+        note = sketch_note([p for p in self.plan(zoo, opts) if p["chain"] in chains], opts)
+        if note:
+            warn(note)
 
 
 class RawLayers(Measure):

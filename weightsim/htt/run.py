@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from weightsim.chains import ChainOptions
 from weightsim.errors import ChainError, ConfigError, ZooError, warn
 from weightsim.htt.classifier import fit_reduced, gram_reduction, one_thread
+from weightsim.htt.evidence import check_perfect_scores, check_power
 from weightsim.htt.gram import block_size, blocks_of, split_grams
 from weightsim.htt.measures import DistanceMeasure, Measure, get_measure
 from weightsim.htt.protocols import (METRICS, accuracy, cmc_curve, decide, distances, effect_size, knn_classify,
@@ -51,6 +52,7 @@ class ProtocolConfig:
     chains: list[int] | None = None  # chains to test (1-based); None: every chain both nets have
     feature_budget_gb: float = 4.0  # chain features held at once; above it the Grams stream in blocks
     device: str = "auto"  # Grams and classifier: auto (the GPU when torch sees one, else the CPU) | cpu | cuda
+    verify: bool = True  # check each weight file's SHA-256 against the zoo's manifest as it is read (docs/zoo.md)
 
 
 @dataclass
@@ -143,8 +145,8 @@ class Study:
 
 
 def open_study(zoo_dir: str, eval_zoo_dir: str | None, pc: ProtocolConfig) -> Study:
-    train_zoo = Zoo(zoo_dir)
-    eval_zoo = Zoo(eval_zoo_dir) if eval_zoo_dir else train_zoo
+    train_zoo = Zoo(zoo_dir, pc.verify)
+    eval_zoo = Zoo(eval_zoo_dir, pc.verify) if eval_zoo_dir else train_zoo
     rows_a, div_a = usable_rows(train_zoo)
     rows_b, div_b = usable_rows(eval_zoo) if eval_zoo is not train_zoo else (rows_a, 0)
     seen_a = [r for r in rows_a if r["role"] == "train"]
@@ -466,6 +468,8 @@ def run_htt(zoo_dir: str, pc: ProtocolConfig, cc: ClassifierConfig, co: ChainOpt
     if "classification" not in pc.protocols and not study.unseen:
         raise ConfigError("nothing to test: protocol.protocols has only retrieval and it is skipped (see the "
                           "warning); add classification to protocol.protocols")
+    if "classification" in pc.protocols:
+        check_power(len(study.tasks), study.n_train, pc.n_permutations, pc.alpha)
     splits = [make_split(study, pc, r, seed) for r in range(pc.repeats)]
     plan = [(m, *measure_chains(study, m, pc, co)) for m in measures]
     bar = tqdm(desc="htt", unit="fit", total=len(splits) * sum(len(chains) for _, chains, _ in plan),
@@ -481,9 +485,20 @@ def run_htt(zoo_dir: str, pc: ProtocolConfig, cc: ClassifierConfig, co: ChainOpt
         report += rows
         cmcs.update(cmc)
     bar.close()
+    check_perfect_scores(report, pc.alpha, pc.n_permutations)
     meta = run_meta(study, splits[0], pc, co, measures, zoo_dir, eval_zoo_dir)
     meta["device"] = str(device)
     return {"rows": report, "cmc": cmcs, "meta": meta}
+
+
+def retrieval_chance(study: Study, split: Split) -> float | None:
+    """Rank-1 of retrieval by chance: a query's nearest gallery net drawn at random is of its task
+    with probability (its task's gallery nets) / (gallery nets), averaged over the queries (1 / unseen
+    tasks when every task has as many). None without retrieval."""
+    if not split.queries or not split.gallery:
+        return None
+    tasks = [study.unseen[i]["task"] for i in split.gallery]
+    return sum(tasks.count(study.unseen[q]["task"]) for q in split.queries) / (len(split.queries) * len(tasks))
 
 
 def run_meta(study: Study, split: Split, pc: ProtocolConfig, co: ChainOptions, measures: list[Measure],
@@ -495,6 +510,7 @@ def run_meta(study: Study, split: Split, pc: ProtocolConfig, co: ChainOptions, m
             "train_seeds_per_task": study.n_train, "test_nets": len(split.test),
             "queries": len(split.queries), "gallery": len(split.gallery), "repeats": pc.repeats,
             "chance_classification": 1 / len(study.tasks),
+            **({"chance_retrieval": chance} if (chance := retrieval_chance(study, split)) is not None else {}),
             "null_classification": f"{pc.n_permutations} classifier heads fitted on shuffled task labels "
                                    "(label-permutation null), tested on the held-out seeds",
             "null_retrieval": f"{pc.retrieval_permutations} permutations of the gallery's task labels over "

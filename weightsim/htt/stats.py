@@ -3,6 +3,8 @@ permutation p-values and the spread of repeated splits."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from scipy.stats import beta
 
@@ -33,3 +35,17 @@ def mean_sd(values: list[float]) -> tuple[float, float | None]:
     """Mean and sample standard deviation (ddof 1; None for a single value)."""
     v = np.asarray(values, dtype=float)
     return float(v.mean()), (float(v.std(ddof=1)) if v.size > 1 else None)
+
+
+def distinct_labelings(tasks: int, per_task: int) -> float:
+    """(T n)! / (n!)^T: the distinct ways to label T n training nets with T tasks, n nets each (the
+    label vectors a shuffle of the true one can give); inf where that exceeds a float."""
+    log = math.lgamma(tasks * per_task + 1) - tasks * math.lgamma(per_task + 1)
+    return math.exp(log) if log < 700 else math.inf
+
+
+def smallest_p_value(n_permutations: int, tasks: int, per_task: int) -> float:
+    """The smallest p-value classification's label-permutation null can give, on average: with P
+    shuffled-label heads p >= 1 / (1 + P), and one shuffle in L (``distinct_labelings``) is the true
+    labeling, whose head scores as well as the real one, so E[p] >= (1 + P / L) / (1 + P)."""
+    return (1 + n_permutations / distinct_labelings(tasks, per_task)) / (1 + n_permutations)

@@ -63,6 +63,15 @@ def job_zoo(cfg: DictConfig, stage: str, choices: dict) -> dict:
             "block": seed_block(seeds[0], seeds[-1] - seeds[0] + 1)}
 
 
+def loaded_choices(runtime: dict) -> dict:
+    """Hydra's runtime choices without its own groups and without the choices that loaded nothing:
+    an optional group's interpolated name (``size: ${dataset}_${scale}`` gives ``digits_None`` when
+    no scale is chosen) is a choice only where conf/<group>/<name>.yaml exists."""
+    from weightsim.config import choices
+
+    return {k: v for k, v in runtime.items() if not k.startswith("hydra") and v is not None and v in choices(k)}
+
+
 def run_identity(cfg: DictConfig, stage: str) -> dict:
     """wandb.init arguments of this job: name, group, tags, job_type and the resolved config.
 
@@ -70,7 +79,7 @@ def run_identity(cfg: DictConfig, stage: str) -> dict:
     the HTT jobs on it; name = <stage>-<group>-<seed block>, then -on-<eval zoo's arch label> for a
     cross-network run and -j<num> in a multirun (job number)."""
     hc = HydraConfig.get()
-    choices = {k: v for k, v in hc.runtime.choices.items() if not k.startswith("hydra") and v is not None}
+    choices = loaded_choices(hc.runtime.choices)
     experiment = choices.get("experiment") or "adhoc"
     zoo = job_zoo(cfg, stage, choices)
     group = "-".join(str(p) for p in (experiment, choices.get("scale"), zoo["dataset"], zoo["label"]) if p)
@@ -134,20 +143,21 @@ def log_zoo(logger, zoo_dir: str | Path, seeds: range) -> None:
 
 
 # -- HTT jobs --------------------------------------------------------------------------------------
-ROW_VALUES = ("accuracy", "accuracy_mean", "error", "error_upper_bound", "p_value")
+ROW_VALUES = ("accuracy", "accuracy_mean", "accuracy_sd", "effect_size", "error", "error_upper_bound", "p_value")
 
 
 def htt_summary(rows: list[dict]) -> dict:
     """Summary scalars of the report rows: <protocol>/<measure>/chain_<l>/<value> and
-    <protocol>/<measure>/all/<value> for value in accuracy, accuracy_mean, error, error_upper_bound,
-    p_value, decision (accept = 1, reject = 0), decision_bound; ``decision`` = 1 when the first measure
+    <protocol>/<measure>/all/<value> for value in accuracy, accuracy_mean, accuracy_sd (the repeats'
+    sd), effect_size, error, error_upper_bound, p_value (each where it is a finite number), decision
+    (accept = 1, reject = 0), decision_bound; ``decision`` = 1 when the first measure
     (protocol.measures[0], chain_gram by default) accepts H0 under every protocol."""
     out = {}
     for r in rows:
         prefix = f"{r['protocol']}/{r['measure']}/" + ("all" if r["chain"] == "all" else f"chain_{r['chain']}")
         for key in ROW_VALUES:
             v = r.get(key)
-            if v is not None and not (isinstance(v, float) and math.isnan(v)):
+            if v is not None and not (isinstance(v, float) and not math.isfinite(v)):
                 out[f"{prefix}/{key}"] = float(v)
         out[f"{prefix}/decision"] = int(r["decision"] == "accept")
         out[f"{prefix}/decision_bound"] = int(r["decision_bound"] == "accept")

@@ -1,5 +1,6 @@
-"""Read wandb runs back as plain dicts {id, name, group, tags, config, summary}: offline runs from
-their ``run-<id>.wandb`` file (no network, no account), synced runs through wandb's public API.
+"""Read wandb runs back as plain dicts {id, name, group, tags, config, summary}: offline runs (with
+their history) from their ``run-<id>.wandb`` file (no network, no account), synced runs through
+wandb's public API.
 
 An offline run keeps no wandb-summary.json; its record of everything is the ``.wandb`` file: a
 7-byte header (``:W&B``, magic 0xBEE1, version 0), then 32 KiB blocks of chunks, each chunk a 7-byte
@@ -54,14 +55,16 @@ def _set(tree: dict, path: list[str], value) -> None:
 
 def read_offline_run(path: str | Path) -> dict:
     """One offline run: ``path`` is its run-<id>.wandb file or its offline-run-* directory.
-    The summary holds the last value of every key (nested keys such as a histogram's as dicts)."""
+    The summary holds the last value of every key (nested keys such as a histogram's as dicts); the
+    history one dict per logged step, in order."""
     path = Path(path)
     if path.is_dir():
         files = sorted(path.glob("run-*.wandb"))
         if not files:
             raise DataError(f"{path} holds no run-*.wandb file: pass an offline-run-* directory of wandb")
         path = files[0]
-    run = {"id": None, "name": None, "group": None, "tags": [], "config": {}, "summary": {}, "path": str(path)}
+    run = {"id": None, "name": None, "group": None, "tags": [], "config": {}, "summary": {}, "history": [],
+           "path": str(path)}
     for record in records(path):
         kind = record.WhichOneof("record_type")
         if kind == "run":
@@ -72,6 +75,11 @@ def read_offline_run(path: str | Path) -> dict:
         elif kind == "config":
             for item in record.config.update:
                 _set(run["config"], list(item.nested_key) or [item.key], json.loads(item.value_json))
+        elif kind == "history":  # one wandb.log call: its keys and values, as one dict
+            step = {}
+            for item in record.history.item:
+                _set(step, list(item.nested_key) or [item.key], json.loads(item.value_json))
+            run["history"].append(step)
         elif kind == "summary":
             for item in record.summary.update:
                 _set(run["summary"], list(item.nested_key) or [item.key], json.loads(item.value_json))

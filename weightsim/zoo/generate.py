@@ -196,6 +196,25 @@ class StepBar(L.Callback):
         self.bar.close()
 
 
+LOSS_POINTS = 100  # a population's loss curve: about this many points, whatever its steps
+
+
+class LossLog(L.Callback):
+    """The population's training loss to the job's logger, throttled: every ``steps // LOSS_POINTS``
+    steps (and the last) ``zoo/train_loss``, the mean over the members of their batch loss, with
+    ``zoo/population`` (its number in the job) against the population's step (docs/wandb.md)."""
+
+    def __init__(self, steps: int, population: int):
+        self.every, self.population = max(1, steps // LOSS_POINTS), population
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        step = trainer.global_step
+        if step % self.every == 0 or step == trainer.max_steps:  # reads the device once per logged point
+            for logger in trainer.loggers:
+                logger.log_metrics({"zoo/train_loss": float(module.member_loss.mean()),
+                                    "zoo/population": self.population}, step=step)
+
+
 @contextlib.contextmanager
 def tf32(on: bool) -> Iterator[None]:
     """While inside, float32 matmuls and cuDNN convolutions on CUDA may use TF32 (10-bit mantissa
@@ -210,16 +229,19 @@ def tf32(on: bool) -> Iterator[None]:
 
 
 def train_population(build: Callable[[], nn.Module], taskset: TaskSet, nets: list[tuple[int, int]],
-                     zc: ZooConfig, logger=None, eval_chunk: int = 512,
-                     progress: bool = False) -> tuple[PopulationModule, list[dict]]:
-    """Train the nets [(task, seed), ...] as one population; returns the module and manifest rows."""
+                     zc: ZooConfig, logger=None, eval_chunk: int = 512, progress: bool = False,
+                     population: int = 0) -> tuple[PopulationModule, list[dict]]:
+    """Train the nets [(task, seed), ...] as one population; returns the module and manifest rows.
+    With a ``logger``: the loss curve (``LossLog``) and, at the end, the population's mean train and
+    test accuracy (``zoo/population_train_acc``, ``zoo/population_test_acc``); ``population`` numbers it."""
     module = population_module(build, taskset, nets, zc)
     tasks = [taskset.tasks[t] for t, _ in nets]
     steps = zc.total_steps(taskset.tasks)
     trainer = L.Trainer(max_steps=steps, accelerator=zc.accelerator, devices=1, logger=logger or False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         log_every_n_steps=max(1, steps // 10), num_sanity_val_steps=0,
-                        callbacks=[StepBar(steps, len(nets))] if progress else [])
+                        callbacks=([StepBar(steps, len(nets))] if progress else [])
+                        + ([LossLog(steps, population)] if logger else []))
     use_tf32 = zc.tf32 and trainer.strategy.root_device.type == "cuda"  # TF32 exists only on CUDA
     t0 = time.perf_counter()
     with warnings.catch_warnings(), tf32(use_tf32):
@@ -245,6 +267,10 @@ def train_population(build: Callable[[], nn.Module], taskset: TaskSet, nets: lis
                      "final_loss": float(train_loss[k]), "diverged": bool(diverged),
                      "wall_time": round(wall, 6), "steps": steps, "vectorize": module.vectorize,
                      **({"tf32": True} if use_tf32 else {})})
+    if logger:
+        mean = lambda key: sum(r[key] for r in rows) / len(rows)  # noqa: E731
+        logger.log_metrics({"zoo/population_train_acc": mean("train_acc"), "zoo/population_test_acc": mean("test_acc"),
+                            "zoo/population": population}, step=steps)
     return module, rows
 
 
@@ -280,13 +306,13 @@ def generate_zoo(build: Callable[[], nn.Module], taskset: TaskSet, zc: ZooConfig
               f"{sum(len(n) for _, n in todo)} to train; {sizing}; zoo.vectorize={zc.vectorize}", flush=True)
     bar = tqdm(total=len(block), initial=len(done), unit="net", desc=f"zoo {Path(zoo_dir).name}",
                disable=not progress)
-    for name, planned in todo:
+    for number, (name, planned) in enumerate(todo):
         on_disk = writer.done_nets()  # a concurrent job with an overlapping seed block may have trained some
         nets = [n for n in planned if n not in on_disk]
         bar.update(len(planned) - len(nets))
         if not nets:
             continue
-        module, rows = train_population(build, taskset, nets, zc, logger, sizing.eval_chunk, progress)
+        module, rows = train_population(build, taskset, nets, zc, logger, sizing.eval_chunk, progress, number)
         writer.write(name, module.state(), [{**r, "config_hash": writer.identity.get("config_hash")} for r in rows])
         bar.update(len(nets))
         bar.set_postfix(test_acc=f"{sum(r['test_acc'] for r in rows) / len(rows):.3f}")

@@ -164,6 +164,7 @@ class ZooWriter:
         self.root = Path(root)
         self.identity = {"format": FORMAT, "version": VERSION, **identity}
         self.dtype = storage_dtype(zoo_dtype(self.identity))  # (training.dtype: the storage dtype)
+        check_zoo_dir(self.root)
         (self.root / "weights").mkdir(parents=True, exist_ok=True)
         head = self.root / "zoo.json"
         if head.exists():
@@ -274,11 +275,33 @@ def read_pieces(root: Path) -> list[dict]:
     return rows
 
 
-class ZooReader:
-    """Reads a zoo directory: its header, its manifest rows, and its weights (safetensors only)."""
+def not_a_directory(path: Path) -> Path | None:
+    """The first of ``path`` and its ancestors that exists as something other than a directory (a
+    file where a zoo directory is meant to be), or None."""
+    for p in (path, *path.parents):
+        if p.exists():
+            return None if p.is_dir() else p
+    return None
 
-    def __init__(self, root: str | Path):
+
+def check_zoo_dir(path: str | Path, key: str = "zoo_dir") -> None:
+    """Refuse a zoo directory that is a file or lies below one, in one line naming it."""
+    bad = not_a_directory(Path(path))
+    if bad is not None:
+        where = "is a file" if bad == Path(path) else f"lies below {bad}, which is a file"
+        raise ZooError(f"{key}={path} {where}, not a directory: pass the zoo's directory (the one "
+                       f"holding zoo.json and weights/; weightsim-zoo creates it)")
+
+
+class ZooReader:
+    """Reads a zoo directory: its header, its manifest rows, and its weights (safetensors only).
+
+    verify: every weight file read from disk is checked against its manifest SHA-256 before it is
+    parsed (a mismatch is a ZooError naming the file); False skips the check (docs/zoo.md: cost)."""
+
+    def __init__(self, root: str | Path, verify: bool = True):
         self.root = Path(root)
+        check_zoo_dir(self.root)
         if not self.root.is_dir():
             raise ZooError(f"zoo directory {self.root} does not exist: train one with "
                            f"`weightsim-zoo zoo_dir={self.root}` or pass the right zoo_dir=")
@@ -288,6 +311,8 @@ class ZooReader:
         self.head = read_head(head)
         self.dtype = zoo_dtype(self.head)  # the storage dtype; load() gives float32 whatever it is
         self.rows = self._read_rows()
+        self.verify = verify
+        self._sha = {r["file"]: r.get("sha256") for r in self.rows}  # file -> its manifest checksum
         # the last file parsed: batches that stream through one population file read it once
         self._last: tuple[str, dict[str, torch.Tensor]] | None = None
 
@@ -308,7 +333,9 @@ class ZooReader:
         """Stacked parameters of ``rows`` (default: all), in their order: name -> (N, *shape).
 
         Floating-point tensors come back as float32 whatever the zoo stores (bfloat16, float16
-        widen exactly); integer buffers (BatchNorm's batch count) as they are."""
+        widen exactly); integer buffers (BatchNorm's batch count) as they are. ``verify``: read and
+        check every file again, the one kept from the last read too (files read from disk are
+        checked anyway while ``self.verify``)."""
         rows = self.rows if rows is None else rows
         if not rows:
             raise ZooError(f"zoo {self.root} has no trained nets yet")
@@ -321,7 +348,9 @@ class ZooReader:
         return {k: widen(torch.stack([by_file[r["file"]][k][r["index"]] for r in rows])) for k in keys}
 
     def load_file(self, name: str, verify_sha: str | None = None) -> dict[str, torch.Tensor]:
-        """The tensors of weights/``name`` (read-only use). A checksum check always reads the file."""
+        """The tensors of weights/``name`` (read-only use). Read from disk, the file is checked
+        against ``verify_sha`` or, with ``self.verify``, its manifest checksum; an explicit
+        ``verify_sha`` always reads the file."""
         if verify_sha is None and self._last is not None and self._last[0] == name:
             return self._last[1]
         path = self.root / "weights" / name
@@ -333,8 +362,11 @@ class ZooReader:
             data = path.read_bytes()
         except OSError as e:
             raise ZooError(f"zoo file {path} is missing or unreadable ({e.strerror})") from None
-        if verify_sha is not None and sha256_bytes(data) != verify_sha:
-            raise ZooError(f"zoo file {path} does not match its manifest checksum (altered or truncated)")
+        want = verify_sha if verify_sha is not None else self._sha.get(name) if self.verify else None
+        if want is not None and sha256_bytes(data) != want:
+            raise ZooError(f"zoo file {path} does not match its manifest checksum (altered or truncated): "
+                           f"`weightsim-zoo verify zoo_dir={self.root}` lists every problem; retrain or "
+                           f"restore the file")
         check_safetensors_bytes(data, path)
         try:
             tensors = st_load(data)

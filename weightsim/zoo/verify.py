@@ -86,7 +86,7 @@ def verify_zoo(root: str | Path, expect_tasks: bool = True) -> VerifyReport:
     root = Path(root)
     rep = VerifyReport(root)
     if not root.is_dir():
-        rep.problems.append(f"{root}: no such directory")
+        rep.problems.append(f"{root}: {'a file, not a zoo directory' if root.exists() else 'no such directory'}")
         return rep
     try:
         head = read_head(root / "zoo.json")

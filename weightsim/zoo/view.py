@@ -41,10 +41,11 @@ def hidden_layers(template: nn.Module) -> list[str]:
 
 
 class Zoo:
-    """A read-only view of the zoo directory ``root`` (what ``weightsim-zoo`` wrote)."""
+    """A read-only view of the zoo directory ``root`` (what ``weightsim-zoo`` wrote). verify: each
+    weight file is checked against its manifest SHA-256 when it is read (``ZooReader``)."""
 
-    def __init__(self, root: str | Path):
-        self.reader = ZooReader(root)
+    def __init__(self, root: str | Path, verify: bool = True):
+        self.reader = ZooReader(root, verify)
         self.root, self.head = self.reader.root, self.reader.head
 
     # -- what the zoo holds --------------------------------------------------------------------

@@ -1,0 +1,57 @@
+"""Weak evidence named: classification whose p-value cannot fall below protocol.alpha is said,
+with the setting to raise, before the fits (too few permutations, tasks or training nets) and
+after them (a perfect score that shuffled-label heads match too often)."""
+
+from __future__ import annotations
+
+import math
+
+from weightsim.errors import warn
+from weightsim.htt.stats import distinct_labelings, smallest_p_value
+
+MORE_NETS = "zoo.seeds or protocol.train_seeds (more training nets per task)"
+MORE_TASKS = "dataset.train_tasks (more training tasks)"
+
+
+def check_power(tasks: int, per_task: int, n_permutations: int, alpha: float) -> None:
+    """Before any fit: warn when classification's smallest attainable p-value (``smallest_p_value``
+    of ``n_permutations`` heads on ``tasks`` training tasks of ``per_task`` nets) is not below alpha."""
+    if n_permutations < 1:
+        return  # no null, no p-value
+    floor = smallest_p_value(n_permutations, tasks, per_task)
+    if floor < alpha:
+        return
+    # floor <= 1 / (1 + P) + 1 / L: each term at or above alpha / 2 is named (at least one is)
+    why, fix = [], []
+    if 1 / (1 + n_permutations) >= alpha / 2:
+        need = math.floor(2 / alpha - 1) + 1  # the fewest heads P with 1 / (1 + P) < alpha / 2
+        why.append(f"protocol.n_permutations={n_permutations} shuffled-label heads give p >= 1/{1 + n_permutations}")
+        fix.append(f"protocol.n_permutations to {need} or more")
+    labelings = distinct_labelings(tasks, per_task)
+    if 1 / labelings >= alpha / 2:
+        why.append(f"{tasks} training tasks x {per_task} training nets have only {labelings:.0f} distinct labelings, "
+                   f"so about one shuffled-label head in {labelings:.0f} is fitted on the true labels and scores "
+                   f"as well")
+        fix.append(f"{MORE_TASKS} or {MORE_NETS}")
+    warn(f"classification cannot show p < protocol.alpha={alpha}: its smallest attainable p-value is {floor:.3g} "
+         f"({'; '.join(why)}); raise {' and '.join(fix)}")
+
+
+def check_perfect_scores(rows: list[dict], alpha: float, n_permutations: int) -> None:
+    """After the fits: classification rows that score 100 % with p >= alpha have the smallest p
+    their null gives (no higher score exists), so the test cannot reject chance there; said once,
+    naming the chains and how many shuffled-label heads scored 100 % too."""
+    hit = [r for r in rows if r["protocol"] == "classification" and r["chain"] != "all" and r["p_value"] is not None
+           and r["accuracy"] >= 1 - 1e-9 and r["p_value"] >= alpha]
+    if not hit:
+        return
+    where: dict[str, list] = {}
+    for r in hit:
+        where.setdefault(r["measure"], []).append(r["chain"])
+    named = "; ".join(f"{m} chain(s) {', '.join(map(str, cs))}" for m, cs in where.items())
+    ties = max(round(r["p_value"] * (1 + n_permutations)) - 1 for r in hit)
+    warn(f"classification scores 100 % on {hit[0]['n']} test nets but its p-value stays >= protocol.alpha={alpha} "
+         f"({named}; lowest p {min(r['p_value'] for r in hit):.3g}): up to {ties} of {n_permutations} shuffled-label "
+         f"heads score 100 % too, because with so few tasks and test nets a labeling close to the true one still "
+         f"separates them; a perfect score is the best there is, so raise {MORE_TASKS} or zoo.seeds (more test "
+         f"nets per task) for evidence at alpha")
