@@ -66,10 +66,12 @@ def job_zoo(cfg: DictConfig, stage: str, choices: dict) -> dict:
 def loaded_choices(runtime: dict) -> dict:
     """Hydra's runtime choices without its own groups and without the choices that loaded nothing:
     an optional group's interpolated name (``size: ${dataset}_${scale}`` gives ``digits_None`` when
-    no scale is chosen) is a choice only where conf/<group>/<name>.yaml exists."""
-    from weightsim.config import choices
+    no scale is chosen) is a choice only where conf/<group>/<name>.yaml exists. The groups without a
+    conf/ folder (zoo, chains, protocol, classifier, compare) are structured configs: kept as they are."""
+    def loaded(group: str, name: str) -> bool:
+        return not (CONF / group).is_dir() or (CONF / group / f"{name}.yaml").exists()
 
-    return {k: v for k, v in runtime.items() if not k.startswith("hydra") and v is not None and v in choices(k)}
+    return {k: v for k, v in runtime.items() if not k.startswith("hydra") and v is not None and loaded(k, v)}
 
 
 def run_identity(cfg: DictConfig, stage: str) -> dict:
