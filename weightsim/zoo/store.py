@@ -36,6 +36,7 @@ from weightsim.files import atomic_write
 
 FORMAT = "weightsim-zoo"
 VERSION = 1
+IMPORTED = "imported"  # the dataset name of a zoo of nets trained elsewhere (zoo/importer.py): it has no data
 # what must agree between a zoo on disk and the config that wants to add to it
 IDENTITY_KEYS = ("dataset", "arch", "training")
 # the dtypes a zoo can store its floating-point weights in (integer buffers keep their own)

@@ -30,7 +30,7 @@ from weightsim.errors import ConfigError, WeightsimError, ZooError, in_cause_cha
 from weightsim.nets.build import build_net
 from weightsim.nets.kinds import ELEMENTWISE
 from weightsim.zoo.many import ManyNets
-from weightsim.zoo.store import ZooReader
+from weightsim.zoo.store import IMPORTED, ZooReader
 
 
 def hidden_layers(template: nn.Module) -> list[str]:
@@ -114,6 +114,11 @@ class Zoo:
             return many(params, buffers, x.expand(len(rows), *x.shape), capture)
 
     # -- the data ------------------------------------------------------------------------------
+    @property
+    def has_data(self) -> bool:
+        """False for a zoo of imported nets (``weightsim-zoo import``): it knows no dataset."""
+        return self.head["dataset"].get("name") != IMPORTED
+
     def taskset(self, data_dir: str | Path | None = None) -> TaskSet:
         """The tasks the nets were trained on, rebuilt from the dataset config in zoo.json.
 
@@ -122,6 +127,9 @@ class Zoo:
         zoo's fingerprint (same classes, sample counts, shapes), else a ZooError says so.
         """
         ds = self.head["dataset"]
+        if not self.has_data:
+            raise ZooError(f"zoo {self.root} holds imported nets and no dataset: what needs the nets' data (activation "
+                           f"measures, loss barriers) cannot run on it; the weight measures can")
         name, cfg = ds.get("name"), dict(ds.get("config") or {})
         target = str(cfg.get("_target_", ""))
         if not target.startswith("weightsim.data."):
