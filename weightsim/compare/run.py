@@ -24,7 +24,7 @@ from weightsim.compare.align import loss_barrier
 from weightsim.compare.cka import cka_matrix
 from weightsim.compare.measures import COMPARE_MEASURES, ActivationMeasure, PairMeasure, make_measure
 from weightsim.compare.subspace import GRID
-from weightsim.errors import ConfigError
+from weightsim.errors import ConfigError, warn
 from weightsim.htt.measures import get_measure
 from weightsim.nets.kinds import BATCHNORMS
 from weightsim.zoo.view import Zoo
@@ -85,6 +85,23 @@ def check_same_net(zoo_dir: str, eval_zoo_dir: str) -> None:
                           f"weightsim-compare reads retrieval from eval_zoo_dir but compare.csv from zoo_dir, so it "
                           f"needs one architecture in both (the same arch config); test across architectures with "
                           f"weightsim-htt zoo_dir=... eval_zoo_dir=...")
+
+
+def runnable(measures: list, zoos: list[Zoo]) -> list:
+    """The measures that can run on ``zoos``: all, unless a zoo holds imported nets without a dataset;
+    then the activation measures (which feed the nets data) are left out with a warning that says so."""
+    bare = [str(z.root) for z in zoos if not z.has_data]
+    need = [m.name for m in measures if isinstance(m, ActivationMeasure)]
+    if not bare or not need:
+        return measures
+    kept = [m for m in measures if not isinstance(m, ActivationMeasure)]
+    if not kept:
+        raise ConfigError(f"compare.measures={need} all need the nets' data, and zoo {bare[0]} holds imported nets "
+                          f"without a dataset: choose weight measures, e.g. compare.measures=[weight_matching,"
+                          f"chain_gram,chain_gram_distance]")
+    warn(f"compare measure(s) {', '.join(need)} skipped: they need the nets' data, and zoo {bare[0]} holds imported "
+         f"nets without a dataset; {', '.join(m.name for m in kept)} run")
+    return kept
 
 
 def build_measures(cc: CompareConfig) -> list:
@@ -151,7 +168,11 @@ def pair_rows(zoo: Zoo, measures: list, cc: CompareConfig, co: ChainOptions) -> 
                         add(m.name, layer, v, a, b, relation)
                     add(m.name, "net", math.sqrt(float((d ** 2).sum())), a, b, relation)
                     add("weight_naive", "net", m.naive_distance(zoo, a, zoo, b), a, b, relation)
-            rows += barrier_rows(zoo, m, same, diff, cc)
+            if zoo.has_data:
+                rows += barrier_rows(zoo, m, same, diff, cc)
+            elif cc.barrier_pairs:
+                warn(f"loss barriers skipped: they need the nets' data and zoo {zoo.root} holds imported nets "
+                     f"without a dataset (the weight-matching distances are measured)")
         elif hasattr(m, "distances"):  # chain-Gram distance
             for relation, pairs in (("same_task", same), ("different_task", diff)):
                 nets = list({(r["task"], r["seed"]): r for p in pairs for r in p}.values())
@@ -241,10 +262,10 @@ def run_compare(zoo_dir: str, cc: CompareConfig, pc, clc, co: ChainOptions, seed
     check_compare(cc)
     if eval_zoo_dir:
         check_same_net(zoo_dir, eval_zoo_dir)
-    measures = build_measures(cc)
-    result = run_htt(zoo_dir, replace(pc, measures=list(cc.measures)), clc, co, eval_zoo_dir, seed, logger, progress,
-                     measures=measures)
     zoo = Zoo(zoo_dir, pc.verify)
+    measures = runnable(build_measures(cc), [zoo] + ([Zoo(eval_zoo_dir, pc.verify)] if eval_zoo_dir else []))
+    result = run_htt(zoo_dir, replace(pc, measures=[m.name for m in measures]), clc, co, eval_zoo_dir, seed, logger,
+                     progress, measures=measures)
     pairs = pair_rows(zoo, measures, cc, co)
     result.update(pairs=pairs, summary=summarize(pairs), cka=None)
     for m in measures:
