@@ -345,16 +345,31 @@ def _run(cfg, logger, notes):
     htt_stage(cfg, logger, notes)
 
 
+def _import(cfg, logger, notes):
+    from weightsim.zoo.importer import import_nets
+
+    arch = {**container(cfg.arch), "name": HydraConfig.get().runtime.choices.get("arch")}
+    path = import_nets(cfg.folder, cfg.index, cfg.zoo_dir, arch, input_shape=cfg.input_shape,
+                       num_classes=cfg.num_classes)
+    print(f"zoo: {path}")
+
+
 _zoo_main = _app(_zoo, "zoo")
+_import_main = _app(_import, "import", "import")  # conf/import.yaml
 
 
 def zoo_main() -> None:
     """weightsim-zoo [overrides]: train the missing nets of a zoo; weightsim-zoo verify zoo_dir=DIR:
-    check every file of a zoo against its manifest (exit 1 on any problem)."""
+    check every file of a zoo against its manifest (exit 1 on any problem); weightsim-zoo import
+    folder=DIR arch=... zoo_dir=DIR: checkpoints trained elsewhere as a zoo (weightsim/zoo/importer.py)."""
     if len(sys.argv) > 1 and sys.argv[1] == "verify":
         from weightsim.zoo.verify import main as verify_main
 
         sys.exit(verify_main(sys.argv[2:]))
+    if len(sys.argv) > 1 and sys.argv[1] == "import":
+        del sys.argv[1]  # Hydra reads the overrides after it
+        _import_main()
+        return
     _zoo_main()
 
 

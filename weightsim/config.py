@@ -217,6 +217,11 @@ APPS = {
                 "chain-Gram distance, through the HTT protocols and pair by pair (docs/compare.md).",
                 ("compare", "protocol", "classifier", "chains", "logger", "launcher"),
                 "weightsim-compare zoo_dir=zoos/digits-mlp 'compare.measures=[cka,weight_matching]'"),
+    "import": ("nets trained elsewhere as an ordinary zoo: a folder of checkpoints (.safetensors, or .pt / .pth "
+               "state dicts), an index CSV (file,task,seed, role optional) and the architecture they were trained "
+               "as; keys are mapped by order and shape where names differ (docs/zoo.md).",
+               ("arch",),
+               "weightsim-zoo import folder=ckpts arch=mlp arch.hidden=16 arch.depth=3 zoo_dir=zoos/mine"),
     "recover": ("Expand-and-Cluster: recover a teacher net's hidden neurons from students trained on its outputs "
                 "(docs/recover.md).",
                 ("teacher",),
@@ -227,15 +232,16 @@ APPS = {
 def help_text(app: str) -> str:
     """The --help page of ``weightsim-<app>`` (a string.Template for Hydra: ``$`` written ``$$``)."""
     what, groups, example = APPS[app]
+    prog = "weightsim-zoo import" if app == "import" else f"weightsim-{app}"  # import: a subcommand of weightsim-zoo
     width = max(map(len, groups))
     rows = "\n".join(f"  {g:<{width}}  {', '.join(choices(g))}" for g in groups)
-    return (f"weightsim-{app}: {what}\n\n"
-            f"Usage: weightsim-{app} [group=choice ...] [key=value ...]   (-m: a multirun over comma lists)\n\n"
+    return (f"{prog}: {what}\n\n"
+            f"Usage: {prog} [group=choice ...] [key=value ...]   (-m: a multirun over comma lists)\n\n"
             f"Config groups it reads (group=choice):\n{rows}\n\n"
-            f"Every setting is key=value, as in the example below; weightsim-{app} --cfg job prints them all.\n\nExample:\n  {example}\n\n"
+            f"Every setting is key=value, as in the example below; {prog} --cfg job prints them all.\n\nExample:\n  {example}\n\n"
             f"Tab completion of groups and keys (bash; zsh and fish likewise):\n"
-            f"  eval \"$$(weightsim-{app} -sc install=bash)\"\n"
-            f"Hydra's own flags: weightsim-{app} --hydra-help")
+            f"  eval \"$$({prog} -sc install=bash)\"\n"
+            f"Hydra's own flags: {prog} --hydra-help")
 
 
 def register_help(app: str) -> str:

@@ -181,7 +181,7 @@ def arch_config(arch: str | dict, overrides: list[str] | tuple[str, ...] = ()) -
                                                                           for o in overrides]))
         return arch, OmegaConf.to_container(cfg, resolve=True)
     cfg = dict(arch)
-    return str(cfg.get("name") or str(cfg.get("_target_", "")).rsplit(".", 1)[-1]), cfg
+    return str(cfg.pop("name", None) or str(cfg.get("_target_", "")).rsplit(".", 1)[-1]), cfg
 
 
 def infer_shapes(state: dict[str, Tensor], input_shape, num_classes) -> tuple[list[int], int]:
