@@ -23,12 +23,13 @@ label-permutation null in the same fit.
 from __future__ import annotations
 
 import contextlib
-import warnings
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from weightsim.quiet import quiet_lightning
 
 
 def gram_reduction(gram: Tensor, rtol: float = 1e-6) -> tuple[Tensor, Tensor]:
@@ -139,12 +140,11 @@ def fit_reduced(reduced: Tensor, labels: Tensor, num_classes: int, n_null: int =
     g = torch.Generator().manual_seed(seed)
     ys = torch.stack([labels] + [labels[torch.randperm(len(labels), generator=g)] for _ in range(n_null)])
     model = WeightClassifier(reduced.shape[1], num_classes, 1 + n_null, l2, max_iter, tag, reduced.dtype)
-    trainer = L.Trainer(max_epochs=1, accelerator=accelerator, devices=1, logger=logger or False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        log_every_n_steps=1, num_sanity_val_steps=0)
     loader = torch.utils.data.DataLoader(_FullBatch(reduced.detach(), ys), batch_size=None)
-    with one_thread(), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    with one_thread(), quiet_lightning():  # no "GPU available", tips or "Trainer.fit stopped" per fit
+        trainer = L.Trainer(max_epochs=1, accelerator=accelerator, devices=1, logger=logger or False,
+                            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                            log_every_n_steps=1, num_sanity_val_steps=0)
         trainer.fit(model, loader)
     return model.eval().cpu()
 

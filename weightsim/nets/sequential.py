@@ -42,7 +42,7 @@ def sequential_spec(module: nn.Module, name: str = "") -> dict:
     for an ``nn.Sequential``, {"type": <layer>, "args": {...}} for a layer of ``LAYERS``. Anything else
     is a ConfigError naming the module."""
     kind = type(module)
-    if kind is nn.Sequential:
+    if isinstance(module, nn.Sequential) and kind.forward is nn.Sequential.forward:  # e.g. weightsim's MLP
         return {"type": "Sequential", "children": [[n, sequential_spec(c, f"{name}.{n}" if name else n)]
                                                    for n, c in module.named_children()]}
     if kind.__module__.startswith("torch.nn") and kind.__name__ in LAYERS:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import math
 import pickle
 import re
 from pathlib import Path
@@ -226,9 +225,8 @@ def import_nets(folder: str | Path, index: str | Path | None, zoo_dir: str | Pat
     name, cfg = template_arch(arch) if isinstance(arch, nn.Module) else arch_config(arch, overrides)
     shape, classes = infer_shapes(arch.state_dict() if isinstance(arch, nn.Module) else first, input_shape,
                                   num_classes)
-    template = build_net(cfg, shape, classes)
-    want = template.state_dict()
-    tensors, pairs = [], None
+    want = build_net(cfg, shape, classes).state_dict()
+    states, pairs = [], None
     for net in nets:
         state = first if net is nets[0] else read_checkpoint(net["path"])
         mapping = map_keys(want, state, str(net["path"]), net["path"].suffix == ".safetensors")
@@ -239,29 +237,39 @@ def import_nets(folder: str | Path, index: str | Path | None, zoo_dir: str | Pat
         elif mapping != pairs:
             raise ConfigError(f"checkpoint {net['path']} names its tensors unlike {nets[0]['path']}: one naming "
                               f"for all nets of a zoo")
-        tensors.append({k: state[src].to(want[k].dtype) for k, src in mapping.items()})
+        states.append({k: state[src].to(want[k].dtype) for k, src in mapping.items()})
         net["sha256"] = hashlib.sha256(net["path"].read_bytes()).hexdigest()
+    return write_zoo(zoo_dir, name, cfg, shape, classes, nets, states, log)
+
+
+def write_zoo(zoo_dir: str | Path, name: str, cfg: dict, input_shape: list[int], num_classes: int,
+              nets: list[dict], states: list[dict[str, Tensor]], log: Callable[[str], None] | None = print) -> Path:
+    """Write nets of the arch ``name`` (config ``cfg``) as a zoo of no dataset. nets: per net {"task",
+    "seed", "role", "task_name", "source"} (optionally "sha256" of the source file), sorted by (task,
+    seed); states: per net its tensors under the arch's names, shapes as the arch's."""
     identity = {"dataset": {"name": IMPORTED, "config": {}, "fingerprint": None},
-                "arch": {"name": name, "config": cfg}, "input_shape": shape, "num_classes": classes,
+                "arch": {"name": name, "config": cfg}, "input_shape": list(input_shape), "num_classes": num_classes,
                 "data_info": {}, "training": {IMPORTED: True},
                 "tasks": [{"id": t, "name": n, "role": r} for t, n, r in
                           dict.fromkeys((x["task"], x["task_name"], x["role"]) for x in nets)]}
-    identity["config_hash"] = hashlib.sha256(json.dumps([cfg, shape, classes], sort_keys=True).encode()).hexdigest()[:16]
+    identity["config_hash"] = hashlib.sha256(json.dumps([cfg, list(input_shape), num_classes],
+                                                        sort_keys=True).encode()).hexdigest()[:16]
     writer = ZooWriter(zoo_dir, identity)
-    per_net = sum(t.numel() * t.element_size() for t in want.values())
+    keys = list(states[0])
+    per_net = sum(t.numel() * t.element_size() for t in states[0].values())
     step = max(1, POPULATION_BYTES // max(1, per_net))
     added, diverged = 0, []
     for i in range(0, len(nets), step):
-        chunk, states = nets[i:i + step], tensors[i:i + step]
-        stacked = {k: torch.stack([s[k] for s in states]) for k in want}
+        chunk, part = nets[i:i + step], states[i:i + step]
+        stacked = {k: torch.stack([s[k] for s in part]) for k in keys}
         rows = []
-        for net, s in zip(chunk, states):
+        for net, s in zip(chunk, part):
             finite = all(bool(torch.isfinite(t).all()) for t in s.values() if t.is_floating_point())
             if not finite:
                 diverged.append(net["source"])
             rows.append({"task": net["task"], "seed": net["seed"], "role": net["role"], "classes": None,
                          "task_name": net["task_name"], "diverged": not finite, "train_acc": None,
-                         "test_acc": None, "source": net["source"], "source_sha256": net["sha256"],
+                         "test_acc": None, "source": net["source"], "source_sha256": net.get("sha256"),
                          "config_hash": identity["config_hash"]})
         (t0, s0), (t1, s1) = (chunk[0]["task"], chunk[0]["seed"]), (chunk[-1]["task"], chunk[-1]["seed"])
         added += writer.write(f"imported_t{t0:03d}s{s0:05d}-t{t1:03d}s{s1:05d}", stacked, rows)
@@ -270,7 +278,6 @@ def import_nets(folder: str | Path, index: str | Path | None, zoo_dir: str | Pat
         warn(f"{len(diverged)} imported net(s) have non-finite weights ({', '.join(diverged[:5])}): flagged diverged, "
              f"left out of HTT")
     if log:
-        n_tasks = len({n["task"] for n in nets})
-        log(f"import: {added} of {len(nets)} nets added to zoo {zoo_dir} ({n_tasks} tasks, arch '{name}', "
-            f"{math.prod(shape) if len(shape) == 1 else shape} inputs, {classes} classes)")
+        log(f"import: {added} of {len(nets)} nets added to zoo {zoo_dir} ({len({n['task'] for n in nets})} tasks, "
+            f"arch '{name}', input shape {list(input_shape)}, {num_classes} classes)")
     return Path(zoo_dir)
