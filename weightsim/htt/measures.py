@@ -111,6 +111,33 @@ class RawLayers(Measure):
         return {"features": "layer l's weight(s) flattened"}
 
 
+class GivenFeatures(Measure):
+    """Features given per chain instead of nets (``weightsim.htt.test(features, tasks)``): the zoo's
+    "nets" are ``weightsim.nets.features.Features`` holders, chain c's features their ``chain<c>``."""
+
+    name = "features"
+
+    def dims(self, zoo: Zoo) -> list[int]:
+        from weightsim.nets.features import Features
+
+        if not isinstance(zoo.template, Features):
+            raise ConfigError(f"measure 'features' reads features given to weightsim.htt.test; zoo {zoo.root} holds "
+                              f"nets (arch '{zoo.head['arch'].get('name')}'): use chain_gram or raw")
+        return zoo.template.dims
+
+    def chain_keys(self, zoo: Zoo, opts: ChainOptions) -> list[tuple]:
+        return [((f"chain{c}", d), d) for c, d in enumerate(self.dims(zoo), 1)]
+
+    def features(self, zoo: Zoo, rows: list[dict], opts: ChainOptions) -> list[Tensor]:
+        return self.features_from(zoo, rows, zoo.stacked(rows), opts)
+
+    def features_from(self, zoo: Zoo, rows: list[dict], stacked: dict[str, Tensor], opts: ChainOptions) -> list[Tensor]:
+        return [stacked[f"chain{c}"] for c in range(1, len(self.dims(zoo)) + 1)]
+
+    def describe(self, zoo: Zoo, opts: ChainOptions) -> dict:
+        return {"features": "given per chain (weightsim.htt.test on features)", "dims": self.dims(zoo)}
+
+
 class DistanceMeasure(Measure):
     """A measure that gives net x net distances per chain instead of features (activation CKA,
     subspace match, aligned weight distance). HTT tests it without a weight classifier: k-nearest-
@@ -127,7 +154,7 @@ class DistanceMeasure(Measure):
         the nets rows_b of zoo_b."""
 
 
-MEASURES: dict[str, Measure] = {m.name: m for m in (ChainGram(), RawLayers())}
+MEASURES: dict[str, Measure] = {m.name: m for m in (ChainGram(), RawLayers(), GivenFeatures())}
 
 
 def get_measure(name: str) -> Measure:

@@ -202,6 +202,29 @@ def retrieval_nets(unseen: list[dict], pc: ProtocolConfig) -> list[dict]:
     return unseen
 
 
+MIN_CLASSIFIER_TRAIN = 3  # training nets per task below which the standardized classifier is unreliable
+
+
+def warn_small_split(study: Study, pc: ProtocolConfig, measures: list[Measure]) -> None:
+    """Classification with too few nets per task: the standardized weight classifier (mean and sd per
+    feature from the training nets) with under ``MIN_CLASSIFIER_TRAIN`` per task, and an effect size
+    that one test net per task leaves undefined."""
+    if "classification" not in pc.protocols:
+        return
+    fitted = [m.name for m in measures if not isinstance(m, DistanceMeasure)]
+    if fitted and study.n_train < MIN_CLASSIFIER_TRAIN:
+        warn(f"only {study.n_train} training net(s) per task for the standardized weight classifier "
+             f"({', '.join(fitted)}): it standardizes each feature over {study.n_train * len(study.tasks)} nets and "
+             f"can reject a chain that nearest-neighbour separates; give it at least {MIN_CLASSIFIER_TRAIN} per task "
+             f"(more seeds per task, or protocol.train_seeds / protocol.train_fraction), or test the chains by k-NN "
+             f"(protocol.measures=[chain_gram_distance])")
+    n_test = min(sum(r["task"] == t for r in study.seen_b) for t in study.tasks) - study.n_train
+    if n_test == 1:
+        warn("one test net per task: classification's effect size (distances between test nets of one task) is "
+             "undefined and left blank; leave at least 2 test nets per task (lower protocol.train_seeds / "
+             "protocol.train_fraction, or more seeds per task)")
+
+
 # -- one split of the nets -----------------------------------------------------------------------
 @dataclass
 class Split:
@@ -470,6 +493,7 @@ def run_htt(zoo_dir: str, pc: ProtocolConfig, cc: ClassifierConfig, co: ChainOpt
                           "warning); add classification to protocol.protocols")
     if "classification" in pc.protocols:
         check_power(len(study.tasks), study.n_train, pc.n_permutations, pc.alpha)
+    warn_small_split(study, pc, measures)
     splits = [make_split(study, pc, r, seed) for r in range(pc.repeats)]
     plan = [(m, *measure_chains(study, m, pc, co)) for m in measures]
     bar = tqdm(desc="htt", unit="fit", total=len(splits) * sum(len(chains) for _, chains, _ in plan),
