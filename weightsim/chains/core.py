@@ -194,6 +194,10 @@ def _is_gru(m: nn.Module) -> bool:
 
 def chain_layers(model: nn.Module) -> list[ChainLayer]:
     """The chain's weight layers in forward order, with the BatchNorms around them."""
+    if not isinstance(model, nn.Module):
+        what = "a state dict" if isinstance(model, dict) else f"a {type(model).__name__}"
+        raise ChainError(f"the chain functions take a model, got {what}: pass an nn.Module holding the weights "
+                         f"(net.load_state_dict(state), then chain_features(net))")
     walk = _Walk()
     _visit("", model, walk)
     if not walk.layers:
