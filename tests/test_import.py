@@ -18,7 +18,7 @@ from tests.conftest import run_cli
 from weightsim.chains import chain_features
 from weightsim.errors import ChainError, ConfigError, ZooError
 from weightsim.zoo import Zoo
-from weightsim.zoo.importer import import_nets
+from weightsim.zoo import import_nets
 from weightsim.zoo.verify import verify_zoo
 
 PAIRS = [(0, 1), (2, 3), (4, 5), (6, 7), (8, 9)]  # a task: tell these two digits apart
