@@ -106,10 +106,25 @@ def test_the_cli_records_htt_warnings_in_run_json_and_report(zoo, tmp_path):
 
 
 def test_one_test_net_per_task_leaves_the_effect_size_undefined_not_a_crash(zoo):
-    with pytest.warns(WeightsimWarning, match="retrieval skipped"):
+    with pytest.warns(WeightsimWarning, match="retrieval skipped") as record:
         res = htt(zoo, train_seeds=4, measures=["raw"], protocols=["classification"], chains=[1])
     row, overall = res["rows"]
     assert row["n"] == 3 and row["effect_size"] is None and overall["effect_size"] is None
+    assert any(str(w.message).startswith("one test net per task: classification's effect size") for w in record)
+
+
+def test_too_few_training_nets_for_the_classifier_are_named(zoo):
+    with pytest.warns(WeightsimWarning) as record:
+        htt(zoo, train_seeds=2, measures=["raw"], protocols=["classification"], chains=[1])
+    said = [str(w.message) for w in record if "training net(s) per task" in str(w.message)]
+    assert len(said) == 1 and said[0].startswith("only 2 training net(s) per task for the standardized weight "
+                                                 "classifier (raw)"), said
+    assert "protocol.train_seeds" in said[0] and "protocol.measures=[chain_gram_distance]" in said[0]
+    import warnings
+    with warnings.catch_warnings(record=True) as quiet:  # k-NN on distances fits no classifier: no warning
+        warnings.simplefilter("always", WeightsimWarning)
+        htt(zoo, train_seeds=2, measures=["chain_gram_distance"], protocols=["classification"], chains=[1])
+    assert not any("training net(s) per task" in str(w.message) for w in quiet)
 
 
 def test_diverged_unseen_nets_left_out_of_retrieval_are_named(zoo, tmp_path):

@@ -166,7 +166,8 @@ def test_one_call_on_features_warns_about_few_training_nets(capfd):
     centers = torch.randn(4, 12, generator=g) * 3
     feats = centers[tasks] + torch.randn(len(tasks), 12, generator=g)
     with pytest.warns(UserWarning, match="only 2 training net"):
-        result = htt.test(feats, tasks, protocol={"train_seeds": 2, "n_permutations": 9, "repeats": 1})
+        result = htt.test(feats, tasks, protocol={"train_seeds": 2, "n_permutations": 9, "repeats": 1,
+                                                  "protocols": ["classification"]})
     assert any("only 2 training net" in w for w in result["meta"]["warnings"])
     assert {(r["measure"], r["chain"]) for r in result["rows"]} == {("features", 1), ("features", "all")}
     assert "GPU available" not in "".join(capfd.readouterr())
