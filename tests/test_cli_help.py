@@ -8,7 +8,7 @@ import string
 import pytest
 
 from tests.conftest import run_cli
-from weightsim.config import APPS, choices, help_text
+from weightsim.config import APPS, choices, help_text, program
 
 
 @pytest.mark.parametrize("app", sorted(APPS))
@@ -17,14 +17,14 @@ def test_help_page_names_the_apps_groups_and_an_example(app):
     # Hydra fills the page as a string.Template: it must substitute cleanly ($$ -> $)
     page = string.Template(help_text(app)).substitute(FLAGS_HELP="", HYDRA_CONFIG_GROUPS="", APP_CONFIG_GROUPS="",
                                                       CONFIG="")
-    assert page.startswith(f"weightsim-{app}: ")
+    assert page.startswith(f"{program(app)}: ")
     listed = [line.split()[0] for line in page.split("(group=choice):\n")[1].split("\n\n")[0].splitlines()]
     assert listed == list(groups)
     for g in groups:
         assert f"  {', '.join(choices(g))}" in page
     assert "_paper" not in page and "powered by Hydra" not in page
     assert f"Example:\n  {example}\n" in page
-    assert f'eval "$(weightsim-{app} -sc install=bash)"' in page
+    assert f'eval "$({program(app)} -sc install=bash)"' in page
 
 
 def test_run_help_is_the_apps_page():
@@ -34,6 +34,12 @@ def test_run_help_is_the_apps_page():
     groups = [line.split()[0] for line in res.stdout.split("(group=choice):\n")[1].split("\n\n")[0].splitlines()]
     assert groups == list(APPS["run"][1])  # no teacher, size or compare: weightsim-run does not read them
     assert "weightsim-run zoo.seeds=50" in res.stdout
+
+
+def test_zoo_import_help_is_its_page():
+    res = run_cli("zoo", "import", "--help")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.startswith("weightsim-zoo import: nets trained elsewhere as an ordinary zoo"), res.stdout[:500]
 
 
 def test_zoo_verify_help_prints_usage():

@@ -160,6 +160,30 @@ def test_import_with_a_template_module(trained, tmp_path):
     assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-6) for a, b in zip(got, chain_features(nets[0])))
 
 
+def test_safetensors_checkpoints_map_in_layer_order(tmp_path):
+    """safetensors stores names sorted ("10.weight" before "2.weight"): modules are put back in
+    natural order before they are mapped onto the arch's."""
+    from safetensors.torch import save_file
+
+    deep = [nn.Linear(64, 8)] + [m for _ in range(5) for m in (nn.ReLU(), nn.Linear(8, 8))] + [nn.ReLU(), nn.Linear(8, 2)]
+    lines = ["file,task,seed"]
+    nets = []
+    for t in range(2):
+        torch.manual_seed(t)
+        nets.append(nn.Sequential(*[m if not isinstance(m, nn.Linear) else nn.Linear(m.in_features, m.out_features)
+                                    for m in deep]))
+        save_file({k: v.contiguous() for k, v in nets[-1].state_dict().items()}, tmp_path / f"n{t}.safetensors")
+        lines.append(f"n{t}.safetensors,{t},0")
+    (tmp_path / "index.csv").write_text("\n".join(lines) + "\n")
+    said = []
+    zoo = Zoo(import_nets(tmp_path, None, tmp_path / "z", arch="mlp", overrides=["hidden=8", "depth=7"],
+                          log=said.append))
+    assert "0 -> 1, 2 -> 3, 4 -> 5, 6 -> 7, 8 -> 9, 10 -> 11, 12 -> 13" in said[0]
+    x = torch.randn(3, 64)
+    with torch.no_grad():
+        assert torch.allclose(zoo.net(zoo.rows[1])(x), nets[1](x), atol=1e-6)
+
+
 def test_one_call_on_features_warns_about_few_training_nets(capfd):
     g = torch.Generator().manual_seed(0)
     tasks = [t for t in range(4) for _ in range(4)]

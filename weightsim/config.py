@@ -229,10 +229,15 @@ APPS = {
 }
 
 
+def program(app: str) -> str:
+    """The command of app ``app``: ``weightsim-<app>``, but ``weightsim-zoo import`` for import."""
+    return "weightsim-zoo import" if app == "import" else f"weightsim-{app}"
+
+
 def help_text(app: str) -> str:
     """The --help page of ``weightsim-<app>`` (a string.Template for Hydra: ``$`` written ``$$``)."""
     what, groups, example = APPS[app]
-    prog = "weightsim-zoo import" if app == "import" else f"weightsim-{app}"  # import: a subcommand of weightsim-zoo
+    prog = program(app)
     width = max(map(len, groups))
     rows = "\n".join(f"  {g:<{width}}  {', '.join(choices(g))}" for g in groups)
     return (f"{prog}: {what}\n\n"

@@ -91,13 +91,15 @@ def read_index(index: str | Path, folder: str | Path) -> list[dict]:
 
 # -- one checkpoint -------------------------------------------------------------------------------
 def read_checkpoint(path: Path) -> dict[str, Tensor]:
-    """A checkpoint's tensors, name -> tensor, in the file's order: safetensors, or a torch.save state
-    dict (also inside a dict under "state_dict", as Lightning saves it) read with weights_only=True."""
+    """A checkpoint's tensors, name -> tensor, in layer order: a safetensors file's in natural order of
+    their names ("2.weight" before "10.weight"), a torch.save state dict's (also one inside a dict
+    under "state_dict", as Lightning saves it; read with weights_only=True) in the dict's order."""
     data = path.read_bytes()
     if path.suffix == ".safetensors":
         check_safetensors_bytes(data, path)
         try:
-            return st_load(data)
+            tensors = st_load(data)
+            return {k: tensors[k] for k in sorted(tensors, key=_natural)}  # the file's order is by dtype and name
         except (SafetensorError, ValueError) as e:
             raise ZooError(f"checkpoint {path} is corrupt ({e})") from None
     try:
@@ -130,15 +132,14 @@ def _modules(keys: list[str]) -> dict[str, list[str]]:
     return out
 
 
-def map_keys(want: dict[str, Tensor], have: dict[str, Tensor], source: str, sort: bool) -> dict[str, str]:
+def map_keys(want: dict[str, Tensor], have: dict[str, Tensor], source: str) -> dict[str, str]:
     """The architecture's key -> the checkpoint's key: the same names where they agree, else module by
-    module in order (``sort``: natural order of the checkpoint's names, for safetensors files, which
-    store them sorted), each pair of modules with the same tensor names and shapes. ConfigError
-    naming the first module that does not map."""
+    module in order, each pair of modules with the same tensor names and shapes. ConfigError naming
+    the first module that does not map."""
     if set(want) == set(have):
         pairs = {k: k for k in want}
     else:
-        mine, theirs = _modules(list(want)), _modules(sorted(have, key=_natural) if sort else list(have))
+        mine, theirs = _modules(list(want)), _modules(list(have))
         if len(mine) != len(theirs):
             raise ConfigError(f"checkpoint {source} has {len(theirs)} modules with tensors ({', '.join(theirs)}), "
                               f"the architecture {len(mine)} ({', '.join(mine)}): cannot map them; pass the arch "
@@ -229,7 +230,7 @@ def import_nets(folder: str | Path, index: str | Path | None, zoo_dir: str | Pat
     states, pairs = [], None
     for net in nets:
         state = first if net is nets[0] else read_checkpoint(net["path"])
-        mapping = map_keys(want, state, str(net["path"]), net["path"].suffix == ".safetensors")
+        mapping = map_keys(want, state, str(net["path"]))
         if pairs is None:
             pairs = mapping
             if log and describe_mapping(mapping):
