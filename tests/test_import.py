@@ -200,5 +200,12 @@ def test_one_call_on_features_warns_about_few_training_nets(capfd):
 def test_one_call_errors_name_the_fix():
     with pytest.raises(ConfigError, match="one task label per net"):
         htt.test(torch.zeros(5, 3), [0, 1])
+    class Custom(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 2)
+
+    with pytest.raises(ConfigError, match=r"template module '<root>' \(Custom\).*pass its features"):
+        htt.test([Custom(), Custom()], [0, 1])
     with pytest.raises(ChainError, match="pass an nn.Module"):
         chain_features(plain_mlp().state_dict())

@@ -85,7 +85,11 @@ def _write(items, nets: list[dict], root: str) -> list[str] | None:
     if not modules or not all(isinstance(m, nn.Module) for m in modules):
         raise ConfigError("weightsim.htt.test takes a list of nn.Modules (one architecture) or features: an (N, D) "
                           "tensor or a list of (N, D_c) tensors, one per chain")
-    name, cfg = template_arch(modules[0])
+    try:
+        name, cfg = template_arch(modules[0])
+    except ConfigError as e:
+        raise ConfigError(f"{e.args[0].split(': for another net')[0]}: for another net pass its features, e.g. "
+                          f"per chain c torch.stack([chain_features(net)[c] for net in nets])") from None
     state0 = modules[0].state_dict()
     shape, classes = infer_shapes(state0, getattr(modules[0], "input_shape", None), None)
     want = build_net(cfg, shape, classes).state_dict()
