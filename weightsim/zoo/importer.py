@@ -111,8 +111,6 @@ def read_checkpoint(path: Path) -> dict[str, Tensor]:
                        f"state dict instead (torch.save(net.state_dict(), path)) or a .safetensors file") from None
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
-    if isinstance(obj, nn.Module):
-        obj = obj.state_dict()
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, Tensor) for v in obj.values()):
         raise ZooError(f"checkpoint {path} holds a {type(obj).__name__}, not a state dict of tensors: save "
                        f"torch.save(net.state_dict(), path)")
