@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from weightsim.errors import ConfigError, ZooError, warn
 from weightsim.nets.build import build_net
 from weightsim.nets.sequential import sequential_spec
+from weightsim.paths import CONF
 from weightsim.zoo.store import IMPORTED, ZooWriter, check_safetensors_bytes
 
 ROLES = ("train", "unseen")
@@ -169,12 +170,11 @@ def describe_mapping(pairs: dict[str, str]) -> str:
 def arch_config(arch: str | dict, overrides: list[str] | tuple[str, ...] = ()) -> tuple[str, dict]:
     """(name, config) of an arch choice (conf/arch/<name>.yaml) with ``overrides`` ("hidden=32"), or of
     a config dict with a ``_target_`` (name: its ``name`` entry, else the builder's)."""
-    from weightsim.config import CONF, choices
-
     if isinstance(arch, str):
         path = CONF / "arch" / f"{arch}.yaml"
         if not path.is_file():
-            raise ConfigError(f"unknown arch '{arch}': choose from {', '.join(choices('arch'))}")
+            names = sorted(p.stem for p in (CONF / "arch").glob("*.yaml") if not p.stem.startswith("_"))
+            raise ConfigError(f"unknown arch '{arch}': choose from {', '.join(names)}")
         cfg = OmegaConf.merge(OmegaConf.load(path), OmegaConf.from_dotlist([o.removeprefix("arch.")
                                                                           for o in overrides]))
         return arch, OmegaConf.to_container(cfg, resolve=True)
