@@ -55,3 +55,23 @@ def check_perfect_scores(rows: list[dict], alpha: float, n_permutations: int) ->
          f"heads score 100 % too, because with so few tasks and test nets a labeling close to the true one still "
          f"separates them; a perfect score is the best there is, so raise {MORE_TASKS} or zoo.seeds (more test "
          f"nets per task) for evidence at alpha")
+
+
+MIN_CLASSIFIER_TRAIN = 3  # training nets per task below which the standardized classifier is unreliable
+
+
+def check_small_split(n_train: int, n_test: int, tasks: int, fitted: list[str]) -> None:
+    """Before any fit: classification with too few nets per task. The standardized weight classifier
+    of the measures ``fitted`` (mean and sd per feature from the ``n_train`` x ``tasks`` training
+    nets) with under ``MIN_CLASSIFIER_TRAIN`` per task; an effect size that ``n_test`` = 1 test net
+    per task leaves undefined."""
+    if fitted and n_train < MIN_CLASSIFIER_TRAIN:
+        warn(f"only {n_train} training net(s) per task for the standardized weight classifier ({', '.join(fitted)}): "
+             f"it standardizes each feature over {n_train * tasks} nets and can reject a chain that nearest-neighbour "
+             f"separates; give it at least {MIN_CLASSIFIER_TRAIN} per task (more seeds per task, or "
+             f"protocol.train_seeds / protocol.train_fraction), or test the chains by k-NN "
+             f"(protocol.measures=[chain_gram_distance])")
+    if n_test == 1:
+        warn("one test net per task: classification's effect size (distances between test nets of one task) is "
+             "undefined and left blank; leave at least 2 test nets per task (lower protocol.train_seeds / "
+             "protocol.train_fraction, or more seeds per task)")

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from weightsim.chains import ChainOptions
 from weightsim.errors import ChainError, ConfigError, ZooError, warn
 from weightsim.htt.classifier import fit_reduced, gram_reduction, one_thread
-from weightsim.htt.evidence import check_perfect_scores, check_power
+from weightsim.htt.evidence import check_perfect_scores, check_power, check_small_split
 from weightsim.htt.gram import block_size, blocks_of, split_grams
 from weightsim.htt.measures import DistanceMeasure, Measure, get_measure
 from weightsim.htt.protocols import (METRICS, accuracy, cmc_curve, decide, distances, effect_size, knn_classify,
@@ -200,29 +200,6 @@ def retrieval_nets(unseen: list[dict], pc: ProtocolConfig) -> list[dict]:
              f"least 2 (with one, every gallery net matches); raise dataset.unseen_tasks and train the zoo again")
         return []
     return unseen
-
-
-MIN_CLASSIFIER_TRAIN = 3  # training nets per task below which the standardized classifier is unreliable
-
-
-def warn_small_split(study: Study, pc: ProtocolConfig, measures: list[Measure]) -> None:
-    """Classification with too few nets per task: the standardized weight classifier (mean and sd per
-    feature from the training nets) with under ``MIN_CLASSIFIER_TRAIN`` per task, and an effect size
-    that one test net per task leaves undefined."""
-    if "classification" not in pc.protocols:
-        return
-    fitted = [m.name for m in measures if not isinstance(m, DistanceMeasure)]
-    if fitted and study.n_train < MIN_CLASSIFIER_TRAIN:
-        warn(f"only {study.n_train} training net(s) per task for the standardized weight classifier "
-             f"({', '.join(fitted)}): it standardizes each feature over {study.n_train * len(study.tasks)} nets and "
-             f"can reject a chain that nearest-neighbour separates; give it at least {MIN_CLASSIFIER_TRAIN} per task "
-             f"(more seeds per task, or protocol.train_seeds / protocol.train_fraction), or test the chains by k-NN "
-             f"(protocol.measures=[chain_gram_distance])")
-    n_test = min(sum(r["task"] == t for r in study.seen_b) for t in study.tasks) - study.n_train
-    if n_test == 1:
-        warn("one test net per task: classification's effect size (distances between test nets of one task) is "
-             "undefined and left blank; leave at least 2 test nets per task (lower protocol.train_seeds / "
-             "protocol.train_fraction, or more seeds per task)")
 
 
 # -- one split of the nets -----------------------------------------------------------------------
@@ -493,7 +470,9 @@ def run_htt(zoo_dir: str, pc: ProtocolConfig, cc: ClassifierConfig, co: ChainOpt
                           "warning); add classification to protocol.protocols")
     if "classification" in pc.protocols:
         check_power(len(study.tasks), study.n_train, pc.n_permutations, pc.alpha)
-    warn_small_split(study, pc, measures)
+        n_test = min(sum(r["task"] == t for r in study.seen_b) for t in study.tasks) - study.n_train
+        check_small_split(study.n_train, n_test, len(study.tasks),
+                          [m.name for m in measures if not isinstance(m, DistanceMeasure)])
     splits = [make_split(study, pc, r, seed) for r in range(pc.repeats)]
     plan = [(m, *measure_chains(study, m, pc, co)) for m in measures]
     bar = tqdm(desc="htt", unit="fit", total=len(splits) * sum(len(chains) for _, chains, _ in plan),
