@@ -113,6 +113,7 @@ def test_one_call_and_weightsim_htt_give_the_same_rows(trained, imported, tmp_pa
                 "progress=false", "logger=none", f"hydra.run.dir={tmp_path}")
     assert r.returncode == 0, r.stderr[-2000:]
     cli = json.loads((tmp_path / "report.json").read_text())  # the rows, as report.csv
+    assert result["meta"]["warnings"] == json.loads((tmp_path / "run.json").read_text())["warnings"]
     assert len(cli) == len(rows)
     for a, b in zip(rows, cli):
         assert (a["protocol"], a["measure"], a["chain"], a["decision"], a["decision_bound"], a["n"]) == \
