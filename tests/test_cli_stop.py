@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 from tests.conftest import ROOT, TINY
 from weightsim.sweep import read_jobs
@@ -20,27 +21,32 @@ LINE = ("stopped by SIGTERM before it finished: rerun the same command to resume
 LONG = ("zoo.seeds=30", "zoo.epochs=200", "progress=false", "logger=none")  # minutes of training: stopped long before
 
 
-def stop_while_training(tmp_path: Path, zoo_json: Path, *args: str) -> tuple[int, str]:
-    """Start weightsim-run with ``args``, wait until its zoo exists (the data is loaded and training
-    starts), send SIGTERM; returns (exit status, stderr)."""
+def stop_when(tmp_path: Path, ready: Callable[[], bool], *args: str) -> tuple[int, str]:
+    """Start weightsim-run with ``args`` (stdout to tmp_path/out.txt), wait until ``ready()`` (then 2 s
+    more, well into the stage it waits for), send SIGTERM; returns (exit status, stderr)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "0"}
     with open(tmp_path / "out.txt", "w") as out, open(tmp_path / "err.txt", "w") as err:
         proc = subprocess.Popen([sys.executable, "-c", "from weightsim.cli import run_main; run_main()", *args],
                                 cwd=ROOT, env=env, stdout=out, stderr=err)
         try:
             deadline = time.monotonic() + 600
-            while not zoo_json.exists():
+            while not ready():
                 assert proc.poll() is None, (tmp_path / "err.txt").read_text()[-2000:]
-                assert time.monotonic() < deadline, "the run never started its zoo"
+                assert time.monotonic() < deadline, "the run never reached the stage it was to be stopped in"
                 time.sleep(0.5)
-            time.sleep(2)  # into the first population's steps
-            assert proc.poll() is None, "the run finished before it was stopped: make LONG longer"
+            time.sleep(2)
+            assert proc.poll() is None, "the run finished before it was stopped: make it longer"
             proc.send_signal(signal.SIGTERM)
             rc = proc.wait(timeout=300)
         finally:
             if proc.poll() is None:
                 proc.kill()
     return rc, (tmp_path / "err.txt").read_text()
+
+
+def stop_while_training(tmp_path: Path, zoo_json: Path, *args: str) -> tuple[int, str]:
+    """SIGTERM once the run's zoo exists (the data is loaded and training starts)."""
+    return stop_when(tmp_path, zoo_json.exists, *args)
 
 
 def error_lines(stderr: str) -> list[str]:
@@ -73,26 +79,9 @@ def test_sigterm_during_the_sweeps_htt_is_a_failure(tmp_path):
     sweep = tmp_path / "sweep"
     quick_zoo = tuple(o for o in TINY if not o.startswith("protocol.n_permutations"))
     slow_htt = ("sweep.htt=true", "protocol.repeats=200", "protocol.n_permutations=99")  # minutes of fits
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "0"}
-    out_txt, err_txt = tmp_path / "out.txt", tmp_path / "err.txt"
-    with open(out_txt, "w") as out, open(err_txt, "w") as err:
-        proc = subprocess.Popen([sys.executable, "-c", "from weightsim.cli import run_main; run_main()", "-m",
-                                 *quick_zoo, *slow_htt, f"hydra.sweep.dir={sweep}"],
-                                cwd=ROOT, env=env, stdout=out, stderr=err)
-        try:
-            deadline = time.monotonic() + 600
-            while "\nhtt " not in out_txt.read_text():  # the jobs are done, the sweep's HTT has begun
-                assert proc.poll() is None, err_txt.read_text()[-2000:]
-                assert time.monotonic() < deadline, "the sweep never reached its HTT"
-                time.sleep(0.5)
-            time.sleep(2)
-            assert proc.poll() is None, "the HTT finished before it was stopped: make slow_htt slower"
-            proc.send_signal(signal.SIGTERM)
-            rc = proc.wait(timeout=300)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-    stderr = err_txt.read_text()
+    out_txt = tmp_path / "out.txt"  # "htt <zoo>": the jobs are done, the sweep's HTT has begun
+    rc, stderr = stop_when(tmp_path, lambda: "\nhtt " in out_txt.read_text(), "-m", *quick_zoo, *slow_htt,
+                           f"hydra.sweep.dir={sweep}")
     assert rc == 128 + signal.SIGTERM, (rc, stderr[-2000:])
     assert error_lines(stderr) == [f"error: sweep {sweep}: {LINE}"], stderr[-2000:]
     assert not list(sweep.rglob("report.json"))
