@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from weightsim.data.shapes import shape_of
 from weightsim.data.tasks import TaskSet
 from weightsim.errors import ConfigError
-from weightsim.zoo.heap import reuse_freed_memory
+from weightsim.zoo.heap import freed_memory_reused
 from weightsim.zoo.memory import PopulationMemory, measure_population
 from weightsim.zoo.many import VECTORIZE
 from weightsim.zoo.population import PopulationModule, population_module, steps_for
@@ -294,8 +294,14 @@ def generate_zoo(build: Callable[[], nn.Module], taskset: TaskSet, zc: ZooConfig
     """
     if zc.threads is not None:
         torch.set_num_threads(zc.threads)
-    if zc.reuse_freed_memory:
-        reuse_freed_memory()
+    with freed_memory_reused(zc.reuse_freed_memory):  # given back to the OS after training (zoo/heap.py)
+        _train_missing(build, taskset, zc, zoo_dir, identity, logger, progress)
+    return Path(zoo_dir)
+
+
+def _train_missing(build: Callable[[], nn.Module], taskset: TaskSet, zc: ZooConfig, zoo_dir: str | Path,
+                   identity: dict, logger, progress: bool) -> None:
+    """The nets of this seed block that ``zoo_dir`` lacks, trained population by population."""
     writer = ZooWriter(zoo_dir, {**identity, "training": zc.training()})
     block = {(t.id, s) for t in taskset.tasks for s in range(zc.seed_offset, zc.seed_offset + zc.seeds)}
     done = writer.done_nets() & block
@@ -318,7 +324,6 @@ def generate_zoo(build: Callable[[], nn.Module], taskset: TaskSet, zc: ZooConfig
         bar.set_postfix(test_acc=f"{sum(r['test_acc'] for r in rows) / len(rows):.3f}")
     bar.close()
     writer.write_manifest_csv()
-    return Path(zoo_dir)
 
 
 def builder(arch, input_shape: tuple[int, ...], num_classes: int) -> Callable[[], nn.Module]:
