@@ -41,8 +41,11 @@ from weightsim.errors import ChainError
 from weightsim.htt.classifier import one_thread
 from weightsim.htt.gram import block_size, standardizer
 from weightsim.htt.measures import Measure, get_measure
-from weightsim.htt.run import (ClassifierConfig, ProtocolConfig, evaluate_chain, make_split, measure_chains,
-                               measure_rows, open_study, run_htt)
+from weightsim.htt.evaluate import evaluate_chain
+from weightsim.htt.rows import measure_rows
+from weightsim.htt.run import measure_chains, run_htt
+from weightsim.htt.settings import ClassifierConfig, ProtocolConfig
+from weightsim.htt.study import make_split, open_study
 from weightsim.nets.build import build_net
 from weightsim.zoo.generate import ZooConfig, generate_zoo
 

@@ -10,7 +10,8 @@ import torch
 from weightsim.data.digits import digits
 from weightsim.htt.classifier import fit_classifier, fit_reduced, gram_reduction, standardization
 from weightsim.htt.gram import blocks_of, split_grams
-from weightsim.htt.run import ClassifierConfig, ProtocolConfig, run_htt
+from weightsim.htt.run import run_htt
+from weightsim.htt.settings import ClassifierConfig, ProtocolConfig
 from weightsim.chains import ChainOptions
 from weightsim.nets.mlp import MLP
 from weightsim.zoo.generate import ZooConfig, generate_zoo

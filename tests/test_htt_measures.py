@@ -12,7 +12,8 @@ from weightsim.chains.core import chain_layers
 from weightsim.htt.measures import MEASURES, DistanceMeasure, Measure
 from weightsim.htt.protocols import cmc_curve, knn_classify
 from weightsim.zoo.view import Zoo
-from weightsim.htt.run import ClassifierConfig, ProtocolConfig, run_htt
+from weightsim.htt.run import run_htt
+from weightsim.htt.settings import ClassifierConfig, ProtocolConfig
 
 
 class SortedRowNorms(Measure):
