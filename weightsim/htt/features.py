@@ -8,10 +8,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from weightsim.chains import ChainOptions
 from weightsim.htt.gram import block_size, blocks_of, split_grams
-from weightsim.htt.measures import Measure
 from weightsim.htt.study import Split, Study
+from weightsim.measures import Measure
 
 
 @dataclass
@@ -23,7 +22,7 @@ class FeatureSet:
     dims: list[int]  # feature size per chain
 
 
-def feature_grams(study: Study, splits: list[Split], sets: list[FeatureSet], co: ChainOptions, budget_gb: float,
+def feature_grams(study: Study, splits: list[Split], sets: list[FeatureSet], budget_gb: float,
                   device: torch.device, progress=None) -> list[list[list[tuple[Tensor, Tensor, Tensor]]]]:
     """[set][chain][split] -> (g_train (N, N), g_test (M, N), g_unseen (U, N)): the Grams of the split's
     standardized features, rows in the split's order (htt/gram.py). Every net is read once for all
@@ -42,7 +41,7 @@ def feature_grams(study: Study, splits: list[Split], sets: list[FeatureSet], co:
         stacked = {k: v.to(device) for k, v in zoo.stacked(rows).items()}
         out = []
         for fs in sets:
-            feats = fs.measure.features_from(zoo, rows, stacked, co)
+            feats = fs.measure.features_from(zoo, rows, stacked)
             out += [feats[c - 1].float() for c in fs.chains]
         return out
 

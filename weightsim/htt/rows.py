@@ -6,10 +6,10 @@ from __future__ import annotations
 import math
 
 from weightsim.htt.evaluate import Outcome
-from weightsim.htt.measures import Measure
 from weightsim.htt.settings import PROTOCOLS, ProtocolConfig
 from weightsim.htt.protocols import decide
 from weightsim.htt.stats import error_upper_bound, mean_sd, permutation_p_value
+from weightsim.measures import Measure
 
 
 def chain_row(protocol: str, measure: str, chain: int | str, dim: int | None, runs: list[Outcome],

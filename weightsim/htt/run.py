@@ -20,24 +20,26 @@ from weightsim.htt.classifier import one_thread
 from weightsim.htt.evaluate import Outcome, evaluate_chain, evaluate_distances
 from weightsim.htt.evidence import check_perfect_scores, check_power, check_small_split
 from weightsim.htt.features import FeatureSet, feature_grams
-from weightsim.htt.measures import DistanceMeasure, Measure
 from weightsim.htt.settings import ClassifierConfig, ProtocolConfig, check_protocol, htt_device
 from weightsim.htt.rows import measure_rows
 from weightsim.htt.study import Split, Study, make_split, open_study, retrieval_chance
+from weightsim.measures import DistanceMeasure, Measure, MeasureContext, make_measures
 
 
 def run_htt(zoo_dir: str, pc: ProtocolConfig, cc: ClassifierConfig, co: ChainOptions,
             eval_zoo_dir: str | None = None, seed: int = 0, logger=None, progress: bool = True,
-            measures: list[Measure] | None = None) -> dict:
+            measures: list[Measure] | None = None, measure_settings: dict | None = None) -> dict:
     """Returns {"rows": report rows, "cmc": {(chain, measure): curve}, "meta": {...}}.
 
     eval_zoo_dir: cross-network evaluation; the classifier trains on ``zoo_dir`` and is tested on
-    the nets of ``eval_zoo_dir`` (same tasks), chain by chain. measures: measure objects with their
-    own settings to test instead of those protocol.measures names (weightsim-compare's).
+    the nets of ``eval_zoo_dir`` (same tasks), chain by chain. The measures are those protocol.measures
+    names, each with its entry of ``measure_settings`` (the ``measure`` config node: name -> settings;
+    default: its defaults), the chain options ``co`` and protocol.metric; or ``measures``, built
+    (weightsim-compare's).
     """
-    named = check_protocol(pc)  # validates the settings whatever the measures
+    check_protocol(pc)  # validates the settings whatever the measures
     device = htt_device(pc.device)
-    measures = measures or named
+    measures = measures or make_measures(pc.measures, measure_settings, MeasureContext(co, pc.metric))
     study = open_study(zoo_dir, eval_zoo_dir, pc)
     if "classification" not in pc.protocols and not study.unseen:
         raise ConfigError("nothing to test: protocol.protocols has only retrieval and it is skipped (see the "
@@ -48,51 +50,51 @@ def run_htt(zoo_dir: str, pc: ProtocolConfig, cc: ClassifierConfig, co: ChainOpt
         check_small_split(study.n_train, n_test, len(study.tasks),
                           [m.name for m in measures if not isinstance(m, DistanceMeasure)])
     splits = [make_split(study, pc, r, seed) for r in range(pc.repeats)]
-    plan = [(m, *measure_chains(study, m, pc, co)) for m in measures]
+    plan = [(m, *measure_chains(study, m, pc)) for m in measures]
     bar = tqdm(desc="htt", unit="fit", total=len(splits) * sum(len(chains) for _, chains, _ in plan),
                disable=not progress)
     sets = [FeatureSet(m, chains, [int(keys[c - 1][1]) for c in chains])
             for m, chains, keys in plan if not isinstance(m, DistanceMeasure)]
-    shared = iter(feature_runs(study, sets, splits, pc, cc, co, seed, logger, bar, device) if sets else [])
+    shared = iter(feature_runs(study, sets, splits, pc, cc, seed, logger, bar, device) if sets else [])
     report, cmcs = [], {}
     for measure, chains, keys in plan:
-        runs = distance_runs(study, measure, chains, splits, pc, co, seed, bar) \
+        runs = distance_runs(study, measure, chains, splits, pc, seed, bar) \
             if isinstance(measure, DistanceMeasure) else next(shared)
         rows, cmc = measure_rows(measure, chains, keys, runs, pc)
         report += rows
         cmcs.update(cmc)
     bar.close()
     check_perfect_scores(report, pc.alpha, pc.n_permutations)
-    meta = run_meta(study, splits[0], pc, co, measures, zoo_dir, eval_zoo_dir)
+    meta = run_meta(study, splits[0], pc, measures, zoo_dir, eval_zoo_dir)
     meta["device"] = str(device)
     return {"rows": report, "cmc": cmcs, "meta": meta}
 
 
-def measure_chains(study: Study, measure: Measure, pc: ProtocolConfig, co: ChainOptions) -> tuple[list[int], list]:
+def measure_chains(study: Study, measure: Measure, pc: ProtocolConfig) -> tuple[list[int], list]:
     """The chains of ``measure`` to test and the train zoo's (key, feature size) per chain."""
-    keys_a = measure.chain_keys(study.train_zoo, co)
-    keys_b = measure.chain_keys(study.eval_zoo, co) if study.cross else keys_a
+    keys_a = measure.chain_keys(study.train_zoo)
+    keys_b = measure.chain_keys(study.eval_zoo) if study.cross else keys_a
     chains = shared_chains([k for k, _ in keys_a], [k for k, _ in keys_b], pc.chains, study.cross)
-    measure.announce(study.train_zoo, co, chains)
+    measure.announce(study.train_zoo, chains)
     if study.cross:
-        measure.announce(study.eval_zoo, co, chains)
+        measure.announce(study.eval_zoo, chains)
     return chains, keys_a
 
 
 def distance_runs(study: Study, measure: DistanceMeasure, chains: list[int], splits: list[Split], pc: ProtocolConfig,
-                   co: ChainOptions, seed: int, bar) -> dict[int, list[dict[str, Outcome]]]:
+                  seed: int, bar) -> dict[int, list[dict[str, Outcome]]]:
     """A distance measure's outcomes per chain and split (k-NN, no classifier). The unseen nets'
     distances do not depend on the split: computed once."""
     pick = lambda ds: [ds[c - 1] for c in chains]  # noqa: E731
     none = [torch.zeros(0, 0)] * len(chains)
     classify = "classification" in pc.protocols  # else no test-net distances are needed
-    unseen = pick(measure.distances(study.eval_zoo, study.unseen, study.eval_zoo, study.unseen, co)) \
+    unseen = pick(measure.distances(study.eval_zoo, study.unseen, study.eval_zoo, study.unseen)) \
         if study.unseen else none
     runs: dict[int, list[dict[str, Outcome]]] = {c: [] for c in chains}
     for split in splits:
-        test_train = pick(measure.distances(study.eval_zoo, split.test, study.train_zoo, split.train, co)) \
+        test_train = pick(measure.distances(study.eval_zoo, split.test, study.train_zoo, split.train)) \
             if classify else none
-        test = pick(measure.distances(study.eval_zoo, split.test, study.eval_zoo, split.test, co)) \
+        test = pick(measure.distances(study.eval_zoo, split.test, study.eval_zoo, split.test)) \
             if classify else none
         for c, dtt, dt, du in zip(chains, test_train, test, unseen):
             runs[c].append(evaluate_distances(dtt, dt, du, split, study, pc, seed + c))
@@ -101,11 +103,11 @@ def distance_runs(study: Study, measure: DistanceMeasure, chains: list[int], spl
 
 
 def feature_runs(study: Study, sets: list[FeatureSet], splits: list[Split], pc: ProtocolConfig, cc: ClassifierConfig,
-                 co: ChainOptions, seed: int, logger, bar,
+                 seed: int, logger, bar,
                  device: torch.device) -> list[dict[int, list[dict[str, Outcome]]]]:
     """Per feature set, its outcomes per chain and split: the weight classifier on the Grams that one
     shared pass over the nets gives for every measure and split (``feature_grams``)."""
-    grams = feature_grams(study, splits, sets, co, pc.feature_budget_gb, device, bar.set_postfix_str)
+    grams = feature_grams(study, splits, sets, pc.feature_budget_gb, device, bar.set_postfix_str)
     out = []
     for fs, per_chain in zip(sets, grams):
         runs: dict[int, list[dict[str, Outcome]]] = {c: [] for c in fs.chains}
@@ -139,7 +141,7 @@ def shared_chains(keys_a: list, keys_b: list, wanted: list[int] | None, cross: b
     return list(wanted) if wanted else both
 
 
-def run_meta(study: Study, split: Split, pc: ProtocolConfig, co: ChainOptions, measures: list[Measure],
+def run_meta(study: Study, split: Split, pc: ProtocolConfig, measures: list[Measure],
              zoo_dir: str, eval_zoo_dir: str | None) -> dict:
     """The run's facts for run.json / report.md."""
     return {"zoo_dir": str(zoo_dir), "eval_zoo_dir": str(eval_zoo_dir or zoo_dir),
@@ -154,4 +156,4 @@ def run_meta(study: Study, split: Split, pc: ProtocolConfig, co: ChainOptions, m
             "null_retrieval": f"{pc.retrieval_permutations} permutations of the gallery's task labels over "
                               "the same distances (chance null)",
             "bound_level": 1 - pc.alpha,
-            "measures": {m.name: m.describe(study.train_zoo, co) for m in measures}}
+            "measures": {m.name: m.describe(study.train_zoo) for m in measures}}

@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 import torch
 
 from weightsim.errors import ConfigError
-from weightsim.htt.measures import Measure, get_measure
-from weightsim.htt.protocols import METRICS, decide
+from weightsim.htt.protocols import decide
+from weightsim.measures import measure_class
+from weightsim.measures.base import METRICS
 
 PROTOCOLS = ("classification", "retrieval")
 DEVICES = ("auto", "cpu", "cuda")
@@ -34,7 +35,7 @@ class ProtocolConfig:
     repeats: int = 3  # seed splits: 0 = the paper's fixed split (lowest seeds train), 1.. seeded random splits
     knn: int = 1  # distance measures: classify a test net by the majority task of its knn nearest training nets
     protocols: list[str] = field(default_factory=lambda: list(PROTOCOLS))
-    measures: list[str] = field(default_factory=lambda: ["chain_gram", "raw"])  # htt/measures.py
+    measures: list[str] = field(default_factory=lambda: ["chain_gram", "raw"])  # weightsim/measures/registry.py
     chains: list[int] | None = None  # chains to test (1-based); None: every chain both nets have
     feature_budget_gb: float = 4.0  # chain features held at once; above it the Grams stream in blocks
     device: str = "auto"  # Grams and classifier: auto (the GPU when torch sees one, else the CPU) | cpu | cuda
@@ -51,8 +52,8 @@ class ClassifierConfig:
     max_iter: int = 500  # L-BFGS iterations (the objective is convex: run to its optimum)
 
 
-def check_protocol(pc: ProtocolConfig) -> list[Measure]:
-    """Validate the protocol settings; returns the measures they name."""
+def check_protocol(pc: ProtocolConfig) -> None:
+    """Validate the protocol settings, the names of its measures included."""
     decide(0.0, pc.alpha)  # validates alpha
     if not 0 < pc.train_fraction < 1:
         raise ConfigError(f"protocol.train_fraction={pc.train_fraction} must lie in (0, 1)")
@@ -73,7 +74,8 @@ def check_protocol(pc: ProtocolConfig) -> list[Measure]:
     htt_device(pc.device)
     if not pc.measures:
         raise ConfigError("protocol.measures is empty: name at least one measure")
-    return [get_measure(m) for m in pc.measures]
+    for name in pc.measures:
+        measure_class(name)
 
 
 def htt_device(name: str) -> torch.device:
