@@ -152,5 +152,11 @@ def test_weightsim_htt_reads_a_measures_own_settings(tmp_path):
     assert make_measure("cka", {"probe": 40}).settings.probe == 40
     with pytest.raises(ConfigError, match=r"measure\.cka\.probe=1 must be >= 2"):
         make_measure("cka", {"probe": 1})
+    with pytest.raises(ConfigError, match=r"measure\.match\.where='mid': choose post"):
+        make_measure("match", {"where": "mid"})
+    with pytest.raises(ConfigError, match=r"match eps 1.5 must lie in \(0, 1\) \(measure\.match\.eps"):
+        make_measure("match", {"eps": 1.5})
+    with pytest.raises(ConfigError, match=r"measure\.weight_matching\.restarts=0 must be >= 1"):
+        make_measure("weight_matching", {"restarts": 0})
     with pytest.raises(ConfigError, match=r"unknown protocol.measures entry 'nope': choose from chain_gram, raw"):
         make_measure("nope")

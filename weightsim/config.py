@@ -2,9 +2,9 @@
 structured configs, so that the CLI, the benchmarks and anyone else read it without importing the CLI.
 
 Defaults live in one place each: the data and the nets in conf/ (YAML with ``_target_``); the
-settings of the zoo, the chains, the weight classifier and the protocol in their dataclasses,
-which ``register_configs`` hands to Hydra as the structured configs of their groups (type-checked,
-and with no YAML copy to drift).
+settings of the zoo, the chains, the weight classifier, the protocol and each measure
+(``measure/<name>``) in their dataclasses, which ``register_configs`` hands to Hydra as the
+structured configs of their groups (type-checked, and with no YAML copy to drift).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ def structured_configs() -> dict[tuple[str, str], type]:
     from weightsim.chains.options import ChainOptions
     from weightsim.compare.run import CompareConfig
     from weightsim.htt.run import ClassifierConfig, ProtocolConfig
-    from weightsim.recover.options import ECConfig
     from weightsim.measures.registry import settings_groups
+    from weightsim.recover.options import ECConfig
     from weightsim.zoo.generate import ZooConfig
 
     return {("zoo", "default"): ZooConfig, ("chains", "default"): ChainOptions, ("protocol", "htt"): ProtocolConfig,

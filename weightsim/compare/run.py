@@ -235,8 +235,9 @@ def write_csv(path, rows: list[dict]) -> None:
 def run_compare(zoo_dir: str, cc: CompareConfig, pc, clc, co: ChainOptions, seed: int = 0, logger=None,
                 progress: bool = True, eval_zoo_dir: str | None = None, measure_settings: dict | None = None) -> dict:
     """HTT with every measure (eval_zoo_dir: tested on that zoo's nets, as weightsim-htt), then the
-    pairs of ``zoo_dir``. measure_settings: the ``measure`` config node (name -> settings). Returns HTT's result plus "pairs", "summary" and "cka" ({"matrix",
-    "identification", "layers"} when cka is measured)."""
+    pairs of ``zoo_dir``. measure_settings: the ``measure`` config node (name -> settings). Returns
+    HTT's result plus "pairs", "summary" and "cka" ({"matrix", "identification", "layers"} when cka
+    is measured)."""
     from dataclasses import asdict, replace
 
     from weightsim.htt.run import run_htt
@@ -245,7 +246,8 @@ def run_compare(zoo_dir: str, cc: CompareConfig, pc, clc, co: ChainOptions, seed
     if eval_zoo_dir:
         check_same_net(zoo_dir, eval_zoo_dir)
     zoo = Zoo(zoo_dir, pc.verify)
-    measures = runnable(build_measures(cc, measure_settings, MeasureContext(co, pc.metric)), [zoo] + ([Zoo(eval_zoo_dir, pc.verify)] if eval_zoo_dir else []))
+    built = build_measures(cc, measure_settings, MeasureContext(co, pc.metric))
+    measures = runnable(built, [zoo] + ([Zoo(eval_zoo_dir, pc.verify)] if eval_zoo_dir else []))
     result = run_htt(zoo_dir, replace(pc, measures=[m.name for m in measures]), clc, co, eval_zoo_dir, seed, logger,
                      progress, measures=measures)
     pairs = pair_rows(zoo, measures, cc)
@@ -271,9 +273,9 @@ def compare_stage(cfg, logger=None, notes: list[str] | None = None) -> dict:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
-    from weightsim.measures.activations import layer_names
     from weightsim.compare.plots import layer_labels, plot_cka_heatmap, plot_cmc_measures, plot_eps_curves
     from weightsim.htt.run import ClassifierConfig, ProtocolConfig
+    from weightsim.measures.activations import layer_names
     from weightsim.report import markdown_table, write_report
 
     def box(node):
@@ -292,7 +294,7 @@ def compare_stage(cfg, logger=None, notes: list[str] | None = None) -> dict:
     names = layer_names(Zoo(cfg.zoo_dir).template, probe.where)  # every activation layer: layer k = names[k-1]
     labels = layer_labels(names)
     plots = []
-    if result["cmc"]:  # with measure.<name>.layers a subset, an activation measure's k-th layer is its k-th chosen one
+    if result["cmc"]:  # with measure.<name>.layers a subset, an activation measure's k-th layer: its k-th chosen
         plots.append(plot_cmc_measures(result["cmc"], run_dir / "cmc_measures.png",
                                        None if probe.layers else names))
     if any(r["measure"] == "match" for r in result["summary"]):

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from weightsim.errors import ConfigError, DataError
-from weightsim.measures.activations import layer_names, probe_inputs, zoo_activations
+from weightsim.measures.activations import WHERE, layer_names, probe_inputs, zoo_activations
 from weightsim.measures.align import probe_batch
 from weightsim.measures.cka import linear_cka
 from weightsim.measures.pairs import Key, PairMeasure, net_key
@@ -42,6 +42,9 @@ class ProbeSettings:
             raise ConfigError(f"{self.key}.probe={self.probe} must be >= 2")
         if self.budget_mb <= 0:
             raise ConfigError(f"{self.key}.budget_mb={self.budget_mb} must be > 0")
+        if self.where not in WHERE:
+            raise ConfigError(f"{self.key}.where='{self.where}': choose post (after the activation function) or pre "
+                              f"(the Linear / Conv output feeding it)")
 
 
 @dataclass
