@@ -239,7 +239,8 @@ APPS = {
             ("dataset", "arch", "zoo", "chains", "classifier", "protocol", "logger", "launcher", "experiment", "scale"),
             "weightsim-run zoo.seeds=50 arch.hidden=64 protocol.alpha=0.01"),
     "compare": ("every compare measure on a zoo (zoo_dir=DIR): CKA, s(eps) matching, weight matching and the "
-                "chain-Gram distance, through the HTT protocols and pair by pair (docs/compare.md).",
+                "chain-Gram distance, through the HTT protocols and pair by pair (docs/compare.md); each measure's "
+                "own settings are measure.<name>.* (e.g. measure.cka.probe=128), read by weightsim-htt too.",
                 ("compare", "protocol", "classifier", "chains", "logger", "launcher"),
                 "weightsim-compare zoo_dir=zoos/digits-mlp 'compare.measures=[cka,weight_matching]'"),
     "import": ("nets trained elsewhere as an ordinary zoo: a folder of checkpoints (.safetensors, or .pt / .pth "

@@ -33,9 +33,9 @@ def run_htt(zoo_dir: str, pc: ProtocolConfig, cc: ClassifierConfig, co: ChainOpt
 
     eval_zoo_dir: cross-network evaluation; the classifier trains on ``zoo_dir`` and is tested on
     the nets of ``eval_zoo_dir`` (same tasks), chain by chain. The measures are those protocol.measures
-    names, each with its entry of ``measure_settings`` (the ``measure`` config node: name -> settings;
-    default: its defaults), the chain options ``co`` and protocol.metric; or ``measures``, built
-    (weightsim-compare's).
+    names, each built from its entry of ``measure_settings`` (the ``measure`` config node: name ->
+    settings; a missing entry: its defaults), the chain options ``co`` and protocol.metric; or
+    ``measures``, already built (weightsim-compare passes its own).
     """
     check_protocol(pc)  # validates the settings whatever the measures
     device = htt_device(pc.device)
