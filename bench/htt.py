@@ -40,9 +40,12 @@ from weightsim.data.tasks import build_taskset
 from weightsim.errors import ChainError
 from weightsim.htt.classifier import one_thread
 from weightsim.htt.gram import block_size, standardizer
-from weightsim.htt.measures import Measure, get_measure
-from weightsim.htt.run import (ClassifierConfig, ProtocolConfig, evaluate_chain, make_split, measure_chains,
-                               measure_rows, open_study, run_htt)
+from weightsim.htt.evaluate import evaluate_chain
+from weightsim.htt.rows import measure_rows
+from weightsim.htt.run import measure_chains, run_htt
+from weightsim.htt.settings import ClassifierConfig, ProtocolConfig
+from weightsim.htt.study import make_split, open_study
+from weightsim.measures import Measure, MeasureContext, make_measures
 from weightsim.nets.build import build_net
 from weightsim.zoo.generate import ZooConfig, generate_zoo
 
@@ -197,26 +200,26 @@ def htt_before(zoo_dir: str, pc: ProtocolConfig, cc: ClassifierConfig, co: Chain
     splits = [make_split(study, pc, r, seed) for r in range(pc.repeats)]
     report = []
     with identity_walk():
-        for measure in [get_measure(m) for m in pc.measures]:
-            chains, keys = measure_chains(study, measure, pc, co)
+        for measure in make_measures(pc.measures, context=MeasureContext(co, pc.metric)):
+            chains, keys = measure_chains(study, measure, pc)
             runs = {c: [] for c in chains}
             for split in splits:
                 parts = [(study.train_zoo, split.train), (study.eval_zoo, split.test), (study.eval_zoo, study.unseen)]
-                for c, (g_train, (g_test, g_unseen)) in zip(chains, grams_before(parts, chains, measure, co, pc)):
+                for c, (g_train, (g_test, g_unseen)) in zip(chains, grams_before(parts, chains, measure, pc)):
                     with one_thread():
                         runs[c].append(evaluate_chain(g_train, g_test, g_unseen, split, study, pc, cc, seed + c))
             report += measure_rows(measure, chains, keys, runs, pc)[0]
     return report
 
 
-def grams_before(parts, chains: list[int], measure: Measure, co: ChainOptions, pc: ProtocolConfig):
+def grams_before(parts, chains: list[int], measure: Measure, pc: ProtocolConfig):
     ordered = []
     for _, rows in parts:
         order = sorted(range(len(rows)), key=lambda j: (rows[j]["task"], rows[j]["seed"]))
         ordered.append(([rows[j] for j in order], torch.argsort(torch.tensor(order, dtype=torch.long))))
 
     def featurize(g: int, rows: list[dict]) -> list[Tensor]:
-        feats = measure.features(parts[g][0], rows, co)
+        feats = measure.features(parts[g][0], rows)
         return [feats[c - 1] for c in chains]
 
     grams = chain_grams_before([o[0] for o in ordered], featurize, pc.feature_budget_gb * 2**30)

@@ -157,6 +157,8 @@ def test_zoo_chains_classifier_protocol_defaults_are_their_dataclasses():
         cfg, recover = compose("config"), compose("recover")  # ec: the settings of weightsim-recover
         for (group, _), node in structured_configs().items():
             assert not (CONF / group).exists(), f"conf/{group}/ would be a second copy of {node.__name__}"
-            assert OmegaConf.to_container((cfg if group in cfg else recover)[group]) == asdict(node()), group
+            key = group.replace("/", ".")  # measure/cka: the node measure.cka
+            composed = OmegaConf.select(cfg, key) if OmegaConf.select(cfg, key) is not None else recover[key]
+            assert OmegaConf.to_container(composed) == asdict(node()), group
         with pytest.raises(Exception, match="zoo.seeds=many"):
             compose("config", overrides=["zoo.seeds=many"])

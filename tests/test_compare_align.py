@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-import weightsim.compare.align as align
-from weightsim.compare.align import (AlignError, apply_perms, canonicalize_scale, interpolation_losses, loss_barrier,
+import weightsim.measures.align as align
+from weightsim.measures.align import (AlignError, apply_perms, canonicalize_scale, interpolation_losses, loss_barrier,
                                      perm_spec, probe_batch, weight_matching)
 from weightsim.nets import MLP, GRUNet, PlainNet, ResNet, ResNetMLP, Residual
 

@@ -15,12 +15,11 @@ import torch
 from tests.conftest import TINY, run_cli
 from tests.test_cli_errors import only_error_line
 from tests.test_zoo_view import DIGITS, GRU, MLP, PLAIN_BN, codes_npz, make_zoo, one_at_a_time
-from weightsim.chains import ChainOptions
 from weightsim.compare import linear_cka, match_curve, weight_matching
-from weightsim.compare.activations import LOGITS, iter_activations, layer_names, probe_inputs, zoo_activations
-from weightsim.compare.measures import make_measure
 from weightsim.errors import ConfigError
-from weightsim.htt.measures import ChainGram
+from weightsim.measures import make_measure
+from weightsim.measures.activations import LOGITS, iter_activations, layer_names, probe_inputs, zoo_activations
+from weightsim.measures.chain_gram import ChainGram
 from weightsim.zoo import Zoo, hidden_layers
 
 
@@ -80,23 +79,23 @@ def test_pre_activations_feed_the_post_activations(zoos):
 
 
 def test_an_unknown_layer_or_site_is_named(zoos):
-    with pytest.raises(ConfigError, match="no layer 'nope'.*compare.layers"):
+    with pytest.raises(ConfigError, match="no layer 'nope'.*measure.cka.layers"):
         layer_names(zoos["mlp"].template, "post", ["nope"])
     with pytest.raises(ConfigError, match="where='mid'"):
         layer_names(zoos["mlp"].template, "mid")
 
 
 def test_distance_measures_are_the_compare_functions_on_each_pair(zoos):
-    zoo, co = zoos["mlp"], ChainOptions()
+    zoo = zoos["mlp"]
     rows = zoo.rows
-    cka, match, wm, cg = (make_measure(n, probe=40, eps=0.3) for n in ("cka", "match", "weight_matching",
-                                                                        "chain_gram_distance"))
+    cka, match, wm, cg = (make_measure("cka", {"probe": 40}), make_measure("match", {"probe": 40, "eps": 0.3}),
+                          make_measure("weight_matching"), make_measure("chain_gram_distance"))
     x = probe_inputs(zoo, 40)
     acts = zoo_activations(zoo, rows, x)
     names = layer_names(zoo.template)
-    d_cka, d_match, d_wm, d_cg = (m.distances(zoo, rows, zoo, rows, co) for m in (cka, match, wm, cg))
+    d_cka, d_match, d_wm, d_cg = (m.distances(zoo, rows, zoo, rows) for m in (cka, match, wm, cg))
     nets = zoo.nets(rows)
-    feats = ChainGram().features(zoo, rows, co)
+    feats = ChainGram().features(zoo, rows)
     i, j = 0, 3
     for layer, (n, dc, dm) in enumerate(zip(names, d_cka, d_match)):
         assert dc[i, j] == pytest.approx(1 - linear_cka(acts[n][i], acts[n][j]), abs=1e-12)
@@ -117,7 +116,7 @@ def test_shuffled_inputs_are_a_null_for_the_activation_measures(zoos):
     zoo = zoos["mlp"]
     r = zoo.rows[0]
     for name in ("cka", "match"):
-        m = make_measure(name, probe=60)
+        m = make_measure(name, {"probe": 60})
         same = m.distance(m.value(zoo, r, zoo, r))
         null = m.distance(m.value(zoo, r, zoo, r, shuffled=True))
         assert (null[:-1] > same[:-1] + 0.2).all(), (name, same, null)
@@ -126,7 +125,7 @@ def test_shuffled_inputs_are_a_null_for_the_activation_measures(zoos):
 
 # -- the apps, end to end ---------------------------------------------------------------------------
 FAST = ("protocol.repeats=1", "protocol.retrieval_permutations=99", "compare.seeds=2", "compare.barrier_pairs=1",
-        "compare.probe=64")
+        "measure.cka.probe=64", "measure.match.probe=64")
 
 
 @pytest.fixture(scope="module")
@@ -177,8 +176,8 @@ def test_weightsim_htt_takes_a_compare_measure(tiny_zoo, tmp_path):
 
 def test_bad_compare_input_is_one_error_line(tiny_zoo, tmp_path):
     base = (*TINY, *FAST, f"zoo_dir={tiny_zoo}", f"hydra.run.dir={tmp_path / 'run'}")
-    line = only_error_line(run_cli("compare", *base, "compare.measures=[cka]", "compare.layers=[2,nope]"))
-    assert "no layer 'nope'" in line and "compare.layers" in line and "logits" in line
+    line = only_error_line(run_cli("compare", *base, "compare.measures=[cka]", "measure.cka.layers=[2,nope]"))
+    assert "no layer 'nope'" in line and "measure.cka.layers" in line and "logits" in line
 
     def compare_with_zoo(name: str, zoo_override: str, *compare_overrides: str) -> str:
         """Train a zoo of the same tasks with one override; the error line of comparing against it."""
@@ -188,8 +187,8 @@ def test_bad_compare_input_is_one_error_line(tiny_zoo, tmp_path):
         return only_error_line(run_cli("compare", *base, *compare_overrides, f"eval_zoo_dir={zoo}"))
 
     # fewer test inputs: the probes differ in size
-    line = compare_with_zoo("few", "dataset.test_fraction=0.1", "compare.measures=[cka]", "compare.probe=400")
-    assert "probe inputs" in line and "compare.probe<=" in line
+    line = compare_with_zoo("few", "dataset.test_fraction=0.1", "compare.measures=[cka]", "measure.cka.probe=400")
+    assert "probe inputs" in line and "measure.cka.probe<=" in line
     # the same widths without biases: chains pair up, weight matching refuses the two architectures
     line = compare_with_zoo("nobias", "arch.bias=false", "compare.measures=[weight_matching]", "protocol.train_seeds=2")
     assert "one architecture" in line and "same arch config" in line
@@ -202,13 +201,16 @@ def test_bad_compare_input_is_one_error_line(tiny_zoo, tmp_path):
 
 
 @pytest.mark.parametrize("override,expected", [
-    ("compare.layers=[]", "error: compare.layers=[] names no layer: name some (module names, logits) or set "
-                          "compare.layers=null for every layer"),
+    ("measure.cka.layers=[]", "error: measure.cka.layers=[] names no layer: name some (module names, logits) or "
+                              "set measure.cka.layers=null for every layer"),
     ("compare.measures=[cka,foo]", "error: unknown compare.measures entry 'foo': choose from "),
+    ("compare.probe=64", "error: compare.probe moved to the measure's own settings: set measure.cka.probe and "
+                         "measure.match.probe (e.g. measure.cka.probe=64)"),
 ])
 def test_compare_settings_name_their_key(tmp_path, override, expected):
-    """Checked before any zoo is read: an empty layer list is not silently every layer, and an
-    unknown measure names compare.measures (not protocol.measures, which compare does not read)."""
+    """Checked before any zoo is read: an empty layer list is not silently every layer, an unknown
+    measure names compare.measures (not protocol.measures, which compare does not read), and a key
+    that moved into a measure's own group names its new key."""
     line = only_error_line(run_cli("compare", override, f"zoo_dir={tmp_path / 'none'}", f"hydra.run.dir={tmp_path}",
                                    "logger=none"))
     assert line.startswith(expected), line
@@ -219,8 +221,8 @@ def test_cka_layer_matrix_of_a_conv_zoo_flattens_each_layer_per_input(zoos):
     from weightsim.compare.run import CompareConfig, cka_layers, pair_nets
 
     zoo = zoos["plain_bn"]
-    m = make_measure("cka", probe=30)
-    cc = CompareConfig(seeds=2, probe=30)
+    m = make_measure("cka", {"probe": 30})
+    cc = CompareConfig(seeds=2)
     matrix, rate, names = cka_layers(zoo, m, cc)
     assert matrix.shape == (len(names), len(names)) == (4, 4) and 0 <= rate <= 1
     a, b = (m.layers(zoo, r) for r in zoo.select(task=0)[:2])
@@ -255,12 +257,12 @@ def test_weight_matching_pairs_are_read_in_either_order(zoos):
     the same distances, the naive distance, and a barrier against B aligned to A."""
     from weightsim.compare.run import CompareConfig, pair_rows
 
-    zoo, co = zoos["mlp"], ChainOptions()
+    zoo = zoos["mlp"]
     wm = make_measure("weight_matching")
     rows = zoo.select(task=0)
-    wm.distances(zoo, rows[::-1], zoo, rows, co)
+    wm.distances(zoo, rows[::-1], zoo, rows)
     first = dict(wm.values)
-    out = pair_rows(zoo, [wm], CompareConfig(seeds=2, barrier_pairs=1), co)
+    out = pair_rows(zoo, [wm], CompareConfig(seeds=2, barrier_pairs=1))
     assert wm.values.keys() >= first.keys()
     same = [r for r in out if r["relation"] == "same_task" and r["task_a"] == 0]
     naive = [r["value"] for r in same if r["measure"] == "weight_naive"]

@@ -12,7 +12,8 @@ import pytest
 from weightsim.chains import ChainOptions
 from weightsim.data.digits import digits
 from weightsim.data.tasks import TaskSet
-from weightsim.htt.run import ClassifierConfig, ProtocolConfig, run_htt
+from weightsim.htt.run import run_htt
+from weightsim.htt.settings import ClassifierConfig, ProtocolConfig
 from weightsim.nets.mlp import MLP
 from weightsim.zoo.generate import ZooConfig, generate_zoo
 from weightsim.zoo.store import ZooReader

@@ -11,7 +11,8 @@ from tests.test_cli_errors import only_error_line
 from tests.test_htt_warnings import small_zoo
 from weightsim.chains import ChainOptions
 from weightsim.errors import ConfigError
-from weightsim.htt.run import ClassifierConfig, ProtocolConfig, htt_device, run_htt
+from weightsim.htt.run import run_htt
+from weightsim.htt.settings import ClassifierConfig, ProtocolConfig, htt_device
 
 QUICK = dict(queries=2, n_permutations=5, retrieval_permutations=50, repeats=2)
 CUDA = torch.cuda.is_available()

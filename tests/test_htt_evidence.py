@@ -13,7 +13,7 @@ from weightsim.chains.options import ChainOptions, sketch_note
 from weightsim.errors import WeightsimWarning
 from weightsim.htt.evidence import check_perfect_scores, check_power
 from weightsim.htt.protocols import shuffled
-from weightsim.htt.run import Split, Study, retrieval_chance
+from weightsim.htt.study import Split, Study, retrieval_chance
 from weightsim.htt.stats import distinct_labelings, smallest_p_value
 
 

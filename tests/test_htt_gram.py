@@ -10,7 +10,8 @@ import torch
 from weightsim.data.digits import digits
 from weightsim.htt.classifier import fit_classifier, fit_reduced, gram_reduction, standardization
 from weightsim.htt.gram import blocks_of, split_grams
-from weightsim.htt.run import ClassifierConfig, ProtocolConfig, run_htt
+from weightsim.htt.run import run_htt
+from weightsim.htt.settings import ClassifierConfig, ProtocolConfig
 from weightsim.chains import ChainOptions
 from weightsim.nets.mlp import MLP
 from weightsim.zoo.generate import ZooConfig, generate_zoo
@@ -58,7 +59,7 @@ def test_raw_in_float32_keeps_the_results(tmp_path, monkeypatch):
     """The raw baseline's Grams in float32 (its default) against float64: Grams within 1e-4 relative
     (float32 sums over D = 64 x 64 + 64 x 64 + 64 x 2 standardized weights), and the same report rows:
     accuracies, their spread over the repeats, p-values and effect sizes."""
-    from weightsim.htt.measures import RawLayers
+    from weightsim.measures.raw import RawLayers
 
     zoo = digits_zoo(tmp_path / "zoo", hidden=64, seeds=6)
     pc = ProtocolConfig(train_seeds=3, queries=2, n_permutations=9, retrieval_permutations=99, repeats=3,

@@ -9,7 +9,9 @@ import json
 import numpy as np
 import torch
 
-from weightsim.htt.run import Outcome, ProtocolConfig, chain_row, overall_row
+from weightsim.htt.evaluate import Outcome
+from weightsim.htt.rows import chain_row, overall_row
+from weightsim.htt.settings import ProtocolConfig
 from weightsim.report import plot_accuracy, plot_cmc, write_report
 
 

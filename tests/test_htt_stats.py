@@ -10,7 +10,7 @@ import torch
 from tests.conftest import run_cli
 from weightsim.htt import (accuracy, cmc_curve, distances, effect_size, knn_classify, knn_null, permutation_p_value,
                            retrieval_null)
-from weightsim.htt.run import overall_row
+from weightsim.htt.rows import overall_row
 
 
 def old_cmc_curve(dist, query_labels, gallery_labels, max_rank):

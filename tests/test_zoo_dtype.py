@@ -15,7 +15,8 @@ from safetensors.torch import load as st_load, save as st_save
 from weightsim.chains import ChainOptions
 from weightsim.data.digits import digits
 from weightsim.errors import ConfigError, ZooError
-from weightsim.htt.run import ClassifierConfig, ProtocolConfig, run_htt
+from weightsim.htt.run import run_htt
+from weightsim.htt.settings import ClassifierConfig, ProtocolConfig
 from weightsim.nets.mlp import MLP
 from weightsim.zoo import store
 from weightsim.zoo.generate import ZooConfig, generate_zoo, tf32

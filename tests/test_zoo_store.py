@@ -12,7 +12,7 @@ from safetensors.torch import load as st_load
 
 from weightsim.data.digits import digits
 from weightsim.errors import ZooError
-from weightsim.htt.run import usable_rows
+from weightsim.htt.study import usable_rows
 from weightsim.nets.mlp import MLP
 from weightsim.zoo.generate import ZooConfig, generate_zoo, plan_populations
 from weightsim.zoo.store import ZooReader, ZooWriter

@@ -131,7 +131,7 @@ def htt_stage(cfg: DictConfig, logger=None, notes: list[str] | None = None, run_
     run_dir = Path(run_dir or HydraConfig.get().runtime.output_dir)
     result = run_htt(cfg.zoo_dir, ProtocolConfig(**container(cfg.protocol)),
                      ClassifierConfig(**container(cfg.classifier)), ChainOptions(**container(cfg.chains)),
-                     cfg.eval_zoo_dir, cfg.seed, logger, cfg.progress)
+                     cfg.eval_zoo_dir, cfg.seed, logger, cfg.progress, measure_settings=container(cfg.measure))
     result["meta"]["config"] = container(cfg)
     result["meta"]["warnings"] = list(notes or [])  # every WeightsimWarning of the job, zoo stage included
     paths = write_report(run_dir, result)

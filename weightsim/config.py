@@ -2,9 +2,9 @@
 structured configs, so that the CLI, the benchmarks and anyone else read it without importing the CLI.
 
 Defaults live in one place each: the data and the nets in conf/ (YAML with ``_target_``); the
-settings of the zoo, the chains, the weight classifier and the protocol in their dataclasses,
-which ``register_configs`` hands to Hydra as the structured configs of their groups (type-checked,
-and with no YAML copy to drift).
+settings of the zoo, the chains, the weight classifier, the protocol and each measure
+(``measure/<name>``) in their dataclasses, which ``register_configs`` hands to Hydra as the
+structured configs of their groups (type-checked, and with no YAML copy to drift).
 """
 
 from __future__ import annotations
@@ -19,12 +19,13 @@ def structured_configs() -> dict[tuple[str, str], type]:
     from weightsim.chains.options import ChainOptions
     from weightsim.compare.run import CompareConfig
     from weightsim.htt.run import ClassifierConfig, ProtocolConfig
+    from weightsim.measures.registry import settings_groups
     from weightsim.recover.options import ECConfig
     from weightsim.zoo.generate import ZooConfig
 
     return {("zoo", "default"): ZooConfig, ("chains", "default"): ChainOptions, ("protocol", "htt"): ProtocolConfig,
             ("classifier", "linear"): ClassifierConfig, ("compare", "default"): CompareConfig,
-            ("ec", "default"): ECConfig}
+            ("ec", "default"): ECConfig, **settings_groups()}
 
 
 def register_configs() -> None:
@@ -67,6 +68,25 @@ def check_launcher(argv: list[str]) -> None:
                 raise ConfigError(f"{key}={v} needs the launcher plugins of the [sweep] extra: {SWEEP_EXTRA}")
 
 
+# weightsim-compare's keys that moved into a measure's own group (measure/<name>, read by weightsim-htt too)
+MOVED_KEYS = {**{f"compare.{k}": f"measure.cka.{k} and measure.match.{k}"
+                 for k in ("probe", "probe_seed", "data_dir", "where", "layers", "budget_mb")},
+              "compare.eps": "measure.match.eps", "compare.eps_grid": "measure.match.eps_grid",
+              "compare.restarts": "measure.weight_matching.restarts",
+              "compare.max_iter": "measure.weight_matching.max_iter"}
+
+
+def check_moved_keys(argv: list[str]) -> None:
+    """A key that moved (``MOVED_KEYS``): one line naming the new key(s) instead of Hydra's "not in struct"."""
+    from weightsim.errors import ConfigError
+
+    for arg in argv:
+        key, _, value = arg.lstrip("+~").partition("=")
+        if key in MOVED_KEYS:
+            raise ConfigError(f"{key} moved to the measure's own settings: set {MOVED_KEYS[key]} "
+                              f"(e.g. {MOVED_KEYS[key].split(' and ')[0]}={value})")
+
+
 def compose_error_line(e: BaseException) -> str:
     """Hydra's multi-line composition error (a value of the wrong type, a key not in the config, an
     unparsable override) as one line: what Hydra said, the key, and the fix it suggested."""
@@ -100,6 +120,7 @@ def check_composition(argv: list[str], config_name: str = "config") -> None:
     flags = [a for a in argv if a.startswith("-")]
     if any(f not in ("-m", "--multirun") for f in flags):
         return
+    check_moved_keys(argv)
     overrides = [a for a in argv if not a.startswith("-")]
     try:
         for job in sweep_points(overrides) if flags else [overrides]:
@@ -167,6 +188,10 @@ def check_config(cfg, app: str) -> None:
             raise ConfigError(f"protocol.train_seeds={pc.train_seeds} must be >= 1 (or null: protocol.train_fraction)")
         if pc.queries < 1:
             raise ConfigError(f"protocol.queries={pc.queries} must be >= 1")
+        from weightsim.measures.registry import settings_groups
+
+        for (group, _), settings in settings_groups().items():  # each measure's settings validate themselves
+            settings(**box(cfg.measure[group.split("/")[1]]))
     if app == "compare":
         from weightsim.compare.run import CompareConfig, check_compare
 
@@ -214,7 +239,8 @@ APPS = {
             ("dataset", "arch", "zoo", "chains", "classifier", "protocol", "logger", "launcher", "experiment", "scale"),
             "weightsim-run zoo.seeds=50 arch.hidden=64 protocol.alpha=0.01"),
     "compare": ("every compare measure on a zoo (zoo_dir=DIR): CKA, s(eps) matching, weight matching and the "
-                "chain-Gram distance, through the HTT protocols and pair by pair (docs/compare.md).",
+                "chain-Gram distance, through the HTT protocols and pair by pair (docs/compare.md); each measure's "
+                "own settings are measure.<name>.* (e.g. measure.cka.probe=128), read by weightsim-htt too.",
                 ("compare", "protocol", "classifier", "chains", "logger", "launcher"),
                 "weightsim-compare zoo_dir=zoos/digits-mlp 'compare.measures=[cka,weight_matching]'"),
     "import": ("nets trained elsewhere as an ordinary zoo: a folder of checkpoints (.safetensors, or .pt / .pth "

@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from weightsim.chains import ChainOptions
-from weightsim.compare.align import loss_barrier
-from weightsim.compare.cka import cka_matrix
-from weightsim.compare.measures import COMPARE_MEASURES, ActivationMeasure, PairMeasure, make_measure
-from weightsim.compare.subspace import GRID
 from weightsim.errors import ConfigError, warn
-from weightsim.htt.measures import get_measure
+from weightsim.measures import DistanceMeasure, MeasureContext, make_measures, measure_class
+from weightsim.measures.activation import ActivationMeasure
+from weightsim.measures.align import loss_barrier
+from weightsim.measures.cka import cka_matrix
+from weightsim.measures.pairs import PairMeasure
 from weightsim.nets.kinds import BATCHNORMS
 from weightsim.zoo.view import Zoo
 
@@ -34,43 +34,25 @@ RELATIONS = ("same_task", "different_task", "shuffled_input")
 
 @dataclass
 class CompareConfig:
-    """Settings of weightsim-compare (the ``compare`` group; HTT's settings stay in ``protocol``)."""
+    """Settings of weightsim-compare (the ``compare`` group): which measures, and which pairs of nets.
+    Each measure's own settings are its group ``measure/<name>`` (weightsim/measures/), read by
+    weightsim-htt as well; HTT's settings stay in ``protocol``."""
 
     measures: list[str] = field(default_factory=lambda: ["chain_gram", "chain_gram_distance", "cka", "match",
                                                          "weight_matching"])
-    probe: int = 256  # probe inputs (test inputs of the zoo's tasks, seeded order) the activation measures see
-    probe_seed: int = 0
-    data_dir: str | None = None  # where the zoo's dataset lies (null: the loader's default)
-    where: str = "post"  # activations after the activation function (post) or the Linear / Conv output (pre)
-    layers: list[str] | None = None  # activation layers to compare (module names, "logits"); null: all
-    eps: float = 0.3  # match: the distance is 1 - s(eps)
-    eps_grid: list[float] = field(default_factory=lambda: list(GRID))  # match: the eps-curves of compare.csv
-    budget_mb: float = 256.0  # activations of a block of nets computed at once
-    restarts: int = 1  # weight matching: descents from this many visit orders
-    max_iter: int = 100  # weight matching: sweeps per descent
     seeds: int = 5  # pairs: the lowest usable seeds of every task
     barrier_pairs: int = 10  # pairs per relation whose loss barrier (naive and aligned) is measured
     pair_seed: int = 0  # which different-task pairs and barrier pairs are drawn
 
 
 def check_compare(cc: CompareConfig) -> None:
-    from weightsim.htt.measures import MEASURES
-
     if not cc.measures:
         raise ConfigError("compare.measures is empty: name at least one measure")
     for name in cc.measures:  # named here: HTT's own check would name protocol.measures
-        if name not in MEASURES and name not in COMPARE_MEASURES:
-            raise ConfigError(f"unknown compare.measures entry '{name}': choose from "
-                              f"{', '.join([*MEASURES, *COMPARE_MEASURES])}")
-    if cc.layers is not None and len(cc.layers) == 0:
-        raise ConfigError("compare.layers=[] names no layer: name some (module names, logits) or set "
-                          "compare.layers=null for every layer")
-    for knob, low in (("probe", 2), ("seeds", 2), ("restarts", 1), ("max_iter", 1), ("barrier_pairs", 0)):
+        measure_class(name, "compare.measures")
+    for knob, low in (("seeds", 2), ("barrier_pairs", 0)):
         if getattr(cc, knob) < low:
             raise ConfigError(f"compare.{knob}={getattr(cc, knob)} must be >= {low}")
-    for e in [cc.eps, *cc.eps_grid]:
-        if not 0 < e < 1:
-            raise ConfigError(f"compare eps {e} must lie in (0, 1) (compare.eps, compare.eps_grid)")
 
 
 def check_same_net(zoo_dir: str, eval_zoo_dir: str) -> None:
@@ -104,16 +86,10 @@ def runnable(measures: list, zoos: list[Zoo]) -> list:
     return kept
 
 
-def build_measures(cc: CompareConfig) -> list:
-    """The measures of ``compare.measures``, the compare ones with this config's settings."""
-    settings = dict(probe=cc.probe, probe_seed=cc.probe_seed, data_dir=cc.data_dir, where=cc.where,
-                    budget_mb=cc.budget_mb, layers=cc.layers, eps=cc.eps, grid=tuple(cc.eps_grid), restarts=cc.restarts,
-                    max_iter=cc.max_iter)
-    out = []
-    for name in cc.measures:
-        m = get_measure(name)  # checks the name
-        out.append(make_measure(name, **settings) if name in COMPARE_MEASURES else m)
-    return out
+def build_measures(cc: CompareConfig, settings: dict | None = None, context: MeasureContext | None = None) -> list:
+    """The measures of ``compare.measures``, each with its entry of ``settings`` (the ``measure``
+    config node: name -> settings; missing: its defaults)."""
+    return make_measures(cc.measures, settings, context, "compare.measures")
 
 
 # -- the pairs -------------------------------------------------------------------------------------
@@ -134,7 +110,7 @@ def pair_nets(zoo: Zoo, cc: CompareConfig) -> tuple[list[tuple[dict, dict]], lis
     return same, [diff[i] for i in sorted(pick)]
 
 
-def pair_rows(zoo: Zoo, measures: list, cc: CompareConfig, co: ChainOptions) -> list[dict]:
+def pair_rows(zoo: Zoo, measures: list, cc: CompareConfig) -> list[dict]:
     """compare.csv: one row per (measure, layer, eps, pair, relation) with the pair's value."""
     same, diff = pair_nets(zoo, cc)
     rows = []
@@ -160,7 +136,7 @@ def pair_rows(zoo: Zoo, measures: list, cc: CompareConfig, co: ChainOptions) -> 
                     else:
                         add(m.name, layer, v, a, b, relation)
         elif isinstance(m, PairMeasure):  # weight matching: per chain layer, then the whole net
-            layers = [k[0][0] for k in m.chain_keys(zoo, co)]
+            layers = [k[0][0] for k in m.chain_keys(zoo)]
             for relation, pairs in (("same_task", same), ("different_task", diff)):
                 for a, b in pairs:
                     d = m.value(zoo, a, zoo, b)
@@ -169,15 +145,15 @@ def pair_rows(zoo: Zoo, measures: list, cc: CompareConfig, co: ChainOptions) -> 
                     add(m.name, "net", math.sqrt(float((d ** 2).sum())), a, b, relation)
                     add("weight_naive", "net", m.naive_distance(zoo, a, zoo, b), a, b, relation)
             if zoo.has_data:
-                rows += barrier_rows(zoo, m, same, diff, cc)
+                rows += barrier_rows(zoo, m, same, diff, cc, data_dir(measures))
             elif cc.barrier_pairs:
                 warn(f"loss barriers skipped: they need the nets' data and zoo {zoo.root} holds imported nets "
                      f"without a dataset (the weight-matching distances are measured)")
-        elif hasattr(m, "distances"):  # chain-Gram distance
+        elif isinstance(m, DistanceMeasure):  # chain-Gram distance
             for relation, pairs in (("same_task", same), ("different_task", diff)):
                 nets = list({(r["task"], r["seed"]): r for p in pairs for r in p}.values())
                 where = {(r["task"], r["seed"]): i for i, r in enumerate(nets)}
-                dist = m.distances(zoo, nets, zoo, nets, co)
+                dist = m.distances(zoo, nets, zoo, nets)
                 for a, b in pairs:
                     for c, d in enumerate(dist, 1):
                         add(m.name, str(c), d[where[(a["task"], a["seed"])], where[(b["task"], b["seed"])]],
@@ -185,11 +161,17 @@ def pair_rows(zoo: Zoo, measures: list, cc: CompareConfig, co: ChainOptions) -> 
     return rows
 
 
-def barrier_rows(zoo: Zoo, wm, same: list, diff: list, cc: CompareConfig) -> list[dict]:
-    """Loss barriers of ``barrier_pairs`` seeded pairs per relation, on net A's task test data: of the
-    straight line to net B as it is (``barrier_naive``) and to B after weight matching
-    (``barrier_aligned``). BatchNorm statistics are re-estimated on A's training inputs at every lambda."""
-    taskset = zoo.taskset(cc.data_dir)
+def data_dir(measures: list) -> str | None:
+    """Where the zoo's dataset lies: the activation measures' ``data_dir`` (null: the loader's default)."""
+    return next((m.settings.data_dir for m in measures if isinstance(m, ActivationMeasure)), None)
+
+
+def barrier_rows(zoo: Zoo, wm, same: list, diff: list, cc: CompareConfig, data: str | None = None) -> list[dict]:
+    """Loss barriers of ``barrier_pairs`` seeded pairs per relation, on net A's task test data (the
+    dataset in ``data``; None: the loader's default): of the straight line to net B as it is
+    (``barrier_naive``) and to B after weight matching (``barrier_aligned``). BatchNorm statistics
+    are re-estimated on A's training inputs at every lambda."""
+    taskset = zoo.taskset(data)
     tasks = {t.id: t for t in taskset.tasks}
     has_bn = any(isinstance(mod, BATCHNORMS) for mod in zoo.template.modules())
     rng = np.random.default_rng(cc.pair_seed + 1)
@@ -251,11 +233,12 @@ def write_csv(path, rows: list[dict]) -> None:
 
 
 def run_compare(zoo_dir: str, cc: CompareConfig, pc, clc, co: ChainOptions, seed: int = 0, logger=None,
-                progress: bool = True, eval_zoo_dir: str | None = None) -> dict:
+                progress: bool = True, eval_zoo_dir: str | None = None, measure_settings: dict | None = None) -> dict:
     """HTT with every measure (eval_zoo_dir: tested on that zoo's nets, as weightsim-htt), then the
-    pairs of ``zoo_dir``. Returns HTT's result plus "pairs", "summary" and "cka" ({"matrix",
-    "identification", "layers"} when cka is measured)."""
-    from dataclasses import replace
+    pairs of ``zoo_dir``. measure_settings: the ``measure`` config node (name -> settings). Returns
+    HTT's result plus "pairs", "summary" and "cka" ({"matrix", "identification", "layers"} when cka
+    is measured)."""
+    from dataclasses import asdict, replace
 
     from weightsim.htt.run import run_htt
 
@@ -263,17 +246,19 @@ def run_compare(zoo_dir: str, cc: CompareConfig, pc, clc, co: ChainOptions, seed
     if eval_zoo_dir:
         check_same_net(zoo_dir, eval_zoo_dir)
     zoo = Zoo(zoo_dir, pc.verify)
-    measures = runnable(build_measures(cc), [zoo] + ([Zoo(eval_zoo_dir, pc.verify)] if eval_zoo_dir else []))
+    built = build_measures(cc, measure_settings, MeasureContext(co, pc.metric))
+    measures = runnable(built, [zoo] + ([Zoo(eval_zoo_dir, pc.verify)] if eval_zoo_dir else []))
     result = run_htt(zoo_dir, replace(pc, measures=[m.name for m in measures]), clc, co, eval_zoo_dir, seed, logger,
                      progress, measures=measures)
-    pairs = pair_rows(zoo, measures, cc, co)
+    pairs = pair_rows(zoo, measures, cc)
     result.update(pairs=pairs, summary=summarize(pairs), cka=None)
     for m in measures:
         if m.name == "cka":
             matrix, rate, names = cka_layers(zoo, m, cc)
             result["cka"] = {"matrix": matrix.tolist(), "identification": rate, "layers": names}
     same, diff = pair_nets(zoo, cc)
-    result["meta"]["compare"] = {**cc.__dict__, "same_task_pairs": len(same), "different_task_pairs": len(diff)}
+    result["meta"]["compare"] = {**cc.__dict__, "settings": {m.name: asdict(m.settings) for m in measures},
+                                 "same_task_pairs": len(same), "different_task_pairs": len(diff)}
     if result["cka"]:
         result["meta"]["compare"]["cka_identification"] = result["cka"]["identification"]
     return result
@@ -288,9 +273,9 @@ def compare_stage(cfg, logger=None, notes: list[str] | None = None) -> dict:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
-    from weightsim.compare.activations import layer_names
     from weightsim.compare.plots import layer_labels, plot_cka_heatmap, plot_cmc_measures, plot_eps_curves
     from weightsim.htt.run import ClassifierConfig, ProtocolConfig
+    from weightsim.measures.activations import layer_names
     from weightsim.report import markdown_table, write_report
 
     def box(node):
@@ -299,18 +284,19 @@ def compare_stage(cfg, logger=None, notes: list[str] | None = None) -> dict:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     result = run_compare(cfg.zoo_dir, CompareConfig(**box(cfg.compare)), ProtocolConfig(**box(cfg.protocol)),
                          ClassifierConfig(**box(cfg.classifier)), ChainOptions(**box(cfg.chains)), cfg.seed,
-                         logger, cfg.progress, cfg.eval_zoo_dir)
+                         logger, cfg.progress, cfg.eval_zoo_dir, box(cfg.measure))
     result["meta"]["config"] = box(cfg)
     result["meta"]["warnings"] = list(notes or [])
     paths = write_report(run_dir, result, title="weightsim compare")
     write_csv(run_dir / "compare.csv", result["pairs"])
     write_csv(run_dir / "summary.csv", result["summary"])
-    names = layer_names(Zoo(cfg.zoo_dir).template, cfg.compare.where)  # every activation layer: layer k = names[k-1]
+    probe = next((cfg.measure[n] for n in ("cka", "match") if n in cfg.compare.measures), cfg.measure.cka)
+    names = layer_names(Zoo(cfg.zoo_dir).template, probe.where)  # every activation layer: layer k = names[k-1]
     labels = layer_labels(names)
     plots = []
-    if result["cmc"]:  # with compare.layers a subset, an activation measure's k-th layer is its k-th chosen one
+    if result["cmc"]:  # with measure.<name>.layers a subset, an activation measure's k-th layer: its k-th chosen
         plots.append(plot_cmc_measures(result["cmc"], run_dir / "cmc_measures.png",
-                                       None if cfg.compare.layers else names))
+                                       None if probe.layers else names))
     if any(r["measure"] == "match" for r in result["summary"]):
         plots.append(plot_eps_curves(result["summary"], run_dir / "eps_curves.png", labels))
     if result["cka"]:

@@ -20,7 +20,8 @@ from torch import Tensor, nn
 
 from weightsim.chains import ChainOptions
 from weightsim.errors import ConfigError, WeightsimWarning
-from weightsim.htt.run import ClassifierConfig, ProtocolConfig, run_htt
+from weightsim.htt.run import run_htt
+from weightsim.htt.settings import ClassifierConfig, ProtocolConfig
 from weightsim.nets.build import build_net
 from weightsim.zoo.importer import infer_shapes, template_arch, write_zoo
 

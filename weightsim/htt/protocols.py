@@ -25,8 +25,7 @@ from torchmetrics.functional.classification import multiclass_accuracy
 from torchmetrics.retrieval import RetrievalHitRate
 
 from weightsim.errors import ConfigError
-
-METRICS = ("euclidean", "cosine")
+from weightsim.measures.base import pairwise_distances
 
 
 def split_seeds(rows: list[dict], n_first: int, what: str = "training seeds", rest: str = "test seed",
@@ -63,13 +62,8 @@ def retrieval_split(rows: list[dict], queries: int, key: Callable[[dict], object
 
 
 def distances(a: Tensor, b: Tensor, metric: str) -> Tensor:
-    """(Q, D), (G, D) -> (Q, G) distances between representations."""
-    if metric == "euclidean":
-        return torch.cdist(a, b)
-    if metric == "cosine":
-        a, b = torch.nn.functional.normalize(a, dim=1), torch.nn.functional.normalize(b, dim=1)
-        return 1 - a @ b.T
-    raise ConfigError(f"unknown protocol.metric '{metric}': choose {' or '.join(METRICS)}")
+    """(Q, D), (G, D) -> (Q, G) distances between representations (``protocol.metric``)."""
+    return pairwise_distances(a, b, metric)
 
 
 # -- classification ------------------------------------------------------------------------------

@@ -24,15 +24,16 @@ LOGITS = "logits"  # the name of the output layer in every list of layers here
 WHERE = ("post", "pre")
 
 
-def layer_names(template: nn.Module, where: str = "post", only: list[str] | None = None) -> list[str]:
+def layer_names(template: nn.Module, where: str = "post", only: list[str] | None = None,
+                key: str = "measure.cka") -> list[str]:
     """The layers the activation measures compare: the hidden layers (post-activation, or with
     where="pre" the weight module feeding each activation) and ``LOGITS`` last; ``only``: those of
-    them named (an unknown name is an error that lists the layers)."""
+    them named (an unknown name is an error that lists the layers; ``key``: the settings it names)."""
     names = _all_layers(template, where)
     unknown = [n for n in (only or []) if n not in names]
     if unknown:
         raise ConfigError(f"no layer {unknown[0]!r} among the {where}-activation layers of {type(template).__name__}: "
-                          f"set compare.layers to some of {', '.join(names)} (or null for all)")
+                          f"set {key}.layers to some of {', '.join(names)} (or null for all)")
     return [n for n in names if n in only] if only else names
 
 
@@ -78,12 +79,13 @@ def _block(zoo: Zoo, rows: list[dict], x: Tensor, layers: list[str]) -> dict[str
 
 
 def iter_activations(zoo: Zoo, rows: list[dict], x: Tensor, layers: list[str] | None = None,
-                     where: str = "post", budget_mb: float = 256.0) -> Iterator[tuple[list[dict], dict[str, Tensor]]]:
+                     where: str = "post", budget_mb: float = 256.0,
+                     key: str = "measure.cka") -> Iterator[tuple[list[dict], dict[str, Tensor]]]:
     """Blocks (rows_block, {layer: (n_block, samples, neurons) float32}) over ``rows`` in order, each
     block's activations within ``budget_mb`` (at least one net per block). x: (B, *input_shape)."""
     layers = layers or layer_names(zoo.template, where)
     if budget_mb <= 0:
-        raise ConfigError(f"compare.budget_mb={budget_mb} must be > 0")
+        raise ConfigError(f"{key}.budget_mb={budget_mb} must be > 0")
     if not rows:
         return
     first = _block(zoo, rows[:1], x, layers)
@@ -95,25 +97,25 @@ def iter_activations(zoo: Zoo, rows: list[dict], x: Tensor, layers: list[str] | 
 
 
 def zoo_activations(zoo: Zoo, rows: list[dict], x: Tensor, layers: list[str] | None = None,
-                    where: str = "post", budget_mb: float = 256.0) -> dict[str, Tensor]:
+                    where: str = "post", budget_mb: float = 256.0, key: str = "measure.cka") -> dict[str, Tensor]:
     """{layer: (len(rows), samples, neurons)}: the nets ``rows`` of ``zoo`` on the probe x (B, *input_shape),
     computed in blocks within ``budget_mb`` (``iter_activations``) and joined."""
-    parts = [acts for _, acts in iter_activations(zoo, rows, x, layers, where, budget_mb)]
+    parts = [acts for _, acts in iter_activations(zoo, rows, x, layers, where, budget_mb, key)]
     if not parts:
         raise ConfigError("no nets given to compute activations of")
     return {n: torch.cat([p[n] for p in parts]) for n in parts[0]}
 
 
-def probe_inputs(zoo: Zoo, n: int, seed: int = 0, data_dir: str | None = None) -> Tensor:
+def probe_inputs(zoo: Zoo, n: int, seed: int = 0, data_dir: str | None = None, key: str = "measure.cka") -> Tensor:
     """A fixed probe batch of ``n`` inputs shared by every net: the test inputs of all the zoo's tasks
     (each sample once), in a seeded random order, first n; (n, *input_shape). The same for every
-    call with the same zoo dataset, n and seed."""
+    call with the same zoo dataset, n and seed (``key``: the settings its messages name)."""
     taskset = zoo.taskset(data_dir)
     idx = torch.unique(torch.cat([t.test_idx for t in taskset.tasks]))
     if n < 2:
-        raise ConfigError(f"compare.probe={n} must be >= 2 inputs")
+        raise ConfigError(f"{key}.probe={n} must be >= 2 inputs")
     if n > len(idx):
-        warn(f"compare.probe={n} but the tasks of zoo {zoo.root} have {len(idx)} test inputs: the probe is those "
-             f"{len(idx)}; set compare.probe<={len(idx)} to silence this")
+        warn(f"{key}.probe={n} but the tasks of zoo {zoo.root} have {len(idx)} test inputs: the probe is those "
+             f"{len(idx)}; set {key}.probe<={len(idx)} to silence this")
     order = torch.randperm(len(idx), generator=torch.Generator().manual_seed(seed))
     return taskset.x[idx[order[:n]]]
