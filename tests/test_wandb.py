@@ -184,3 +184,29 @@ def test_csv_logger_hparams_are_the_composed_config_and_metrics_have_the_loss(tm
         metrics = list(csv.DictReader(f))
     assert sum(bool(m.get("zoo/train_loss")) for m in metrics) >= 10
     assert any(m.get("zoo/population_test_acc") for m in metrics)
+
+
+def test_dashboard_groups_by_any_choice_or_config_key():
+    def run(arch, seeds, acc):
+        return {"config": {"stage": "run", "cross": False, "zoo_arch": "mlp(hidden=8)", "choices": {"arch": arch},
+                           "zoo": {"seeds": seeds}},
+                "summary": {"classification/chain_gram/chain_1/accuracy": acc}}
+    runs = [run("mlp", 10, 0.5), run("mlp", 30, 0.9), run("mlp", 30, 0.7)]
+    assert panel_values(runs, PANELS["fig4_factors"], "chain_gram") == {
+        ("classification", "mlp(hidden=8)", 1): [0.5, 0.9, 0.7]}  # by arch alone: one bar
+    assert panel_values(runs, PANELS["fig4_factors"], "chain_gram", ["arch", "zoo.seeds"]) == {
+        ("classification", "arch=mlp, zoo.seeds=10", 1): [0.5],
+        ("classification", "arch=mlp, zoo.seeds=30", 1): [0.9, 0.7]}
+
+
+def test_dashboard_by_a_key_no_run_has_is_one_line(run_job, tmp_path):
+    out, _ = run_job
+    res = subprocess.run([sys.executable, "-m", "weightsim.report.dashboard", str(out), "--by", "zoo.sedes",
+                          "--out", str(tmp_path)], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert res.stderr.startswith("error: --by zoo.sedes: no run has this choice or config key; choices: ")
+    assert "arch" in res.stderr and not list(tmp_path.glob("*.png"))
+    main([str(out), "--out", str(tmp_path), "--by", "arch,zoo.seeds"])  # the run's own values: one group
+    groups = {v["group"] for v in json.loads((tmp_path / "dashboard.json").read_text())["panels"]["fig4_factors"]["values"]}
+    assert len(groups) == 1 and groups.pop().startswith("arch=")

@@ -4,6 +4,7 @@ panel each (docs/wandb.md): per-chain accuracy of both protocols, bars grouped b
 
     python -m weightsim.report.dashboard multirun/2026-12-02/10-00-00          # offline runs under a dir
     python -m weightsim.report.dashboard --project ENTITY/weightsim --group G  # synced runs (network)
+    python -m weightsim.report.dashboard DIR --by arch,zoo.seeds   # bars per choice / config value
 
 Writes fig4_factors.png, fig5_cross.png and dashboard.json (the panel specs and the values drawn)
 to --out. Works from the runs' summaries only (keys of weightsim/report/wandb_log.py), so the same
@@ -40,16 +41,55 @@ def lookup(run: dict, key: str):
     return run[part].get(rest) if part in ("config", "summary") else run.get(key)
 
 
-def panel_values(runs: list[dict], panel: dict, measure: str) -> dict[tuple[str, str, int], list[float]]:
+MISSING = object()
+
+
+def config_value(run: dict, key: str):
+    """A run's value of ``key``: its Hydra choice (``arch``: the arch group's name), else the dotted
+    path in its config (``zoo.seeds``); MISSING where the run has neither."""
+    config = run["config"]
+    if key in (config.get("choices") or {}):
+        return config["choices"][key]
+    if key in config:  # a flattened key (synced runs may carry "zoo.seeds" as one key)
+        return config[key]
+    node = config
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return MISSING
+        node = node[part]
+    return node
+
+
+def check_by(runs: list[dict], by: list[str]) -> None:
+    """One line for a --by key that no run has, before anything is drawn."""
+    for key in by:
+        if all(config_value(run, key) is MISSING for run in runs):
+            choices = sorted({c for run in runs for c in (run["config"].get("choices") or {})})
+            raise WeightsimError(f"--by {key}: no run has this choice or config key; choices: {', '.join(choices)}, "
+                                 "or a dotted config path such as zoo.seeds or protocol.alpha")
+
+
+def group_label(run: dict, panel: dict, by: list[str] | None) -> str:
+    """The bar group of a run: the panel's ``group_by`` values joined by " -> " (the arch, or train
+    -> eval arch); with ``by``, key=value of each key instead (after train -> eval for Fig. 5)."""
+    if not by:
+        return " -> ".join(str(lookup(run, k)) for k in panel["group_by"])
+    label = ", ".join(f"{k}={config_value(run, k) if config_value(run, k) is not MISSING else '?'}" for k in by)
+    cross = panel["group_by"][1:]  # Fig. 5: which nets were tested on which is the panel's point
+    return " -> ".join(str(lookup(run, k)) for k in panel["group_by"]) + f" ({label})" if cross else label
+
+
+def panel_values(runs: list[dict], panel: dict, measure: str,
+                 by: list[str] | None = None) -> dict[tuple[str, str, int], list[float]]:
     """{(protocol, group label, chain): [accuracy of each matching run]} of one panel spec; the
-    label joins the run's ``group_by`` values with " -> "."""
+    label joins the run's ``group_by`` values with " -> ", or names the ``by`` keys' values."""
     pattern = re.compile(panel["metric"].format(measure=re.escape(measure)))
     values = defaultdict(list)
     for run in runs:
         if not all((lookup(run, k) in v) if isinstance(v, list) else lookup(run, k) == v
                    for k, v in panel["runs"].items()):
             continue
-        group = " -> ".join(str(lookup(run, k)) for k in panel["group_by"])
+        group = group_label(run, panel, by)
         for key, value in run["summary"].items():
             m = pattern.match(key)
             if m and isinstance(value, (int, float)):
@@ -96,13 +136,15 @@ def draw_panel(values: dict, title: str, path: Path) -> Path:
     return path
 
 
-def build(runs: list[dict], out: str | Path, measure: str = "chain_gram") -> dict:
-    """Draw every panel that has runs; returns (and writes as dashboard.json) the specs and values."""
+def build(runs: list[dict], out: str | Path, measure: str = "chain_gram", by: list[str] | None = None) -> dict:
+    """Draw every panel that has runs; returns (and writes as dashboard.json) the specs and values.
+    by: group the bars by these choices / config keys instead of by arch."""
+    check_by(runs, by or [])
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    report = {"measure": measure, "runs": len(runs), "panels": {}}
+    report = {"measure": measure, "runs": len(runs), "by": by, "panels": {}}
     for name, panel in PANELS.items():
-        values = panel_values(runs, panel, measure)
+        values = panel_values(runs, panel, measure, by)
         entry = {**panel, "values": [{"protocol": p, "group": g, "chain": c, "accuracy": v}
                                      for (p, g, c), v in sorted(values.items())]}
         if values:
@@ -121,6 +163,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--group", help="with --project: only the runs of this wandb group")
     ap.add_argument("--measure", default="chain_gram", help="the measure drawn (protocol.measures)")
     ap.add_argument("--out", default="dashboard", help="folder for the PNGs and dashboard.json")
+    ap.add_argument("--by", help="group the bars by these Hydra choices or config keys, comma-separated "
+                                 "(e.g. arch,zoo.seeds); default: by the zoo's arch")
     args = ap.parse_args(argv)
     if bool(args.runs_dir) == bool(args.project):
         ap.error("give a runs directory or --project ENTITY/PROJECT (one of them)")
@@ -128,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
             else offline_runs(args.runs_dir))
     if not runs:
         raise DataError(f"no wandb runs found in {args.runs_dir or args.project}: run the sweep with logger=wandb")
-    report = build(runs, args.out, args.measure)
+    report = build(runs, args.out, args.measure, [k for k in (args.by or '').split(',') if k] or None)
     for name, panel in report["panels"].items():
         where = f" -> {panel['png']}" if "png" in panel else " (no matching runs)"
         print(f"{name}: {len(panel['values'])} bars{where}")
