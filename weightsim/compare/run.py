@@ -26,7 +26,7 @@ from weightsim.compare.measures import COMPARE_MEASURES, ActivationMeasure, Pair
 from weightsim.compare.subspace import GRID
 from weightsim.errors import ConfigError, warn
 from weightsim.htt.measures import get_measure
-from weightsim.nets.kinds import BATCHNORMS
+from weightsim.nets.spec import BATCHNORMS
 from weightsim.zoo.view import Zoo
 
 RELATIONS = ("same_task", "different_task", "shuffled_input")
