@@ -29,7 +29,7 @@ def test_each_activation_has_exactly_the_identities_it_claims(name):
     f = a.build()
     assert holds(f(-Z), -f(Z)) == a.odd
     assert holds(f(C * Z), C * f(Z)) == a.positive_homogeneous
-    assert holds(f(-Z), f(Z) - Z) == a.reflect_linear
+    assert holds(f(-Z), f(Z) - Z) == a.even_linear
 
 
 def _unit_map(name: str, seed: int = 0) -> tuple[nn.Sequential, torch.Tensor]:
@@ -61,7 +61,7 @@ def test_a_units_sign_flip_and_scale_keep_the_net_exactly_when_claimed(name):
         linear = (x @ net[0].weight[1] + net[0].bias[1])[:, None] * net[2].weight[:, 1]  # a (w.x + b)
     assert holds(flipped, y) == a.odd
     assert holds(scaled, y) == a.positive_homogeneous
-    assert holds(leaked + linear, y) == a.reflect_linear
+    assert holds(leaked + linear, y) == a.even_linear
 
 
 def test_sign_classes_are_expand_and_clusters():

@@ -35,7 +35,7 @@ class Activation:
 
     odd: sigma(-z) = -sigma(z): [w; b] -> -[w; b] with a -> -a keeps the function.
     positive_homogeneous: sigma(c z) = c sigma(z) for c > 0: [w; b] -> c [w; b] with a -> a / c keeps it.
-    reflect_linear: sigma(-z) = sigma(z) - z: [w; b] -> -[w; b] keeping a changes the function by the
+    even_linear: sigma(-z) = sigma(z) - z: [w; b] -> -[w; b] keeping a changes the function by the
         linear term a (w.x + b) only (Expand-and-Cluster's "even-linear" class).
     defaults: constructor arguments a module must hold to count as this activation.
     """
@@ -43,7 +43,7 @@ class Activation:
     module: type[nn.Module]
     odd: bool = False
     positive_homogeneous: bool = False
-    reflect_linear: bool = False
+    even_linear: bool = False
     defaults: tuple[tuple[str, object], ...] = ()
 
     def build(self) -> nn.Module:
@@ -55,22 +55,22 @@ class Activation:
 
     @property
     def sign_class(self) -> str | None:
-        """Expand-and-Cluster's class: "odd", "relu" (reflect-linear and positively homogeneous),
+        """Expand-and-Cluster's class: "odd", "relu" (even-linear and positively homogeneous),
         "even_linear", or None (no sign symmetry: not covered)."""
         if self.odd:
             return "odd"
-        if self.reflect_linear:
+        if self.even_linear:
             return "relu" if self.positive_homogeneous else "even_linear"
         return None
 
 
 ACTIVATIONS: dict[str, Activation] = {
     "tanh": Activation(nn.Tanh, odd=True),
-    "relu": Activation(nn.ReLU, positive_homogeneous=True, reflect_linear=True),
+    "relu": Activation(nn.ReLU, positive_homogeneous=True, even_linear=True),
     "leaky_relu": Activation(nn.LeakyReLU, positive_homogeneous=True),  # sigma(-z) = sigma(z) - (1 + slope) z
-    "softplus": Activation(nn.Softplus, reflect_linear=True, defaults=(("beta", 1), ("threshold", 20))),
-    "gelu": Activation(nn.GELU, reflect_linear=True, defaults=(("approximate", "none"),)),
-    "silu": Activation(nn.SiLU, reflect_linear=True),
+    "softplus": Activation(nn.Softplus, even_linear=True, defaults=(("beta", 1), ("threshold", 20))),
+    "gelu": Activation(nn.GELU, even_linear=True, defaults=(("approximate", "none"),)),
+    "silu": Activation(nn.SiLU, even_linear=True),
 }
 
 
