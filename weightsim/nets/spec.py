@@ -90,8 +90,8 @@ _MOVE = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Flatten, nn.MaxPool2d, nn.Av
 # modules that act per unit / per channel, or move data without mixing units: no chain factor
 PASS_THROUGH = ELEMENTWISE + _MOVE
 # f(a x) = a f(x) per channel for a > 0: a positive channel scale passes them on
-POSITIVELY_HOMOGENEOUS = tuple(a.module for a in ACTIVATIONS.values()
-                               if a.positive_homogeneous and a.module in ELEMENTWISE) + (nn.Identity,) + _MOVE
+POSITIVELY_HOMOGENEOUS = tuple(a.module for a in ACTIVATIONS.values() if a.positive_homogeneous) + \
+    (nn.Identity,) + _MOVE
 
 
 def activation(name: str) -> nn.Module:
