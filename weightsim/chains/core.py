@@ -22,6 +22,9 @@ modules only, the BN absorbs a positive per-channel scale of layer l; the walk s
 of C_l to norm 1 (removing it). Then the BN's gamma (and beta, with bias) is folded in before layer
 l+1, which also removes the sign a tanh -> BN layer can hand to gamma.
 
+The walk that reads a net's weight layers in this order (``chain_layers``, with the BatchNorms around
+them) is the architecture spec's (nets/spec.py); this module turns its layers into chains.
+
 Everything works on a parameter dict (``name -> tensor``), so one net and a whole zoo (stacked
 parameters under ``torch.func.vmap``) share one code path.
 """
@@ -29,7 +32,7 @@ parameters under ``torch.func.vmap``) share one code path.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -37,172 +40,8 @@ from torch.func import vmap
 
 from weightsim.chains.options import ChainOptions
 from weightsim.errors import ChainError
-from weightsim.nets.kinds import BATCHNORMS, ELEMENTWISE
-
-# modules that act per unit / per channel, or move data without mixing units: no chain factor
-PASS_THROUGH = ELEMENTWISE + (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Flatten, nn.MaxPool2d,
-                              nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
-# f(a x) = a f(x) per channel for a > 0: a positive channel scale passes them on to the next BN
-POSITIVELY_HOMOGENEOUS = (nn.ReLU, nn.LeakyReLU, nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d,
-                          nn.Flatten, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
-GATES = ("r", "z", "n")  # torch's gate order in weight_ih / weight_hh
-N_GATE = GATES.index("n")  # the candidate gate: its units are the hidden state's
-
-
-# -- the chain plan of a model: which parameters make each weight layer -----------------------------
-@dataclass(frozen=True)
-class Block:
-    """One kernel of a weight layer, read from the parameter dict.
-
-    gate: for GRU weights, which third of the rows (r, z, n = 0, 1, 2); None: the whole weight.
-    hh_weight / hh_bias / hh_gate: GRU one-step recurrent path, the block is W_hh[hh_gate] W_ih[gate]
-        (torch layout; input -> candidate n -> hidden state -> gate hh_gate).
-    spatial: (s, s) when a Linear reads a flattened c x s x s map: its weight is a c x s x s kernel.
-    continues: the block's columns transform like the layer's output (what the next layer reads), so
-        chain parts ending in it are continued into the next layer; False: terminal (GRU r, z gates).
-    """
-
-    weight: str
-    bias: str | None = None
-    gate: int | None = None
-    hh_weight: str | None = None
-    hh_bias: str | None = None
-    hh_gate: int | None = None
-    spatial: tuple[int, int] | None = None
-    continues: bool = True
-
-
-@dataclass(frozen=True)
-class BNRef:
-    """A BatchNorm acting on the units of the previous weight layer."""
-
-    module: str
-    weight: str | None
-    bias: str | None
-    running_mean: str | None
-    running_var: str | None
-    eps: float
-
-
-@dataclass(frozen=True)
-class ChainLayer:
-    """One weight layer of the chain: its blocks, sizes and the BatchNorms around it.
-
-    bn_before: every BN between the previous weight layer and this one (bn="fold").
-    bn_after: the last BN between this layer and the next one, whose gamma (and beta) bn="invariant"
-        folds in; None: no BN.
-    bn_absorbs: a BN is reached from this layer through positively homogeneous modules only, so it
-        absorbs a positive per-channel scale of this layer's output (bn="invariant" removes it).
-    """
-
-    module: str
-    blocks: tuple[Block, ...]
-    c_in: int
-    c_out: int
-    kernel: tuple[int, int]
-    bn_before: tuple[BNRef, ...] = ()
-    raw: tuple[str, ...] = ()  # weight tensors of the raw baseline of this layer
-    kind: str = "linear"
-    bn_after: BNRef | None = None
-    bn_absorbs: bool = False
-
-
-@dataclass
-class _Walk:
-    layers: list[ChainLayer] = field(default_factory=list)
-    pending_bn: list[BNRef] = field(default_factory=list)
-    homogeneous: bool = False  # the last layer's output reached here through positively homogeneous modules
-
-
-def _bn_ref(name: str, m: nn.Module) -> BNRef:
-    p = f"{name}." if name else ""
-    return BNRef(name, p + "weight" if m.weight is not None else None, p + "bias" if m.bias is not None else None,
-                 p + "running_mean" if m.running_mean is not None else None,
-                 p + "running_var" if m.running_var is not None else None, float(m.eps))
-
-
-def _add(walk: _Walk, layer: ChainLayer) -> None:
-    if walk.layers and walk.layers[-1].c_out != layer.c_in:
-        prev = walk.layers[-1]
-        raise ChainError(f"module '{layer.module}' takes {layer.c_in} units but the previous weight layer "
-                         f"'{prev.module}' gives {prev.c_out}: not a chain")
-    walk.layers.append(replace(layer, bn_before=tuple(walk.pending_bn)))
-    walk.pending_bn = []
-    walk.homogeneous = layer.kind != "gru"  # a GRU's output is tanh / gate mixed: nothing to absorb
-
-
-def _visit(name: str, m: nn.Module, walk: _Walk) -> None:
-    p = f"{name}." if name else ""
-    if isinstance(m, nn.Sequential):
-        for child_name, child in m.named_children():
-            _visit(p + child_name, child, walk)
-    elif hasattr(m, "chain_order"):  # a net that names its children in forward order (e.g. Residual)
-        for child_name in m.chain_order:
-            _visit(p + child_name, getattr(m, child_name), walk)
-        if getattr(m, "chain_shortcut", False):  # output = input + body(input): a scale of body's
-            walk.homogeneous = False              # last layer no longer reaches a later BN alone
-    elif isinstance(m, nn.Linear):
-        prev = walk.layers[-1] if walk.layers else None
-        spatial, c_in, kind = None, m.in_features, "linear"
-        if prev is not None and prev.kind == "conv":
-            c = prev.c_out
-            s = math.isqrt(m.in_features // c) if m.in_features % c == 0 else 0
-            if s * s * c != m.in_features:
-                raise ChainError(f"module '{name}' (Linear with {m.in_features} inputs) after a conv with {c} "
-                                 f"channels: {m.in_features} is not {c} x s x s for a square s")
-            spatial, c_in, kind = (s, s), c, "fc_after_conv"
-        _add(walk, ChainLayer(name, (Block(p + "weight", p + "bias" if m.bias is not None else None,
-                                           spatial=spatial),), c_in, m.out_features,
-                              spatial or (1, 1), raw=(p + "weight",), kind=kind))
-    elif isinstance(m, nn.Conv2d):
-        if m.groups != 1:
-            raise ChainError(f"module '{name}' (Conv2d with groups={m.groups}) is not supported by the chain rule")
-        _add(walk, ChainLayer(name, (Block(p + "weight", p + "bias" if m.bias is not None else None),),
-                              m.in_channels, m.out_channels, tuple(m.kernel_size), raw=(p + "weight",),
-                              kind="conv"))
-    elif _is_gru(m):
-        if m.bidirectional or getattr(m, "proj_size", 0):
-            raise ChainError(f"module '{name}' (bidirectional / projected GRU) is not supported by the chain rule")
-        for layer in range(m.num_layers):
-            ih, hh = f"{p}weight_ih_l{layer}", f"{p}weight_hh_l{layer}"
-            bih, bhh = (f"{p}bias_ih_l{layer}", f"{p}bias_hh_l{layer}") if m.bias else (None, None)
-            # GRU layer: input paths A_r, A_z, A_n and one-step recurrent paths A_n U_g (input -> n -> h -> g);
-            # only n-gate / hidden-state columns (g = n) continue into the next layer (docs/chains.md)
-            blocks = tuple(Block(ih, bih, gate=g, continues=g == N_GATE) for g in range(3)) + \
-                tuple(Block(ih, bih, gate=N_GATE, hh_weight=hh, hh_bias=bhh, hh_gate=g, continues=g == N_GATE)
-                      for g in range(3))
-            c_in = m.input_size if layer == 0 else m.hidden_size
-            _add(walk, ChainLayer(f"{name}[layer {layer}]", blocks, c_in, m.hidden_size, (1, 1),
-                                  raw=(ih, hh), kind="gru"))
-    elif isinstance(m, BATCHNORMS):
-        if walk.layers:
-            ref = _bn_ref(name, m)
-            walk.pending_bn.append(ref)
-            last = walk.layers[-1]  # BN(a x) = BN(x): it absorbs a positive channel scale reaching it
-            walk.layers[-1] = replace(last, bn_after=ref, bn_absorbs=last.bn_absorbs or walk.homogeneous)
-    elif isinstance(m, PASS_THROUGH) or getattr(m, "chain_pass_through", False):
-        walk.homogeneous = walk.homogeneous and isinstance(m, POSITIVELY_HOMOGENEOUS)
-    else:
-        raise ChainError(f"module '{name or '<root>'}' ({type(m).__name__}) is not supported by the chain rule "
-                         f"(supported: nn.Sequential of Linear / Conv2d / GRU with activations, BatchNorm, "
-                         f"pooling, dropout and flatten between them, and residual blocks with chain_order)")
-
-
-def _is_gru(m: nn.Module) -> bool:
-    return isinstance(m, nn.GRU) or getattr(m, "chain_gru", False)
-
-
-def chain_layers(model: nn.Module) -> list[ChainLayer]:
-    """The chain's weight layers in forward order, with the BatchNorms around them."""
-    if not isinstance(model, nn.Module):
-        what = "a state dict" if isinstance(model, dict) else f"a {type(model).__name__}"
-        raise ChainError(f"the chain functions take a model, got {what}: pass an nn.Module holding the weights "
-                         f"(net.load_state_dict(state), then chain_features(net))")
-    walk = _Walk()
-    _visit("", model, walk)
-    if not walk.layers:
-        raise ChainError(f"the model ({type(model).__name__}) has no Linear, Conv2d or GRU layer to build chains from")
-    return walk.layers
+# the walk (a net's weight layers in chain order, nets/spec.py); chain_layers is imported from here too
+from weightsim.nets.spec import BNRef, Block, ChainLayer, chain_layers
 
 
 # -- from parameters to kernels ----------------------------------------------------------------------

@@ -26,7 +26,7 @@ from weightsim.measures.activation import ActivationMeasure
 from weightsim.measures.align import loss_barrier
 from weightsim.measures.cka import cka_matrix
 from weightsim.measures.pairs import PairMeasure
-from weightsim.nets.kinds import BATCHNORMS
+from weightsim.nets.spec import BATCHNORMS
 from weightsim.zoo.view import Zoo
 
 RELATIONS = ("same_task", "different_task", "shuffled_input")

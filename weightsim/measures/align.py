@@ -46,9 +46,8 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
-from weightsim.chains.core import ChainLayer, chain_layers
 from weightsim.errors import WeightsimError
-from weightsim.nets.kinds import BATCHNORMS
+from weightsim.nets.spec import BATCHNORMS, ChainLayer, chain_layers, permutation_groups, scale_breakers
 
 TOL_GAIN = 1e-12  # a step must raise the objective by more than this to be taken (and the sweeps to go on)
 TOL_FUNCTION = 1e-8  # |f(aligned) - f(B)| / (1 + |f(B)|) allowed (float64 check)
@@ -126,52 +125,21 @@ def _bn_axes(layer: ChainLayer) -> list[AxisRef]:
             for t in (bn.weight, bn.bias, bn.running_mean, bn.running_var) if t]
 
 
-def _find(parent: dict, x):
-    while parent[x] != x:
-        parent[x] = parent[parent[x]]
-        x = parent[x]
-    return x
-
-
-def _residual_ties(model: nn.Module, layers: list[ChainLayer]) -> list[tuple[int, int]]:
-    """(i, j) layer index pairs whose outputs share one permutation: the last weight layer of a
-    residual body and the weight layer that produced the stream it is added to (-1: the input)."""
-    ties = []
-    for name, m in model.named_modules():
-        if not getattr(m, "chain_shortcut", False):
-            continue
-        prefix = f"{name}." if name else ""
-        inside = [i for i, layer in enumerate(layers) if layer.module.startswith(prefix)]
-        if inside:
-            ties.append((inside[-1], inside[0] - 1))
-    return ties
-
-
 def perm_spec(model: nn.Module) -> PermSpec:
     """The hidden permutation groups of ``model`` and the tensor axes each acts on.
 
-    One group per hidden weight layer (the output layer and the input are fixed); residual ties
-    merge groups (union-find). Units tied to the input or to the output (a shortcut around the
-    first or the last layer) belong to no group: no permutation moves them.
+    The groups and which layers each joins (residual ties) are the architecture spec's
+    (``spec.permutation_groups``); this adds the tensor axes of each group's layers.
     """
     layers = chain_layers(model)
-    n = len(layers)
-    parent = {i: i for i in range(-1, n)}
-    for i, j in _residual_ties(model, layers):
-        parent[_find(parent, i)] = _find(parent, j)
-    fixed = {_find(parent, -1), _find(parent, n - 1)}
     groups: dict[str, list[AxisRef]] = {}
     sizes, members = {}, {}
-    root_name = {}
-    for i in range(n - 1):
-        r = _find(parent, i)
-        if r in fixed:
-            continue
-        g = root_name.setdefault(r, layers[i].module)  # a group is named after its first layer
+    for g, idx in permutation_groups(model, layers).items():
         axes = groups.setdefault(g, [])
-        axes += _own_axes(layers[i]) + _bn_axes(layers[i + 1]) + _input_axes(layers[i + 1])
-        sizes[g] = layers[i].c_out
-        members.setdefault(g, []).append(layers[i].module)
+        for i in idx:
+            axes += _own_axes(layers[i]) + _bn_axes(layers[i + 1]) + _input_axes(layers[i + 1])
+            sizes[g] = layers[i].c_out
+            members.setdefault(g, []).append(layers[i].module)
     covered = [t for tensors in layer_tensors(model) for t in tensors]
     return PermSpec({g: tuple(dict.fromkeys(a)) for g, a in groups.items()}, sizes,
                     {g: tuple(m) for g, m in members.items()}, tuple(dict.fromkeys(covered)))
@@ -393,13 +361,7 @@ def canonicalize_scale(net: nn.Module) -> nn.Module:
     the per-unit positive rescaling that weight matching cannot see. For nets whose hidden layers
     reach the next weight layer through positively homogeneous modules only (ReLU MLPs and conv
     nets without BatchNorm or residual blocks)."""
-    from weightsim.chains.core import POSITIVELY_HOMOGENEOUS
-
-    bad = [
-        f"{name or '<root>'} ({type(m).__name__})" for name, m in net.named_modules()
-        if isinstance(m, BATCHNORMS) or getattr(m, "chain_shortcut", False) or getattr(m, "chain_gru", False)
-        or isinstance(m, nn.GRU) or (not list(m.children()) and not isinstance(m, (nn.Linear, nn.Conv2d))
-                                     and not isinstance(m, POSITIVELY_HOMOGENEOUS))]
+    bad = scale_breakers(net)
     if bad:
         raise AlignError(f"canonicalize_scale needs hidden layers followed by ReLU-like (positively homogeneous) "
                          f"modules only; {', '.join(bad)} breaks that: match without canonicalize_scale")

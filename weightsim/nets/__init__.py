@@ -2,7 +2,8 @@
 
 from weightsim.nets.conv import PlainNet, Residual, ResNet, Unit
 from weightsim.nets.gru import GRU, GRUNet, OneHot
-from weightsim.nets.mlp import MLP, activation
+from weightsim.nets.mlp import MLP
 from weightsim.nets.resmlp import ResNetMLP
+from weightsim.nets.spec import activation
 
 __all__ = ["MLP", "activation", "PlainNet", "ResNet", "ResNetMLP", "GRU", "GRUNet", "OneHot", "Residual", "Unit"]

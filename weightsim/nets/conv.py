@@ -6,7 +6,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from weightsim.errors import ConfigError
-from weightsim.nets.mlp import activation as make_activation
+from weightsim.nets.spec import activation as make_activation
 
 NORMS = ("bn", "none")
 

@@ -8,7 +8,7 @@ from torch import nn
 
 from weightsim.errors import ConfigError
 from weightsim.nets.conv import NORMS, Residual, Unit, batchnorm
-from weightsim.nets.mlp import activation as make_activation
+from weightsim.nets.spec import activation as make_activation
 
 
 def _layer(a: int, b: int, act: str, norm: str) -> list[nn.Module]:

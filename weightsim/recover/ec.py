@@ -25,7 +25,7 @@ from weightsim.recover.cluster import PRESETS, Clusters, cluster_layer
 from weightsim.recover.options import ECConfig
 from weightsim.recover.students import OPTIMIZERS, Students, fit, init_students, mlp, train
 from weightsim.recover.symmetry import canonicalize, leak_sign, sign_reference
-from weightsim.recover.teachers import ACTIVATIONS, activation_module, layers
+from weightsim.recover.teachers import ACTIVATIONS, activation_module, layers, sign_class
 
 
 @dataclass
@@ -245,7 +245,7 @@ def expand_and_cluster(teacher: nn.Module, x: Tensor | None = None, ec: ECConfig
         A_can = torch.cat([a for _, _, a in canon], 1)  # (out, N h)
         owner = np.repeat(np.arange(s.n), W.shape[1])
         out_norm = importance(s, l, L).flatten()  # (N h,)
-        if ACTIVATIONS[act][1] == "relu":  # relu(w.x + b) grows with ||[w; b]||: the weight moved to a
+        if sign_class(act) == "relu":  # relu(w.x + b) grows with ||[w; b]||: the weight moved to a
             out_norm = out_norm * torch.cat([W, B[..., None]], 2).norm(dim=2).flatten()
         if metric == "data":  # distances between pre-activations on the probe data, not between raw weights
             h = layer_inputs(s, x, l, int(torch.argmin(s.losses)), act)

@@ -15,7 +15,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
 from weightsim.recover.ec import constant_inputs, fold_constants
-from weightsim.recover.teachers import ACTIVATIONS, layers
+from weightsim.recover.teachers import layers, sign_class
 
 
 def unit(v: Tensor) -> Tensor:
@@ -34,7 +34,7 @@ def recovery_metrics(teacher: nn.Module, net: nn.Module, x: Tensor | None = None
     has |cos| > 1 - tol with a recovered neuron's (the function-space view, for inputs whose weight
     directions the data does not pin down)."""
     (lt, act), (lr, _) = layers(teacher), layers(net)
-    kind = ACTIVATIONS[act][1]
+    kind = sign_class(act)
     if len(lt) != len(lr) or lt[0].in_features != lr[0].in_features or lt[-1].out_features != lr[-1].out_features:
         raise ValueError(f"teacher {[m.in_features for m in lt]} and net {[m.in_features for m in lr]} differ in depth "
                          f"or input/output sizes")

@@ -10,7 +10,6 @@ of nets whose layers change size between steps.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -19,6 +18,7 @@ from torch import Tensor, nn
 from torch.func import stack_module_state
 
 from weightsim.errors import ConfigError
+from weightsim.nets.mlp import linear_stack
 from weightsim.recover.teachers import activation_module
 from weightsim.zoo.many import ManyNets
 from weightsim.zoo.population import init_member
@@ -27,15 +27,8 @@ OPTIMIZERS = ("lbfgs", "adam")
 
 
 def mlp(d_in: int, widths: list[int], d_out: int, activation: str) -> nn.Sequential:
-    """Linear, act, ..., Linear (float64)."""
-    sizes, mods = [d_in, *widths, d_out], []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        with warnings.catch_warnings():  # a layer of width 0 (nothing recovered) is legal; torch warns on its init
-            warnings.filterwarnings("ignore", "Initializing zero-element tensors")
-            mods.append(nn.Linear(a, b).double())
-        if i < len(widths):
-            mods.append(activation_module(activation))
-    return nn.Sequential(*mods)
+    """Linear, act, ..., Linear (float64): the nets' one MLP builder with a covered activation."""
+    return nn.Sequential(*linear_stack([d_in, *widths, d_out], lambda: activation_module(activation))).double()
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Symmetry canonicalization of hidden neurons: one representative [w; b] per symmetry orbit.
 
 A hidden neuron with incoming weights w, bias b and outgoing weights a contributes a sigma(w.x + b).
-Per activation class (teachers.ACTIVATIONS):
+Per activation class (``sign_class`` of the architecture spec's registry, nets/spec.py):
   odd (tanh):           a sigma(z) = (-a) sigma(-z)                    -> flip the sign of [w; b] and a
   even_linear (softplus, GELU, SiLU): a sigma(z) = a sigma(-z) + a z   -> flip [w; b], keep a (a linear leak)
   relu:                 as even_linear, and a sigma(z) = (c a) sigma(z / c), c > 0
@@ -34,20 +34,20 @@ def canonicalize(W: Tensor, b: Tensor, A: Tensor, act: str, ref: Tensor | None =
     feats row i with outgoing column A'[:, i] is neuron i's orbit representative (exactly the same
     function for odd; up to the linear term a z for a flipped even-linear or ReLU neuron).
     """
-    kind = ACTIVATIONS[act][1]
+    a = ACTIVATIONS[act]
     f = torch.cat([W, b[:, None]], 1).double()
     A = A.double()
-    if kind == "relu":
+    if a.positive_homogeneous:
         scale = f.norm(dim=1).clamp_min(1e-300)  # relu(c z) = c relu(z)
         f, A = f / scale[:, None], A * scale
     ref = sign_reference(f.shape[1]) if ref is None else ref.double()
     sign = torch.where(f @ ref < 0, -1.0, 1.0).double()
     f = f * sign[:, None]
-    if kind == "odd":
+    if a.odd:
         A = A * sign
     return f, sign, A
 
 
 def leak_sign(act: str) -> bool:
     """True when flipping a neuron's sign keeps its outgoing weights (and leaks a linear term)."""
-    return ACTIVATIONS[act][1] != "odd"
+    return not ACTIVATIONS[act].odd

@@ -14,30 +14,28 @@ import torch
 from torch import Tensor, nn
 
 from weightsim.errors import ConfigError
+from weightsim.nets import spec
+from weightsim.nets.mlp import linear_stack
+from weightsim.nets.spec import Activation
 
-# activation -> (module class, symmetry class of sigma(-z) vs sigma(z)); docs/recover.md
-ACTIVATIONS: dict[str, tuple[type, str]] = {
-    "tanh": (nn.Tanh, "odd"),  # sigma(-z) = -sigma(z)
-    "relu": (nn.ReLU, "relu"),  # sigma(-z) = sigma(z) - z, and sigma(cz) = c sigma(z) for c > 0
-    "softplus": (nn.Softplus, "even_linear"),  # sigma(-z) = sigma(z) - z
-    "gelu": (nn.GELU, "even_linear"),
-    "silu": (nn.SiLU, "even_linear"),
-}
+# the activations Expand-and-Cluster covers: those of the registry with a sign symmetry (docs/recover.md)
+ACTIVATIONS: dict[str, Activation] = {n: a for n, a in spec.ACTIVATIONS.items() if a.sign_class is not None}
 
 
 def activation_module(name: str) -> nn.Module:
     if name not in ACTIVATIONS:
         raise ConfigError(f"activation '{name}' is not covered by Expand-and-Cluster: choose from "
                           f"{', '.join(ACTIVATIONS)}")
-    return ACTIVATIONS[name][0]()
+    return ACTIVATIONS[name].build()
+
+
+def sign_class(name: str) -> str:
+    """Expand-and-Cluster's symmetry class of a covered activation: "odd", "relu" or "even_linear"."""
+    return ACTIVATIONS[name].sign_class
 
 
 def activation_name(module: nn.Module) -> str | None:
-    for name, (cls, _) in ACTIVATIONS.items():
-        if type(module) is cls and not (cls is nn.Softplus and (module.beta != 1 or module.threshold != 20)) \
-                and not (cls is nn.GELU and module.approximate != "none"):
-            return name
-    return None
+    return spec.activation_name(module, ACTIVATIONS)
 
 
 def layers(net: nn.Module) -> tuple[list[nn.Linear], str]:
@@ -81,9 +79,10 @@ def synthetic_teacher(d_in: int, widths: list[int], activation: str = "tanh", se
     g = torch.Generator().manual_seed(seed)
     def uni(n: int, lo_hi: tuple[float, float]) -> Tensor:  # U[lo, hi]
         return lo_hi[0] + (lo_hi[1] - lo_hi[0]) * torch.rand(n, generator=g, dtype=torch.float64)
-    mods: list[nn.Module] = []
     sizes = [d_in, *widths]
-    for fan_in, width in zip(sizes[:-1], sizes[1:]):
+    net = nn.Sequential(*linear_stack([*sizes, d_out], lambda: activation_module(activation))).double()
+    lins = list(net)[0::2]
+    for lin, fan_in, width in zip(lins, sizes[:-1], sizes[1:]):
         u = torch.zeros(width, fan_in, dtype=torch.float64)
         for i in range(width):
             for _ in range(1000):
@@ -96,17 +95,15 @@ def synthetic_teacher(d_in: int, widths: list[int], activation: str = "tanh", se
                                   f"use a narrower layer")
             u[i] = v
         s = uni(width, norm)
-        lin = nn.Linear(fan_in, width).double()
         with torch.no_grad():
             lin.weight.copy_(u * s[:, None])
             lin.bias.copy_((2 * torch.rand(width, generator=g, dtype=torch.float64) - 1) * s)  # b ~ U[-s, s]
-        mods += [lin, activation_module(activation)]
-    last = nn.Linear(sizes[-1], d_out).double()
+    last = lins[-1]
     with torch.no_grad():
         sign = torch.where(torch.rand(d_out, sizes[-1], generator=g) < 0.5, -1.0, 1.0).double()
         last.weight.copy_(sign * uni(d_out * sizes[-1], out).view(d_out, -1))
         last.bias.zero_()
-    return nn.Sequential(*mods, last)
+    return net
 
 
 @dataclass

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from weightsim.nets.kinds import BATCHNORMS, ELEMENTWISE
+from weightsim.nets.spec import BATCHNORMS, ELEMENTWISE
 
 POOLS = (nn.MaxPool2d, nn.AvgPool2d)
 

@@ -28,7 +28,7 @@ from weightsim.data.common import ENV_DATA
 from weightsim.data.tasks import TaskSet
 from weightsim.errors import ConfigError, WeightsimError, ZooError, in_cause_chain
 from weightsim.nets.build import build_net
-from weightsim.nets.kinds import ELEMENTWISE
+from weightsim.nets.spec import ELEMENTWISE
 from weightsim.zoo.many import ManyNets
 from weightsim.zoo.store import IMPORTED, ZooReader
 
