@@ -8,7 +8,7 @@ import torch
 
 from tests.test_htt_warnings import small_zoo
 from weightsim.chains import ChainOptions
-from weightsim.chains.core import chain_layers
+from weightsim.nets.spec import chain_layers
 from weightsim.htt.protocols import cmc_curve, knn_classify
 from weightsim.htt.run import run_htt
 from weightsim.htt.settings import ClassifierConfig, ProtocolConfig

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from weightsim.chains import zoo_raw_features
-from weightsim.chains.core import chain_layers
+from weightsim.nets.spec import chain_layers
 from weightsim.measures.base import Measure
 from weightsim.zoo.view import Zoo
 

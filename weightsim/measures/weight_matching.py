@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 from torch import nn
 
-from weightsim.chains.core import chain_layers
+from weightsim.nets.spec import chain_layers
 from weightsim.errors import ConfigError
 from weightsim.measures.align import weight_matching
 from weightsim.measures.pairs import Key, PairMeasure, net_key
