@@ -166,6 +166,12 @@ def test_run_config_is_the_composed_config_and_history_has_the_zoo_loss_curve(ru
                 assert math.isclose(run["summary"][f"{key}/{value}"], r[value])
     assert any(k.endswith("/accuracy_sd") for k in run["summary"]) and any(k.endswith("/effect_size")
                                                                           for k in run["summary"])
+    # each classifier fit is one value: in run.json's fits, not a one-point series per fit in the history
+    assert not [k for h in run["history"] for k in h if k.startswith("classifier/")]
+    meta = json.loads((out / "run.json").read_text())
+    fits = meta["fits"]
+    feature_rows = [r for r in rows if r["chain"] != "all" and r["protocol"] == "classification"]
+    assert len(fits) == len(feature_rows) * meta["repeats"] and all(f["objective"] > 0 for f in fits)
 
 
 def test_csv_logger_hparams_are_the_composed_config_and_metrics_have_the_loss(tmp_path):

@@ -131,7 +131,7 @@ def htt_stage(cfg: DictConfig, logger=None, notes: list[str] | None = None, run_
     run_dir = Path(run_dir or HydraConfig.get().runtime.output_dir)
     result = run_htt(cfg.zoo_dir, ProtocolConfig(**container(cfg.protocol)),
                      ClassifierConfig(**container(cfg.classifier)), ChainOptions(**container(cfg.chains)),
-                     cfg.eval_zoo_dir, cfg.seed, logger, cfg.progress, measure_settings=container(cfg.measure))
+                     cfg.eval_zoo_dir, cfg.seed, cfg.progress, measure_settings=container(cfg.measure))
     result["meta"]["config"] = container(cfg)
     result["meta"]["warnings"] = list(notes or [])  # every WeightsimWarning of the job, zoo stage included
     paths = write_report(run_dir, result)
@@ -153,7 +153,10 @@ def log_results(logger, result: dict, plots: list[Path]) -> None:
 
 
 def finish(logger) -> None:
-    """One wandb run per job: finish it so multirun jobs never share a run."""
+    """Write what the logger holds (the CSV logger keeps its rows until saved) and, one wandb run per
+    job, finish it so multirun jobs never share a run."""
+    if logger is not None:
+        logger.save()
     if logger is not None and type(logger).__name__ == "WandbLogger":
         import wandb
 

@@ -232,7 +232,7 @@ def write_csv(path, rows: list[dict]) -> None:
         w.writerows(rows)
 
 
-def run_compare(zoo_dir: str, cc: CompareConfig, pc, clc, co: ChainOptions, seed: int = 0, logger=None,
+def run_compare(zoo_dir: str, cc: CompareConfig, pc, clc, co: ChainOptions, seed: int = 0,
                 progress: bool = True, eval_zoo_dir: str | None = None, measure_settings: dict | None = None) -> dict:
     """HTT with every measure (eval_zoo_dir: tested on that zoo's nets, as weightsim-htt), then the
     pairs of ``zoo_dir``. measure_settings: the ``measure`` config node (name -> settings). Returns
@@ -248,7 +248,7 @@ def run_compare(zoo_dir: str, cc: CompareConfig, pc, clc, co: ChainOptions, seed
     zoo = Zoo(zoo_dir, pc.verify)
     built = build_measures(cc, measure_settings, MeasureContext(co, pc.metric))
     measures = runnable(built, [zoo] + ([Zoo(eval_zoo_dir, pc.verify)] if eval_zoo_dir else []))
-    result = run_htt(zoo_dir, replace(pc, measures=[m.name for m in measures]), clc, co, eval_zoo_dir, seed, logger,
+    result = run_htt(zoo_dir, replace(pc, measures=[m.name for m in measures]), clc, co, eval_zoo_dir, seed,
                      progress, measures=measures)
     pairs = pair_rows(zoo, measures, cc)
     result.update(pairs=pairs, summary=summarize(pairs), cka=None)
@@ -284,7 +284,7 @@ def compare_stage(cfg, logger=None, notes: list[str] | None = None) -> dict:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     result = run_compare(cfg.zoo_dir, CompareConfig(**box(cfg.compare)), ProtocolConfig(**box(cfg.protocol)),
                          ClassifierConfig(**box(cfg.classifier)), ChainOptions(**box(cfg.chains)), cfg.seed,
-                         logger, cfg.progress, cfg.eval_zoo_dir, box(cfg.measure))
+                         cfg.progress, cfg.eval_zoo_dir, box(cfg.measure))
     result["meta"]["config"] = box(cfg)
     result["meta"]["warnings"] = list(notes or [])
     paths = write_report(run_dir, result, title="weightsim compare")

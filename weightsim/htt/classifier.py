@@ -53,7 +53,7 @@ class WeightClassifier(L.LightningModule):
     """
 
     def __init__(self, rank: int, num_classes: int, n_heads: int = 1, l2: float = 1.0, max_iter: int = 500,
-                 tag: str = "classifier", dtype: torch.dtype = torch.float32):
+                 dtype: torch.dtype = torch.float32):
         super().__init__()
         # not to the logger: the run's config is the composed config, never one fit's settings
         self.save_hyperparameters(ignore=["dtype"], logger=False)
@@ -81,11 +81,8 @@ class WeightClassifier(L.LightningModule):
     def training_step(self, batch, _batch_idx):
         r, y = batch  # (N, r) reduced training features, (H, N) labels per head
         loss = self.objective(r, y)
-        self._last = loss.detach() / y.numel()  # L-BFGS calls this once per evaluation: logged once, at the end
+        self.final_objective = float(loss.detach()) / y.numel()  # per net and head, at L-BFGS's last evaluation
         return loss
-
-    def on_train_batch_end(self, *_):
-        self.log(f"{self.hparams.tag}/objective", self._last)  # per net and head
 
     def configure_optimizers(self):
         return torch.optim.LBFGS(self.parameters(), lr=1.0, max_iter=self.hparams.max_iter, history_size=20,
@@ -114,8 +111,7 @@ def constant_to_one(std: Tensor) -> Tensor:
 
 
 def fit_classifier(x: Tensor, labels: Tensor, num_classes: int, n_null: int = 0, seed: int = 0,
-                   l2: float = 1.0, max_iter: int = 500, accelerator: str = "cpu", logger=None,
-                   tag: str = "classifier") -> WeightClassifier:
+                   l2: float = 1.0, max_iter: int = 500, accelerator: str = "cpu") -> WeightClassifier:
     """Fit head 0 on ``labels`` and ``n_null`` heads on seeded shuffles of them.
 
     x: (N, D) float training features; labels: (N,) int64 in [0, num_classes).
@@ -123,8 +119,7 @@ def fit_classifier(x: Tensor, labels: Tensor, num_classes: int, n_null: int = 0,
     mean, std = standardization(x)
     z = (x - mean) / std
     proj, reduced = gram_reduction(z.double() @ z.double().T)
-    model = fit_reduced(reduced.to(x.dtype), labels, num_classes, n_null, seed, l2, max_iter, accelerator,
-                        logger, tag)
+    model = fit_reduced(reduced.to(x.dtype), labels, num_classes, n_null, seed, l2, max_iter, accelerator)
     model.register_buffer("mean", mean)
     model.register_buffer("std", std)
     model.register_buffer("basis", (z.double().T @ proj).to(x.dtype))  # V = Z^T U S^-1
@@ -132,17 +127,17 @@ def fit_classifier(x: Tensor, labels: Tensor, num_classes: int, n_null: int = 0,
 
 
 def fit_reduced(reduced: Tensor, labels: Tensor, num_classes: int, n_null: int = 0, seed: int = 0,
-                l2: float = 1.0, max_iter: int = 500, accelerator: str = "cpu", logger=None,
-                tag: str = "classifier") -> WeightClassifier:
+                l2: float = 1.0, max_iter: int = 500, accelerator: str = "cpu") -> WeightClassifier:
     """Fit on the training nets' reduced coordinates (N, r) (``gram_reduction``): head 0 on
     ``labels``, ``n_null`` heads on seeded shuffles of them. The model's ``head`` then scores
-    reduced coordinates (M, r) of any nets."""
+    reduced coordinates (M, r) of any nets; ``final_objective`` is the fit's objective per net and
+    head at its end (recorded in run.json, not logged: a fit is one point, not a curve)."""
     g = torch.Generator().manual_seed(seed)
     ys = torch.stack([labels] + [labels[torch.randperm(len(labels), generator=g)] for _ in range(n_null)])
-    model = WeightClassifier(reduced.shape[1], num_classes, 1 + n_null, l2, max_iter, tag, reduced.dtype)
+    model = WeightClassifier(reduced.shape[1], num_classes, 1 + n_null, l2, max_iter, reduced.dtype)
     loader = torch.utils.data.DataLoader(_FullBatch(reduced.detach(), ys), batch_size=None)
     with one_thread(), quiet_lightning():  # no "GPU available", tips or "Trainer.fit stopped" per fit
-        trainer = L.Trainer(max_epochs=1, accelerator=accelerator, devices=1, logger=logger or False,
+        trainer = L.Trainer(max_epochs=1, accelerator=accelerator, devices=1, logger=False,
                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                             log_every_n_steps=1, num_sanity_val_steps=0)
         trainer.fit(model, loader)

@@ -27,11 +27,11 @@ class Outcome:
     effect: float
     null: Tensor | None = None
     cmc: np.ndarray | None = None
+    objective: float | None = None  # the weight classifier's final objective per net and head (feature measures)
 
 
 def evaluate_chain(g_train: Tensor, g_test: Tensor, g_unseen: Tensor, split: Split, study: Study, pc: ProtocolConfig,
-                   cc: ClassifierConfig, seed: int, logger=None, tag: str = "classifier",
-                   device: torch.device | str = "cpu") -> dict[str, Outcome]:
+                   cc: ClassifierConfig, seed: int, device: torch.device | str = "cpu") -> dict[str, Outcome]:
     """Fit the weight classifier on the training Gram (N, N) and run the protocols: g_test (M, N) and
     g_unseen (U, N) are the other nets' inner products with the training nets. The null (label-
     permutation heads, gallery-label permutations) is computed on repeat 0 only."""
@@ -39,7 +39,7 @@ def evaluate_chain(g_train: Tensor, g_test: Tensor, g_unseen: Tensor, split: Spl
     proj, reduced = gram_reduction(g_train)  # z(x) V = (z(x) Z^T) U S^-1
     n_null = pc.n_permutations if first and "classification" in pc.protocols else 0
     model = fit_reduced(reduced.float(), split.y_train, len(study.tasks), n_null, seed, cc.l2, cc.max_iter,
-                        "gpu" if torch.device(device).type == "cuda" else "cpu", logger, tag)
+                        "gpu" if torch.device(device).type == "cuda" else "cpu")
     out = {}
     with torch.no_grad():
         if "classification" in pc.protocols:
@@ -47,7 +47,7 @@ def evaluate_chain(g_train: Tensor, g_test: Tensor, g_unseen: Tensor, split: Spl
             acc = accuracy(logits, split.y_test)
             out["classification"] = Outcome(float(acc[0]), len(split.y_test),
                                             effect_size(distances(logits[0], logits[0], pc.metric), split.y_test),
-                                            acc[1:] if first else None)
+                                            acc[1:] if first else None, objective=model.final_objective)
         if study.unseen:
             rep = model.head((g_unseen @ proj).float())[0]  # (U, T): the weight representation
             labels = torch.tensor([r["task"] for r in study.unseen])
@@ -56,7 +56,7 @@ def evaluate_chain(g_train: Tensor, g_test: Tensor, g_unseen: Tensor, split: Spl
             curve = cmc_curve(dist, labels[q], labels[g], pc.max_rank)
             null = retrieval_null(dist, labels[q], labels[g], pc.retrieval_permutations, seed) if first else None
             out["retrieval"] = Outcome(float(curve[0]), len(q), effect_size(distances(rep, rep, pc.metric), labels),
-                                       null, curve)
+                                       null, curve, objective=model.final_objective)
     return out
 
 

@@ -27,7 +27,7 @@ from weightsim.measures import DistanceMeasure, Measure, MeasureContext, make_me
 
 
 def run_htt(zoo_dir: str, pc: ProtocolConfig, cc: ClassifierConfig, co: ChainOptions,
-            eval_zoo_dir: str | None = None, seed: int = 0, logger=None, progress: bool = True,
+            eval_zoo_dir: str | None = None, seed: int = 0, progress: bool = True,
             measures: list[Measure] | None = None, measure_settings: dict | None = None) -> dict:
     """Returns {"rows": report rows, "cmc": {(chain, measure): curve}, "meta": {...}}.
 
@@ -55,19 +55,28 @@ def run_htt(zoo_dir: str, pc: ProtocolConfig, cc: ClassifierConfig, co: ChainOpt
                disable=not progress)
     sets = [FeatureSet(m, chains, [int(keys[c - 1][1]) for c in chains])
             for m, chains, keys in plan if not isinstance(m, DistanceMeasure)]
-    shared = iter(feature_runs(study, sets, splits, pc, cc, seed, logger, bar, device) if sets else [])
-    report, cmcs = [], {}
+    shared = iter(feature_runs(study, sets, splits, pc, cc, seed, bar, device) if sets else [])
+    report, cmcs, fits = [], {}, []
     for measure, chains, keys in plan:
         runs = distance_runs(study, measure, chains, splits, pc, seed, bar) \
             if isinstance(measure, DistanceMeasure) else next(shared)
         rows, cmc = measure_rows(measure, chains, keys, runs, pc)
         report += rows
         cmcs.update(cmc)
+        fits += fit_objectives(measure, runs, splits)
     bar.close()
     check_perfect_scores(report, pc.alpha, pc.n_permutations)
     meta = run_meta(study, splits[0], pc, measures, zoo_dir, eval_zoo_dir)
-    meta["device"] = str(device)
+    meta.update(device=str(device), fits=fits)
     return {"rows": report, "cmc": cmcs, "meta": meta}
+
+
+def fit_objectives(measure: Measure, runs: dict[int, list[dict[str, Outcome]]], splits: list[Split]) -> list[dict]:
+    """The final objective (per net and head) of each weight-classifier fit of ``measure``: one per
+    chain and split, for run.json and one table in the logger (a fit is one value, not a curve)."""
+    return [{"measure": measure.name, "chain": c, "repeat": split.repeat, "objective": outcome.objective}
+            for c, per_split in runs.items() for split, outcomes in zip(splits, per_split)
+            for outcome in list(outcomes.values())[:1] if outcome.objective is not None]
 
 
 def measure_chains(study: Study, measure: Measure, pc: ProtocolConfig) -> tuple[list[int], list]:
@@ -103,8 +112,7 @@ def distance_runs(study: Study, measure: DistanceMeasure, chains: list[int], spl
 
 
 def feature_runs(study: Study, sets: list[FeatureSet], splits: list[Split], pc: ProtocolConfig, cc: ClassifierConfig,
-                 seed: int, logger, bar,
-                 device: torch.device) -> list[dict[int, list[dict[str, Outcome]]]]:
+                 seed: int, bar, device: torch.device) -> list[dict[int, list[dict[str, Outcome]]]]:
     """Per feature set, its outcomes per chain and split: the weight classifier on the Grams that one
     shared pass over the nets gives for every measure and split (``feature_grams``)."""
     grams = feature_grams(study, splits, sets, pc.feature_budget_gb, device, bar.set_postfix_str)
@@ -114,10 +122,8 @@ def feature_runs(study: Study, sets: list[FeatureSet], splits: list[Split], pc: 
         for r, split in enumerate(splits):
             for c, per_split in zip(fs.chains, per_chain):
                 g_train, g_test, g_unseen = per_split[r]
-                tag = f"classifier/chain{c}_{fs.measure.name}" + (f"_repeat{split.repeat}" if split.repeat else "")
                 with one_thread():
-                    runs[c].append(evaluate_chain(g_train, g_test, g_unseen, split, study, pc, cc, seed + c, logger,
-                                                  tag, device))
+                    runs[c].append(evaluate_chain(g_train, g_test, g_unseen, split, study, pc, cc, seed + c, device))
                 bar.update(1)
         out.append(runs)
     return out

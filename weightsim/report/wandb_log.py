@@ -193,6 +193,9 @@ def log_htt(logger, result: dict, plots: list[Path]) -> None:
     run = logger.experiment
     if "zoo_dir" in result["meta"]:  # run_htt's meta names its zoos; a result put together by hand may not
         run.config.update(zoo_labels(result["meta"]), allow_val_change=True)
+    fits = result["meta"].get("fits") or []  # one table, not a one-point series per fit
     run.log({"report": wandb.Table(columns=keys, data=[[cell(k, r.get(k)) for k in keys] for r in rows]),
+             **({"classifier_fits": wandb.Table(columns=list(fits[0]), data=[list(f.values()) for f in fits])}
+                if fits else {}),
              **{p.stem: wandb.Image(str(p)) for p in plots}})
     run.summary.update(htt_summary(rows))
