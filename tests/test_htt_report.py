@@ -66,13 +66,13 @@ def test_wandb_logging_takes_rows_whose_chain_column_holds_all(tmp_path, monkeyp
     from lightning.pytorch.loggers import WandbLogger
 
     import wandb
-    from weightsim.cli import log_results
+    from weightsim.report.wandb_log import log_htt
 
     monkeypatch.setenv("WANDB_MODE", "disabled")
     res = result(ProtocolConfig())
     logger = WandbLogger(project="weightsim-test", save_dir=str(tmp_path), mode="disabled")
     plot = plot_accuracy(res["rows"], tmp_path / "accuracy.png", 0.1)
     try:
-        log_results(logger, res, [plot])
+        log_htt(logger, res, [plot])
     finally:
         wandb.finish()

@@ -358,7 +358,8 @@ def test_recover_yaml_takes_its_ec_defaults_from_the_dataclass():
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from weightsim.config import CONF, register_configs
+    from weightsim.config import CONF
+    from weightsim.stages import register_configs
     from weightsim.recover.options import ECConfig
 
     register_configs()

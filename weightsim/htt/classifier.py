@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from weightsim.quiet import quiet_lightning
+from weightsim.trainer import silent_trainer
 
 
 def gram_reduction(gram: Tensor, rtol: float = 1e-6) -> tuple[Tensor, Tensor]:
@@ -142,9 +143,7 @@ def fit_reduced(reduced: Tensor, labels: Tensor, num_classes: int, n_null: int =
     model = WeightClassifier(reduced.shape[1], num_classes, 1 + n_null, l2, max_iter, tag, reduced.dtype)
     loader = torch.utils.data.DataLoader(_FullBatch(reduced.detach(), ys), batch_size=None)
     with one_thread(), quiet_lightning():  # no "GPU available", tips or "Trainer.fit stopped" per fit
-        trainer = L.Trainer(max_epochs=1, accelerator=accelerator, devices=1, logger=logger or False,
-                            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                            log_every_n_steps=1, num_sanity_val_steps=0)
+        trainer = silent_trainer(max_epochs=1, accelerator=accelerator, logger=logger or False, log_every_n_steps=1)
         trainer.fit(model, loader)
     return model.eval().cpu()
 
