@@ -128,7 +128,7 @@ APPS = {
     "zoo": ("train the missing nets of a model zoo: zoo.seeds seeds of one net (arch) on each task of a dataset, "
             "trained in populations and resumable (docs/zoo.md).\n"
             "weightsim-zoo verify zoo_dir=DIR checks every file of a zoo against its manifest.",
-            ("dataset", "arch", "zoo", "logger", "launcher", "experiment", "scale"),
+            ("dataset", "arch", "zoo", "trainer", "logger", "launcher", "experiment", "scale"),
             "weightsim-zoo dataset=digits arch=mlp zoo.seeds=50 zoo_dir=zoos/digits-mlp"),
     "htt": ("hypothesis-training-testing on a zoo (zoo_dir=DIR; eval_zoo_dir=DIR to test on another zoo): "
             "chain features, a weight classifier per chain, the classification and retrieval protocols; "
@@ -137,7 +137,8 @@ APPS = {
             "weightsim-htt zoo_dir=zoos/digits-mlp protocol.alpha=0.01 protocol.queries=10"),
     "run": ("train a zoo, then test it with hypothesis-training-testing, in one run directory "
             "(weightsim-zoo, then weightsim-htt on its zoo; README.md).",
-            ("dataset", "arch", "zoo", "chains", "classifier", "protocol", "logger", "launcher", "experiment", "scale"),
+            ("dataset", "arch", "zoo", "trainer", "chains", "classifier", "protocol", "logger", "launcher", "experiment",
+             "scale"),
             "weightsim-run zoo.seeds=50 arch.hidden=64 protocol.alpha=0.01"),
     "compare": ("every compare measure on a zoo (zoo_dir=DIR): CKA, s(eps) matching, weight matching and the "
                 "chain-Gram distance, through the HTT protocols and pair by pair (docs/compare.md).",
