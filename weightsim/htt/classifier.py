@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from weightsim.quiet import quiet_lightning
-from weightsim.trainer import silent_trainer
+from weightsim.trainer import TrainerConfig, silent_trainer
 
 
 def gram_reduction(gram: Tensor, rtol: float = 1e-6) -> tuple[Tensor, Tensor]:
@@ -134,16 +134,16 @@ def fit_classifier(x: Tensor, labels: Tensor, num_classes: int, n_null: int = 0,
 
 def fit_reduced(reduced: Tensor, labels: Tensor, num_classes: int, n_null: int = 0, seed: int = 0,
                 l2: float = 1.0, max_iter: int = 500, accelerator: str = "cpu", logger=None,
-                tag: str = "classifier") -> WeightClassifier:
+                tag: str = "classifier", tc: TrainerConfig | None = None) -> WeightClassifier:
     """Fit on the training nets' reduced coordinates (N, r) (``gram_reduction``): head 0 on
-    ``labels``, ``n_null`` heads on seeded shuffles of them. The model's ``head`` then scores
-    reduced coordinates (M, r) of any nets."""
+    ``labels``, ``n_null`` heads on seeded shuffles of them, in a Trainer with the flags of ``tc``
+    (default: TrainerConfig()'s). The model's ``head`` then scores reduced coordinates (M, r) of any nets."""
     g = torch.Generator().manual_seed(seed)
     ys = torch.stack([labels] + [labels[torch.randperm(len(labels), generator=g)] for _ in range(n_null)])
     model = WeightClassifier(reduced.shape[1], num_classes, 1 + n_null, l2, max_iter, tag, reduced.dtype)
     loader = torch.utils.data.DataLoader(_FullBatch(reduced.detach(), ys), batch_size=None)
     with one_thread(), quiet_lightning():  # no "GPU available", tips or "Trainer.fit stopped" per fit
-        trainer = silent_trainer(max_epochs=1, accelerator=accelerator, logger=logger or False, log_every_n_steps=1)
+        trainer = silent_trainer(tc, max_epochs=1, accelerator=accelerator, logger=logger or False, log_every_n_steps=1)
         trainer.fit(model, loader)
     return model.eval().cpu()
 
