@@ -320,6 +320,7 @@ def plan_main() -> None:
 
     argv = sys.argv[1:]
     quiet()
+    register_configs()  # the structured configs' choices (zoo=default, ...) for check_choices
     try:
         check_choices(argv)
         print(plan(argv))
