@@ -51,6 +51,7 @@ from weightsim.zoo.generate import ZooConfig, generate_zoo, size_population, tra
 from weightsim.zoo.heap import reuse_freed_memory
 from weightsim.zoo.population import init_member, member_seeds, population_module
 from weightsim.zoo.stacked import why_not_stackable
+from weightsim.trainer import silent_trainer
 from weightsim.zoo.store import ZooReader
 
 PAPER_NETS = 50 * 100  # tasks x seeds of one paper zoo
@@ -145,9 +146,7 @@ def train_one_per_run(build: Callable[[], nn.Module], taskset: TaskSet, task: in
     loader = DataLoader(TensorDataset(taskset.x[t.train_idx], t.train_y), batch_size=zc.batch_size, shuffle=True,
                         generator=torch.Generator().manual_seed(data_seed))
     module = OneNet(init_member(build, init_seed), zc)
-    trainer = L.Trainer(max_steps=steps, accelerator=zc.accelerator, devices=1, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        num_sanity_val_steps=0)
+    trainer = silent_trainer(max_steps=steps, accelerator=zc.accelerator, logger=False)
     trainer.fit(module, loader)
     module.eval()
     dev = next(module.parameters()).device

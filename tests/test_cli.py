@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from tests.conftest import TINY, run_cli
 from weightsim.cli import CONF, GROUPS, choices
-from weightsim.config import register_configs
+from weightsim.stages import register_configs
 
 register_configs()  # the structured configs (zoo, ...), as the CLI does before Hydra starts
 
@@ -151,7 +151,7 @@ def test_zoo_chains_classifier_protocol_defaults_are_their_dataclasses():
     defaults (no YAML copy under conf/ to drift), and a value of the wrong type is refused."""
     from dataclasses import asdict
 
-    from weightsim.config import structured_configs
+    from weightsim.stages import structured_configs
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg, recover = compose("config"), compose("recover")  # ec: the settings of weightsim-recover

@@ -9,6 +9,9 @@ import pytest
 
 from tests.conftest import run_cli
 from weightsim.config import APPS, choices, help_text, program
+from weightsim.stages import register_configs
+
+register_configs()  # the structured configs' choices (zoo=default, ...), as the CLI stores them before --help
 
 
 @pytest.mark.parametrize("app", sorted(APPS))

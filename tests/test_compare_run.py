@@ -161,6 +161,9 @@ def test_weightsim_compare_runs_every_measure_through_the_protocols(tiny_zoo, tm
     assert cka["layers"] == ["2", "4", "6", "logits"] and 0 <= cka["identification"] <= 1
     for png in ("cmc_measures.png", "eps_curves.png", "cka_layers.png"):
         assert (tmp_path / png).stat().st_size > 1000
+    plots = (tmp_path / "report.md").read_text().splitlines()[-1]  # names the plots this run wrote, no others
+    assert plots.startswith("Plots: `cmc_measures.png`") and "eps_curves.png" in plots and "cka_layers.png" in plots
+    assert "accuracy.png" not in plots and not (tmp_path / "accuracy.png").exists()
     summary = list(csv.DictReader(open(tmp_path / "summary.csv")))
     null = [r for r in summary if r["measure"] == "cka" and r["layer"] == "2"][0]
     assert float(null["shuffled_input_mean"]) < float(null["same_task_mean"])  # the null is lower

@@ -68,13 +68,29 @@ def test_wandb_logging_takes_rows_whose_chain_column_holds_all(tmp_path, monkeyp
     from lightning.pytorch.loggers import WandbLogger
 
     import wandb
-    from weightsim.cli import log_results
+    from weightsim.report.wandb_log import log_htt
 
     monkeypatch.setenv("WANDB_MODE", "disabled")
     res = result(ProtocolConfig())
     logger = WandbLogger(project="weightsim-test", save_dir=str(tmp_path), mode="disabled")
     plot = plot_accuracy(res["rows"], tmp_path / "accuracy.png", 0.1)
     try:
-        log_results(logger, res, [plot])
+        log_htt(logger, res, [plot])
     finally:
         wandb.finish()
+
+
+def test_report_md_names_only_the_plots_the_run_wrote(tmp_path):
+    """write_run (every stage's report files) ends report.md with the plots it is given, and none
+    when a run wrote none; its tables are CSV with the given header even when empty."""
+    from weightsim.report import write_run
+
+    res = result(ProtocolConfig())
+    png = plot_accuracy(res["rows"], tmp_path / "accuracy.png", 0.1)
+    md = write_report(tmp_path, res, plots={png: "per-chain accuracy"})["md"].read_text().splitlines()
+    assert md[-1] == "Plots: `accuracy.png` (per-chain accuracy)."
+    paths = write_run(tmp_path / "bare", res["rows"], res["meta"], ["# bare"], tables={"empty": []},
+                      columns={"empty": ["a", "b"]})
+    assert paths["md"].read_text() == "# bare\n"
+    assert paths["empty"].read_bytes() == b"a,b\r\n"  # the csv module's line ending, as every CSV of a run
+    assert json.loads(paths["json"].read_text()) == res["rows"]

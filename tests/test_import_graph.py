@@ -13,8 +13,9 @@ PACKAGE = Path(__file__).resolve().parent.parent / "weightsim"
 # Circles between rooms waiting for the change that removes them: none (the measures' circle between
 # htt and compare went with issue 20, item 1: both now build on weightsim/measures/).
 KNOWN_ROOM_CIRCLES: list[set[str]] = []
-# Modules that read Hydra's run state; the stage modules should be the only ones (issue 20, item 4).
-HYDRA_STATE_READERS = {"cli", "sweep", "plan", "report.wandb_log", "compare.run", "recover.run"}
+# Modules that read Hydra's run state: the CLI, the stages' job module and the launch side (sweep, plan);
+# the library gets plain values and dataclasses from the stages.
+HYDRA_STATE_READERS = {"cli", "stages.job", "sweep", "plan"}
 
 
 def module_imports(root: Path = PACKAGE) -> dict[str, set[str]]:
@@ -112,3 +113,13 @@ def test_only_the_listed_modules_read_hydras_run_state():
     readers = {m for m, f in ((".".join(p.relative_to(PACKAGE).with_suffix("").parts), p)
                               for p in PACKAGE.rglob("*.py")) if "HydraConfig" in f.read_text()}
     assert readers == HYDRA_STATE_READERS
+
+
+def test_config_imports_nothing_above_it_and_only_the_launch_side_imports_the_stages():
+    """config.py is fed by the stages (they store the structured configs in Hydra's ConfigStore), so it
+    imports no room of the library; the library never imports the stages or the CLI."""
+    graph = module_imports()
+    assert graph["config"] <= {"paths", "errors"}, graph["config"]
+    above = {m for m, targets in graph.items() if room(m) not in ("stages", "cli")
+             and any(room(t) in ("stages", "cli") for t in targets)}
+    assert above <= {"plan"}, above  # weightsim-plan composes the config as the CLI does

@@ -16,7 +16,8 @@ from safetensors.torch import load_file
 
 from tests.conftest import TINY, run_cli
 from weightsim import sweep
-from weightsim.config import CONF, register_configs
+from weightsim.config import CONF
+from weightsim.stages import register_configs
 from weightsim.sweep import claim_gpu, gpu_order, visible_devices
 
 register_configs()

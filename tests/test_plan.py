@@ -8,7 +8,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from tests.conftest import SHARED_DATA, run_cli
-from weightsim.config import CONF, register_configs
+from weightsim.config import CONF
+from weightsim.stages import register_configs
 from weightsim.data.shapes import data_shape, shape_of
 from weightsim.nets.mlp import MLP
 from weightsim.plan import GPU_MEMORY, expand, job_overrides, plan_job

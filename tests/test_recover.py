@@ -302,6 +302,12 @@ def test_cli_report_and_plots(tmp_path):
     (("ec.n_students=4,ten", "-m"), "error: Error merging override ec.n_students=ten: Value 'ten' of type 'str' "
                                     "could not be converted to Integer: set ec.n_students to an integer"),
     (("ec.finetune_step=5",), "error: Could not override 'ec.finetune_step': Key 'finetune_step' not in 'ECConfig'"),
+    # the top level is typed too (RecoverConfig, conf/recover.yaml's schema)
+    (("tol=abc",), "error: Error merging override tol=abc: Value 'abc' of type 'str' could not be converted to "
+                   "Float: set tol to a number"),
+    (("threads=2.5",), "error: Error merging override threads=2.5: Value '2.5' of type 'float' could not be "
+                       "converted to Integer: set threads to an integer"),
+    (("presets=[robust,fast]",), "error: preset 'fast': choose from"),
 ])
 def test_cli_bad_input_is_one_error_line(tmp_path, overrides, message):
     r = run_cli("recover", *overrides, f"hydra.run.dir={tmp_path}")
@@ -352,19 +358,23 @@ def test_sweep_table_groups_runs_by_setting_and_teacher_size(tmp_path):
 
 
 def test_recover_yaml_takes_its_ec_defaults_from_the_dataclass():
-    """conf/recover.yaml holds no copy of the settings: the composed ``ec`` is ECConfig() field for field."""
+    """conf/recover.yaml holds no copy of the settings: the composed ``ec`` is ECConfig() field for field,
+    the top level RecoverConfig()'s."""
     from dataclasses import asdict
 
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from weightsim.config import CONF, register_configs
-    from weightsim.recover.options import ECConfig
+    from weightsim.config import CONF
+    from weightsim.recover.options import ECConfig, RecoverConfig
+    from weightsim.stages import register_configs
 
     register_configs()
     with initialize_config_dir(str(CONF), version_base="1.3"):
         cfg = compose("recover")
     assert OmegaConf.to_container(cfg.ec) == asdict(ECConfig())
+    top = {k: v for k, v in asdict(RecoverConfig()).items() if k not in ("teacher", "ec")}
+    assert {k: cfg[k] for k in top} == top  # presets, tol, threads, progress: RecoverConfig's defaults
     assert cfg.teacher.n is None  # probes sized to the students by default
 
 

@@ -11,7 +11,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from tests.conftest import TINY, run_cli
-from weightsim.config import CONF, choices, register_configs
+from weightsim.config import CONF, choices
+from weightsim.stages import register_configs
 from weightsim.report.paper import PAPER, paper_value
 
 register_configs()

@@ -1,18 +1,17 @@
-"""Thin Hydra entry points: weightsim-zoo, weightsim-htt, weightsim-run (zoo then HTT, one run dir),
-weightsim-compare (every compare measure on a zoo: weightsim/compare/run.py), weightsim-recover
-(Expand-and-Cluster), weightsim-collect (an experiment sweep's table and figure)."""
+"""Thin Hydra entry points around the stages (weightsim/stages/): weightsim-zoo, weightsim-htt,
+weightsim-run (zoo then HTT, one run dir), weightsim-compare (every compare measure on a zoo),
+weightsim-recover (Expand-and-Cluster), weightsim-collect (an experiment sweep's table and figure).
+Here: the command-line checks before Hydra starts, the job's warnings, stop signals and errors, and
+the sweep's end (AfterSweep)."""
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
 import os
 import signal
 import sys
 import threading
-import time
 import traceback
 import warnings
 from pathlib import Path
@@ -20,17 +19,20 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue
 
-from weightsim.config import (APPS, CONF, check_composition, check_config, check_launcher, choices, register_configs,
-                              register_help)
+from weightsim.config import APPS, CONF, check_composition, check_launcher, choices, register_help
 from weightsim.errors import WeightsimError, WeightsimWarning, in_cause_chain
+from weightsim.stages import register_configs
+from weightsim.stages.check import check_config
+from weightsim.stages.htt import htt_stage
+from weightsim.stages.job import finish, make_logger
+from weightsim.stages.zoo import import_stage, zoo_stage
 from weightsim.sweep import after_sweep, in_multirun, job_name, pin_joblib_gpu, record_job
 
 GROUPS = ("dataset", "arch", "zoo", "chains", "classifier", "protocol", "logger", "launcher", "experiment", "scale",
-          "compare")
+          "compare", "trainer")
 
 
 # settings that were renamed or removed: an old command line gets the new spelling, not Hydra's
@@ -63,104 +65,6 @@ def quiet() -> None:
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*isinstance.treespec, LeafSpec.*")
     warnings.filterwarnings("ignore", ".*GPU available but not used.*")
-
-
-def container(cfg) -> dict:
-    return OmegaConf.to_container(cfg, resolve=True)
-
-
-def make_logger(cfg: DictConfig, stage: str = "run"):
-    """The job's Lightning logger; a wandb run gets its name, group, tags and config from the job
-    (``stage``: zoo, htt or run; weightsim/report/wandb_log.py)."""
-    from weightsim.report.wandb_log import is_wandb, logger_args
-
-    if not (cfg.get("logger") and "_target_" in cfg.logger):
-        return None
-    logger = instantiate(cfg.logger, _partial_=True)(**logger_args(cfg, stage))  # "config" is instantiate's own
-    if not is_wandb(logger):  # wandb has the composed config from its init; the others get it here
-        logger.log_hyperparams(container(cfg))
-    return logger
-
-
-def fill_from_data(arch_cfg: DictConfig, info: dict) -> None:
-    """Arch options left null that the dataset knows (e.g. ``vocab_size`` of a sequence dataset) are
-    taken from ``TaskSet.info``, so the zoo header stores the concrete value."""
-    for key, value in info.items():
-        if key in arch_cfg and arch_cfg[key] is None:
-            arch_cfg[key] = value
-
-
-# -- the stages ------------------------------------------------------------------------------------
-def zoo_stage(cfg: DictConfig, logger=None) -> Path:
-    from weightsim.data.common import LOCATION_KEYS
-    from weightsim.report.wandb_log import log_zoo
-    from weightsim.zoo.generate import ZooConfig, builder, generate_zoo
-    from weightsim.zoo.view import Zoo
-
-    taskset = instantiate(cfg.dataset)
-    fill_from_data(cfg.arch, taskset.info)
-    arch = instantiate(cfg.arch)
-    choice = HydraConfig.get().runtime.choices
-    # where the data lies (data_dir, download) is not what the zoo is: left out of its identity
-    dataset_cfg = {k: v for k, v in container(cfg.dataset).items() if k not in LOCATION_KEYS}
-    arch_cfg = container(cfg.arch)
-    zc = ZooConfig(**container(cfg.zoo))
-    identity = {"dataset": {"name": choice.get("dataset"), "config": dataset_cfg,
-                            "fingerprint": taskset.fingerprint()},
-                "arch": {"name": choice.get("arch"), "config": arch_cfg},
-                "input_shape": list(taskset.input_shape), "num_classes": taskset.classes_per_task,
-                "data_info": taskset.info, "tasks": [t.meta() for t in taskset.tasks]}
-    identity["config_hash"] = hashlib.sha256(json.dumps(
-        [dataset_cfg, arch_cfg, zc.training()], sort_keys=True).encode()).hexdigest()[:16]
-    t0 = time.perf_counter()
-    path = generate_zoo(builder(arch, taskset.input_shape, taskset.classes_per_task), taskset, zc,
-                        cfg.zoo_dir, identity, logger, cfg.progress)
-    rows = Zoo(path).rows
-    print(f"zoo {path}: {len(rows)} nets, mean test accuracy {sum(r['test_acc'] for r in rows) / len(rows):.3f}, "
-          f"{sum(r['diverged'] for r in rows)} diverged ({time.perf_counter() - t0:.0f} s)", flush=True)
-    log_zoo(logger, path, range(zc.seed_offset, zc.seed_offset + zc.seeds))
-    return path
-
-
-def htt_stage(cfg: DictConfig, logger=None, notes: list[str] | None = None, run_dir: Path | None = None) -> dict:
-    from weightsim.chains import ChainOptions
-    from weightsim.htt.run import ClassifierConfig, ProtocolConfig, run_htt
-    from weightsim.report import markdown_table, plot_accuracy, plot_cmc, write_report
-    from weightsim.report.plots import chance_levels
-
-    run_dir = Path(run_dir or HydraConfig.get().runtime.output_dir)
-    result = run_htt(cfg.zoo_dir, ProtocolConfig(**container(cfg.protocol)),
-                     ClassifierConfig(**container(cfg.classifier)), ChainOptions(**container(cfg.chains)),
-                     cfg.eval_zoo_dir, cfg.seed, cfg.progress, measure_settings=container(cfg.measure))
-    result["meta"]["config"] = container(cfg)
-    result["meta"]["warnings"] = list(notes or [])  # every WeightsimWarning of the job, zoo stage included
-    paths = write_report(run_dir, result)
-    plots = [plot_accuracy(result["rows"], run_dir / "accuracy.png", chance_levels(result["meta"]))]
-    if result["cmc"]:
-        plots.append(plot_cmc(result["cmc"], run_dir / "cmc.png"))
-    print("\n" + markdown_table(result["rows"]))
-    print(f"\nreport: {paths['md']}  (json, csv, png beside it)")
-    log_results(logger, result, plots)
-    return result
-
-
-def log_results(logger, result: dict, plots: list[Path]) -> None:
-    """Send the summary scalars, result rows and plots to wandb when it is the logger (CSV needs
-    nothing more): keys in docs/wandb.md."""
-    from weightsim.report.wandb_log import log_htt
-
-    log_htt(logger, result, plots)
-
-
-def finish(logger) -> None:
-    """Write what the logger holds (the CSV logger keeps its rows until saved) and, one wandb run per
-    job, finish it so multirun jobs never share a run."""
-    if logger is not None:
-        logger.save()
-    if logger is not None and type(logger).__name__ == "WandbLogger":
-        import wandb
-
-        wandb.finish()
 
 
 def log_to_file(level: int, message: str) -> None:
@@ -349,12 +253,7 @@ def _run(cfg, logger, notes):
 
 
 def _import(cfg, logger, notes):
-    from weightsim.zoo.importer import import_nets
-
-    arch = {**container(cfg.arch), "name": HydraConfig.get().runtime.choices.get("arch")}
-    path = import_nets(cfg.folder, cfg.index, cfg.zoo_dir, arch, input_shape=cfg.input_shape,
-                       num_classes=cfg.num_classes)
-    print(f"zoo: {path}")
+    print(f"zoo: {import_stage(cfg)}")
 
 
 _zoo_main = _app(_zoo, "zoo")
@@ -384,22 +283,20 @@ run_main = _app(_run, "run")
 def collect_main() -> None:
     """weightsim-collect SWEEP_DIR: gather an experiment sweep's HTT runs into SWEEP_DIR/collected/
     (the figure, table.csv and table.md with the paper's numbers beside ours)."""
-    from weightsim.report.collect import collect
+    from weightsim.stages.collect import collect_stage
 
     if len(sys.argv) != 2 or sys.argv[1].startswith("-"):
         print("usage: weightsim-collect SWEEP_DIR   (the multirun dir of an experiment sweep)", file=sys.stderr)
         sys.exit(2)
     try:
-        paths = collect(Path(sys.argv[1]))
+        collect_stage(sys.argv[1])
     except WeightsimError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    print(Path(paths["md"]).read_text())
-    print(f"collected: {paths['md'].parent}")
 
 
 def _compare(cfg, logger, notes):
-    from weightsim.compare.run import compare_stage
+    from weightsim.stages.compare import compare_stage
 
     compare_stage(cfg, logger, notes)
 
@@ -408,7 +305,7 @@ compare_main = _app(_compare, "compare")
 
 
 def _recover(cfg, logger, notes):
-    from weightsim.recover.run import recover_stage
+    from weightsim.stages.recover import recover_stage
 
     recover_stage(cfg, logger, notes)
 
@@ -423,6 +320,7 @@ def plan_main() -> None:
 
     argv = sys.argv[1:]
     quiet()
+    register_configs()  # the structured configs' choices (zoo=default, ...) for check_choices
     try:
         check_choices(argv)
         print(plan(argv))

@@ -1,10 +1,12 @@
-"""The Hydra config tree: where conf/ lies, which choices each config group offers, and the
-structured configs, so that the CLI, the benchmarks and anyone else read it without importing the CLI.
+"""The Hydra config tree: where conf/ lies, which choices each config group offers, the checks of a
+command line before Hydra composes it, and the --help pages, so that the CLI, the benchmarks and
+anyone else read it without importing the CLI. It imports nothing of the library.
 
 Defaults live in one place each: the data and the nets in conf/ (YAML with ``_target_``); the
-settings of the zoo, the chains, the weight classifier, the protocol and each measure
-(``measure/<name>``) in their dataclasses, which ``register_configs`` hands to Hydra as the
-structured configs of their groups (type-checked, and with no YAML copy to drift).
+settings of the zoo, the chains, the weight classifier, the protocol, compare, recover, the
+Trainers and each measure (``measure/<name>``) in their dataclasses, which the stages hand to Hydra
+as the structured configs of their groups (``weightsim.stages.register_configs``: type-checked, and
+with no YAML copy to drift).
 """
 
 from __future__ import annotations
@@ -14,32 +16,21 @@ from hydra.core.config_store import ConfigStore
 from weightsim.paths import CONF
 
 
-def structured_configs() -> dict[tuple[str, str], type]:
-    """(group, choice) -> the dataclass that holds its defaults."""
-    from weightsim.chains.options import ChainOptions
-    from weightsim.compare.run import CompareConfig
-    from weightsim.htt.run import ClassifierConfig, ProtocolConfig
-    from weightsim.measures.registry import settings_groups
-    from weightsim.recover.options import ECConfig
-    from weightsim.zoo.generate import ZooConfig
-
-    return {("zoo", "default"): ZooConfig, ("chains", "default"): ChainOptions, ("protocol", "htt"): ProtocolConfig,
-            ("classifier", "linear"): ClassifierConfig, ("compare", "default"): CompareConfig,
-            ("ec", "default"): ECConfig, **settings_groups()}
-
-
-def register_configs() -> None:
-    """Store every structured config in Hydra's ConfigStore (call before ``hydra.main``)."""
-    store = ConfigStore.instance()
-    for (group, name), node in structured_configs().items():
-        store.store(group=group, name=name, node=node)
+def structured_choices(group: str) -> list[str]:
+    """The structured configs stored in Hydra's ConfigStore for ``group`` (the stages store them:
+    weightsim.stages.register_configs)."""
+    try:
+        return [name.removesuffix(".yaml") for name in ConfigStore.instance().list(group)]
+    except OSError:  # no structured config in this group
+        return []
 
 
 def choices(group: str) -> list[str]:
     """The options of config group ``group`` (e.g. "arch"): conf/<group>/*.yaml and the structured
-    configs of that group, sorted. Files named ``_*.yaml`` are parts that choices include, not choices."""
-    structured = [name for (g, name) in structured_configs() if g == group]
-    return sorted({p.stem for p in (CONF / group).glob("*.yaml") if not p.stem.startswith("_")} | set(structured))
+    configs stored for that group, sorted. Files named ``_*.yaml`` are parts that choices include,
+    not choices."""
+    yaml = {p.stem for p in (CONF / group).glob("*.yaml") if not p.stem.startswith("_")}
+    return sorted(yaml | set(structured_choices(group)))
 
 
 # -- fail fast: every setting checked before any work --------------------------------------------
@@ -152,82 +143,13 @@ def sweep_points(overrides: list[str]) -> list[list[str]]:
     return points
 
 
-def check_config(cfg, app: str) -> None:
-    """One pass over the composed config of app ``app`` (zoo, htt, run, compare) before any work:
-    every setting of the groups the app reads is in range, and (weightsim-run on a new zoo) the
-    zoo's seeds are enough for the protocol's split. Raises ConfigError with one line."""
-    from omegaconf import OmegaConf
-
-    from weightsim.errors import ConfigError
-
-    def box(node) -> dict:
-        return OmegaConf.to_container(node, resolve=True)
-
-    if app in ("zoo", "run", "htt", "compare"):
-        from weightsim.zoo.store import check_zoo_dir
-
-        for key in ("zoo_dir", "eval_zoo_dir"):
-            if cfg.get(key):
-                check_zoo_dir(str(cfg[key]), key)
-    if app in ("zoo", "run"):
-        from weightsim.zoo.generate import ZooConfig
-
-        ZooConfig(**box(cfg.zoo))  # validates itself
-    if app in ("htt", "run", "compare"):
-        from weightsim.chains.options import ChainOptions
-        from weightsim.htt.run import ProtocolConfig, check_protocol
-
-        pc = ProtocolConfig(**box(cfg.protocol))
-        if app != "compare":  # compare tests compare.measures, not protocol.measures
-            check_protocol(pc)
-        ChainOptions(**box(cfg.chains))  # validates itself
-        if cfg.classifier.max_iter < 1 or cfg.classifier.l2 < 0:
-            raise ConfigError(f"classifier.max_iter={cfg.classifier.max_iter} must be >= 1 and "
-                              f"classifier.l2={cfg.classifier.l2} >= 0")
-        if pc.train_seeds is not None and pc.train_seeds < 1:
-            raise ConfigError(f"protocol.train_seeds={pc.train_seeds} must be >= 1 (or null: protocol.train_fraction)")
-        if pc.queries < 1:
-            raise ConfigError(f"protocol.queries={pc.queries} must be >= 1")
-        from weightsim.measures.registry import settings_groups
-
-        for (group, _), settings in settings_groups().items():  # each measure's settings validate themselves
-            settings(**box(cfg.measure[group.split("/")[1]]))
-    if app == "compare":
-        from weightsim.compare.run import CompareConfig, check_compare
-
-        check_compare(CompareConfig(**box(cfg.compare)))
-    if app == "run" and not (cfg.get("sweep") or {}).get("htt"):
-        check_seeds(cfg)
-
-
-def check_seeds(cfg) -> None:
-    """weightsim-run trains ``zoo.seeds`` nets per task, then HTT splits them: enough seeds for one
-    test seed per task after the training seeds, and a gallery after the retrieval queries. Checked
-    only when zoo_dir holds no zoo yet (a zoo on disk may hold more seeds; HTT checks it then)."""
-    from pathlib import Path
-
-    from weightsim.errors import ConfigError
-
-    if (Path(str(cfg.zoo_dir)) / "zoo.json").exists():
-        return
-    n, pc = cfg.zoo.seeds, cfg.protocol
-    n_train = pc.train_seeds if pc.train_seeds is not None else max(1, int(round(pc.train_fraction * n)))
-    knob = "protocol.train_seeds" if pc.train_seeds is not None else f"protocol.train_fraction={pc.train_fraction}"
-    if n_train >= n:
-        raise ConfigError(f"zoo.seeds={n} leaves no test seed after {n_train} training seeds per task "
-                          f"({knob}): raise zoo.seeds above {n_train} or lower {knob.split('=')[0]}")
-    if "retrieval" in pc.protocols and cfg.dataset.get("unseen_tasks") and pc.queries >= n:
-        raise ConfigError(f"zoo.seeds={n} leaves no gallery seed after {pc.queries} queries per task of retrieval "
-                          f"(protocol.queries={pc.queries}): raise zoo.seeds above {pc.queries} or lower protocol.queries")
-
-
 # -- --help per app ------------------------------------------------------------------------------
 # app -> (what it does, the config groups it reads, one example); Hydra prints it for --help
 APPS = {
     "zoo": ("train the missing nets of a model zoo: zoo.seeds seeds of one net (arch) on each task of a dataset, "
             "trained in populations and resumable (docs/zoo.md).\n"
             "weightsim-zoo verify zoo_dir=DIR checks every file of a zoo against its manifest.",
-            ("dataset", "arch", "zoo", "logger", "launcher", "experiment", "scale"),
+            ("dataset", "arch", "zoo", "trainer", "logger", "launcher", "experiment", "scale"),
             "weightsim-zoo dataset=digits arch=mlp zoo.seeds=50 zoo_dir=zoos/digits-mlp"),
     "htt": ("hypothesis-training-testing on a zoo (zoo_dir=DIR; eval_zoo_dir=DIR to test on another zoo): "
             "chain features, a weight classifier per chain, the classification and retrieval protocols; "
@@ -236,7 +158,8 @@ APPS = {
             "weightsim-htt zoo_dir=zoos/digits-mlp protocol.alpha=0.01 protocol.queries=10"),
     "run": ("train a zoo, then test it with hypothesis-training-testing, in one run directory "
             "(weightsim-zoo, then weightsim-htt on its zoo; README.md).",
-            ("dataset", "arch", "zoo", "chains", "classifier", "protocol", "logger", "launcher", "experiment", "scale"),
+            ("dataset", "arch", "zoo", "trainer", "chains", "classifier", "protocol", "logger", "launcher", "experiment",
+             "scale"),
             "weightsim-run zoo.seeds=50 arch.hidden=64 protocol.alpha=0.01"),
     "compare": ("every compare measure on a zoo (zoo_dir=DIR): CKA, s(eps) matching, weight matching and the "
                 "chain-Gram distance, through the HTT protocols and pair by pair (docs/compare.md); each measure's "

@@ -1,7 +1,10 @@
-"""Writing files so that a crash never leaves half of one: zoo files, caches."""
+"""Writing files so that a crash never leaves half of one: zoo files, caches, and every CSV table
+of the package (``write_csv``: the one CSV writer)."""
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 from pathlib import Path
 from typing import BinaryIO, Callable
@@ -21,3 +24,20 @@ def atomic_write(path: Path, data: bytes | Callable[[BinaryIO], object]) -> None
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def csv_text(rows: list[dict], columns: list[str] | None = None) -> str:
+    """``rows`` as CSV text: a header of ``columns`` (default: every key of the rows, in the order
+    they first appear), then one line per row; a key a row lacks is an empty cell."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, columns if columns is not None else list(dict.fromkeys(k for r in rows for k in r)))
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def write_csv(path: str | Path, rows: list[dict], columns: list[str] | None = None) -> Path:
+    """Write ``csv_text(rows, columns)`` to ``path`` atomically; returns the path."""
+    path = Path(path)
+    atomic_write(path, csv_text(rows, columns).encode())
+    return path

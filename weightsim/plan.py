@@ -246,7 +246,8 @@ def render(jobs: list[JobPlan], rate: float, argv: list[str]) -> str:
 
 
 def plan(argv: list[str]) -> str:
-    from weightsim.config import CONF, register_configs
+    from weightsim.config import CONF
+    from weightsim.stages import register_configs
     from weightsim.sweep import name_jobs
 
     register_configs()

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import csv
 import math
 from dataclasses import dataclass, field
 
@@ -224,14 +223,6 @@ def cka_layers(zoo: Zoo, measure: ActivationMeasure, cc: CompareConfig) -> tuple
     return np.nanmean(np.stack(mats), axis=0), float(np.mean(hits)), measure.names(zoo)
 
 
-def write_csv(path, rows: list[dict]) -> None:
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, keys)
-        w.writeheader()
-        w.writerows(rows)
-
-
 def run_compare(zoo_dir: str, cc: CompareConfig, pc, clc, co: ChainOptions, seed: int = 0,
                 progress: bool = True, eval_zoo_dir: str | None = None, measure_settings: dict | None = None) -> dict:
     """HTT with every measure (eval_zoo_dir: tested on that zoo's nets, as weightsim-htt), then the
@@ -261,48 +252,4 @@ def run_compare(zoo_dir: str, cc: CompareConfig, pc, clc, co: ChainOptions, seed
                                  "same_task_pairs": len(same), "different_task_pairs": len(diff)}
     if result["cka"]:
         result["meta"]["compare"]["cka_identification"] = result["cka"]["identification"]
-    return result
-
-
-def compare_stage(cfg, logger=None, notes: list[str] | None = None) -> dict:
-    """The weightsim-compare app: run_compare on ``zoo_dir``; report.* as HTT's (with every measure),
-    compare.csv (the pairs), summary.csv, cka.json and the plots in the run directory."""
-    import json
-    from pathlib import Path
-
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import OmegaConf
-
-    from weightsim.compare.plots import layer_labels, plot_cka_heatmap, plot_cmc_measures, plot_eps_curves
-    from weightsim.htt.run import ClassifierConfig, ProtocolConfig
-    from weightsim.measures.activations import layer_names
-    from weightsim.report import markdown_table, write_report
-
-    def box(node):
-        return OmegaConf.to_container(node, resolve=True)
-
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    result = run_compare(cfg.zoo_dir, CompareConfig(**box(cfg.compare)), ProtocolConfig(**box(cfg.protocol)),
-                         ClassifierConfig(**box(cfg.classifier)), ChainOptions(**box(cfg.chains)), cfg.seed,
-                         cfg.progress, cfg.eval_zoo_dir, box(cfg.measure))
-    result["meta"]["config"] = box(cfg)
-    result["meta"]["warnings"] = list(notes or [])
-    paths = write_report(run_dir, result, title="weightsim compare")
-    write_csv(run_dir / "compare.csv", result["pairs"])
-    write_csv(run_dir / "summary.csv", result["summary"])
-    probe = next((cfg.measure[n] for n in ("cka", "match") if n in cfg.compare.measures), cfg.measure.cka)
-    names = layer_names(Zoo(cfg.zoo_dir).template, probe.where)  # every activation layer: layer k = names[k-1]
-    labels = layer_labels(names)
-    plots = []
-    if result["cmc"]:  # with measure.<name>.layers a subset, an activation measure's k-th layer: its k-th chosen
-        plots.append(plot_cmc_measures(result["cmc"], run_dir / "cmc_measures.png",
-                                       None if probe.layers else names))
-    if any(r["measure"] == "match" for r in result["summary"]):
-        plots.append(plot_eps_curves(result["summary"], run_dir / "eps_curves.png", labels))
-    if result["cka"]:
-        (run_dir / "cka.json").write_text(json.dumps(result["cka"], indent=1))
-        plots.append(plot_cka_heatmap(result["cka"]["matrix"], result["cka"]["layers"],
-                                      result["cka"]["identification"], run_dir / "cka_layers.png", labels))
-    print("\n" + markdown_table(result["rows"]))
-    print(f"\nreport: {paths['md']}  (compare.csv: the pairs, summary.csv, plots beside it)")
     return result

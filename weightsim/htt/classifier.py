@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from weightsim.quiet import quiet_lightning
+from weightsim.trainer import TrainerConfig, silent_trainer
 
 
 def gram_reduction(gram: Tensor, rtol: float = 1e-6) -> tuple[Tensor, Tensor]:
@@ -127,19 +128,19 @@ def fit_classifier(x: Tensor, labels: Tensor, num_classes: int, n_null: int = 0,
 
 
 def fit_reduced(reduced: Tensor, labels: Tensor, num_classes: int, n_null: int = 0, seed: int = 0,
-                l2: float = 1.0, max_iter: int = 500, accelerator: str = "cpu") -> WeightClassifier:
+                l2: float = 1.0, max_iter: int = 500, accelerator: str = "cpu",
+                tc: TrainerConfig | None = None) -> WeightClassifier:
     """Fit on the training nets' reduced coordinates (N, r) (``gram_reduction``): head 0 on
-    ``labels``, ``n_null`` heads on seeded shuffles of them. The model's ``head`` then scores
-    reduced coordinates (M, r) of any nets; ``final_objective`` is the fit's objective per net and
-    head at its end (recorded in run.json, not logged: a fit is one point, not a curve)."""
+    ``labels``, ``n_null`` heads on seeded shuffles of them, in a Trainer with the flags of ``tc``
+    (default: TrainerConfig()'s). The model's ``head`` then scores reduced coordinates (M, r) of any
+    nets; ``final_objective`` is the fit's objective per net and head at its end (recorded in
+    run.json, not logged: a fit is one point, not a curve)."""
     g = torch.Generator().manual_seed(seed)
     ys = torch.stack([labels] + [labels[torch.randperm(len(labels), generator=g)] for _ in range(n_null)])
     model = WeightClassifier(reduced.shape[1], num_classes, 1 + n_null, l2, max_iter, reduced.dtype)
     loader = torch.utils.data.DataLoader(_FullBatch(reduced.detach(), ys), batch_size=None)
     with one_thread(), quiet_lightning():  # no "GPU available", tips or "Trainer.fit stopped" per fit
-        trainer = L.Trainer(max_epochs=1, accelerator=accelerator, devices=1, logger=False,
-                            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                            log_every_n_steps=1, num_sanity_val_steps=0)
+        trainer = silent_trainer(tc, max_epochs=1, accelerator=accelerator, logger=False, log_every_n_steps=1)
         trainer.fit(model, loader)
     return model.eval().cpu()
 

@@ -15,6 +15,7 @@ from weightsim.htt.settings import ClassifierConfig, ProtocolConfig
 from weightsim.htt.protocols import (accuracy, cmc_curve, distances, effect_size, knn_classify, knn_null,
                                      retrieval_null)
 from weightsim.htt.study import Split, Study
+from weightsim.trainer import TrainerConfig
 
 
 @dataclass
@@ -31,7 +32,8 @@ class Outcome:
 
 
 def evaluate_chain(g_train: Tensor, g_test: Tensor, g_unseen: Tensor, split: Split, study: Study, pc: ProtocolConfig,
-                   cc: ClassifierConfig, seed: int, device: torch.device | str = "cpu") -> dict[str, Outcome]:
+                   cc: ClassifierConfig, seed: int, device: torch.device | str = "cpu",
+                   tc: TrainerConfig | None = None) -> dict[str, Outcome]:
     """Fit the weight classifier on the training Gram (N, N) and run the protocols: g_test (M, N) and
     g_unseen (U, N) are the other nets' inner products with the training nets. The null (label-
     permutation heads, gallery-label permutations) is computed on repeat 0 only."""
@@ -39,7 +41,7 @@ def evaluate_chain(g_train: Tensor, g_test: Tensor, g_unseen: Tensor, split: Spl
     proj, reduced = gram_reduction(g_train)  # z(x) V = (z(x) Z^T) U S^-1
     n_null = pc.n_permutations if first and "classification" in pc.protocols else 0
     model = fit_reduced(reduced.float(), split.y_train, len(study.tasks), n_null, seed, cc.l2, cc.max_iter,
-                        "gpu" if torch.device(device).type == "cuda" else "cpu")
+                        "gpu" if torch.device(device).type == "cuda" else "cpu", tc)
     out = {}
     with torch.no_grad():
         if "classification" in pc.protocols:

@@ -24,18 +24,21 @@ from weightsim.htt.settings import ClassifierConfig, ProtocolConfig, check_proto
 from weightsim.htt.rows import measure_rows
 from weightsim.htt.study import Split, Study, make_split, open_study, retrieval_chance
 from weightsim.measures import DistanceMeasure, Measure, MeasureContext, make_measures
+from weightsim.trainer import TrainerConfig
 
 
 def run_htt(zoo_dir: str, pc: ProtocolConfig, cc: ClassifierConfig, co: ChainOptions,
             eval_zoo_dir: str | None = None, seed: int = 0, progress: bool = True,
-            measures: list[Measure] | None = None, measure_settings: dict | None = None) -> dict:
+            measures: list[Measure] | None = None, measure_settings: dict | None = None,
+            tc: TrainerConfig | None = None) -> dict:
     """Returns {"rows": report rows, "cmc": {(chain, measure): curve}, "meta": {...}}.
 
     eval_zoo_dir: cross-network evaluation; the classifier trains on ``zoo_dir`` and is tested on
     the nets of ``eval_zoo_dir`` (same tasks), chain by chain. The measures are those protocol.measures
     names, each built from its entry of ``measure_settings`` (the ``measure`` config node: name ->
     settings; a missing entry: its defaults), the chain options ``co`` and protocol.metric; or
-    ``measures``, already built (weightsim-compare passes its own).
+    ``measures``, already built (weightsim-compare passes its own). tc: the flags of the weight
+    classifiers' Trainers (the ``trainer`` group; default: TrainerConfig()'s).
     """
     check_protocol(pc)  # validates the settings whatever the measures
     device = htt_device(pc.device)
@@ -55,7 +58,7 @@ def run_htt(zoo_dir: str, pc: ProtocolConfig, cc: ClassifierConfig, co: ChainOpt
                disable=not progress)
     sets = [FeatureSet(m, chains, [int(keys[c - 1][1]) for c in chains])
             for m, chains, keys in plan if not isinstance(m, DistanceMeasure)]
-    shared = iter(feature_runs(study, sets, splits, pc, cc, seed, bar, device) if sets else [])
+    shared = iter(feature_runs(study, sets, splits, pc, cc, seed, bar, device, tc) if sets else [])
     report, cmcs, fits = [], {}, []
     for measure, chains, keys in plan:
         runs = distance_runs(study, measure, chains, splits, pc, seed, bar) \
@@ -112,7 +115,7 @@ def distance_runs(study: Study, measure: DistanceMeasure, chains: list[int], spl
 
 
 def feature_runs(study: Study, sets: list[FeatureSet], splits: list[Split], pc: ProtocolConfig, cc: ClassifierConfig,
-                 seed: int, bar, device: torch.device) -> list[dict[int, list[dict[str, Outcome]]]]:
+                 seed: int, bar, device: torch.device, tc: TrainerConfig | None = None) -> list[dict[int, list[dict[str, Outcome]]]]:
     """Per feature set, its outcomes per chain and split: the weight classifier on the Grams that one
     shared pass over the nets gives for every measure and split (``feature_grams``)."""
     grams = feature_grams(study, splits, sets, pc.feature_budget_gb, device, bar.set_postfix_str)
@@ -123,7 +126,7 @@ def feature_runs(study: Study, sets: list[FeatureSet], splits: list[Split], pc: 
             for c, per_split in zip(fs.chains, per_chain):
                 g_train, g_test, g_unseen = per_split[r]
                 with one_thread():
-                    runs[c].append(evaluate_chain(g_train, g_test, g_unseen, split, study, pc, cc, seed + c, device))
+                    runs[c].append(evaluate_chain(g_train, g_test, g_unseen, split, study, pc, cc, seed + c, device, tc))
                 bar.update(1)
         out.append(runs)
     return out

@@ -1,14 +1,16 @@
-"""Expand-and-Cluster's settings: the one source of their defaults.
+"""Expand-and-Cluster's settings and weightsim-recover's: the one source of their defaults.
 
-Hydra reads ``ECConfig`` as the structured config ``ec=default`` of conf/recover.yaml
-(weightsim/config.py), so a value set on the command line is type-checked before any training, and
-``expand_and_cluster(teacher, x, ec)`` takes the same object (keyword overrides replace fields).
+Hydra reads ``ECConfig`` as the structured config ``ec=default`` of conf/recover.yaml and
+``RecoverConfig`` as that file's schema (weightsim/stages/recover.py), so a value set on the command
+line is type-checked before any training, and ``expand_and_cluster(teacher, x, ec)`` takes the same
+object (keyword overrides replace fields).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
 
 from weightsim.errors import ConfigError
 
@@ -42,3 +44,16 @@ class ECConfig:
         if bad := sorted(set(overrides) - known):
             raise ConfigError(f"unknown Expand-and-Cluster setting {', '.join(bad)}: choose from {', '.join(sorted(known))}")
         return replace(self, **overrides)
+
+
+@dataclass
+class RecoverConfig:
+    """weightsim-recover's settings: conf/recover.yaml's top level (its schema), the teacher group's
+    config and Expand-and-Cluster's settings."""
+
+    presets: list[str] = field(default_factory=lambda: ["robust", "reference"])  # each clusters the same students
+    tol: float = 1e-3  # a teacher neuron counts as recovered when its abs-cosine distance is below
+    threads: int = 1  # torch threads
+    progress: bool = True  # print each student fit and clustering step
+    teacher: Any = None  # the teacher group's config (conf/teacher/), instantiated by the stage
+    ec: ECConfig = field(default_factory=ECConfig)

@@ -1,27 +1,41 @@
-"""The weightsim-recover stage: a teacher, N students trained once, Expand-and-Cluster with each
-preset, metrics, report (report.json / .csv / .md, run.json) and plots in the run directory."""
+"""One Expand-and-Cluster run on a teacher problem: N students trained once, clustered with each
+preset, the metrics as report rows (one per hidden layer and one overall) and the report's text.
+The weightsim-recover stage (weightsim/stages/recover.py) writes the files and the plots."""
 
 from __future__ import annotations
 
-import csv
 import json
 import time
-from pathlib import Path
+from dataclasses import dataclass
 
-import torch
-from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
 from weightsim.recover.ec import check_options, expand, expand_and_cluster, probe_count
 from weightsim.recover.metrics import recovery_metrics, teacher_in_students
 from weightsim.recover.options import ECConfig
-from weightsim.recover.plots import plot_dendrograms, plot_losses, plot_weights
+from weightsim.recover.students import Students
 from weightsim.recover.teachers import layers
 from weightsim.report.tables import markdown_table
 
 COLUMNS = ["teacher", "preset", "layer", "teacher_size", "size", "overhead", "recovered_frac", "max_nearest_dist",
            "weight_rel_err", "excess", "preact_recovered_frac", "final_mse", "n_students", "width_factor", "seconds"]
+# the plots a run writes: file name -> what it shows (report.md's last line)
+PLOTS = {"dendrogram.png": "linkage and cut per preset and layer",
+         "weights.png": "teacher vs recovered first-layer weights",
+         "student_losses.png": "each student's training loss"}
+
+
+@dataclass
+class Recovery:
+    """A run's result: report rows, meta (run.json) and what the plots draw: the trained students,
+    and per preset the recovered net, its metrics and its clusters."""
+
+    rows: list[dict]
+    meta: dict
+    students: Students
+    nets: dict[str, nn.Module]
+    metrics: dict[str, dict]
+    clusters: dict[str, list]
 
 
 def rows_of(name: str, preset: str, m: dict, rec_log: dict, ec: ECConfig, seconds: float, act: str) -> list[dict]:
@@ -40,55 +54,40 @@ def rows_of(name: str, preset: str, m: dict, rec_log: dict, ec: ECConfig, second
     return out
 
 
-def recover_stage(cfg: DictConfig, logger=None, notes: list[str] | None = None) -> dict:
-    torch.set_num_threads(int(cfg.threads))
-    ec = ECConfig(**OmegaConf.to_container(cfg.ec, resolve=True))
-    for preset in cfg.presets:  # every bad option fails before any training
+def run_recover(problem, ec: ECConfig, presets: list[str], tol: float, progress=print) -> Recovery:
+    """Train ``ec.n_students`` students on ``problem`` (a teacher problem of recover/teachers.py; its
+    probe inputs ``problem.x`` (n, d_in) are drawn here when it has none), cluster them with each of
+    ``presets`` and measure each recovered net against the teacher at tolerance ``tol``. Every bad
+    option fails before any training. meta's "config" and "warnings" are left for the caller."""
+    for preset in presets:
         check_options(ec, preset)
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    problem = instantiate(cfg.teacher)
     problem.x = problem.probes(probe_count(problem.teacher, ec))  # teacher.n null: sized to the students
     _, act = layers(problem.teacher)
     act = ec.activation or act
     ec = ec.replace(activation=act)
-    say = print if cfg.get("progress", True) else (lambda *_: None)
     t0 = time.perf_counter()
-    students = expand(problem.teacher, problem.x, ec, progress=say)
+    students = expand(problem.teacher, problem.x, ec, progress=progress)
     t_students = time.perf_counter() - t0
     rows, metrics, nets, clusters, logs = [], {}, {}, {}, {}
-    for preset in cfg.presets:
+    for preset in presets:
         t1 = time.perf_counter()
-        rec = expand_and_cluster(problem.teacher, problem.x, ec, students=students, preset=preset, progress=say)
+        rec = expand_and_cluster(problem.teacher, problem.x, ec, students=students, preset=preset, progress=progress)
         seconds = t_students + time.perf_counter() - t1
-        m = recovery_metrics(problem.teacher, rec.net, problem.x, tol=cfg.tol)
+        m = recovery_metrics(problem.teacher, rec.net, problem.x, tol=tol)
         rows += rows_of(problem.name, preset, m, rec.log, ec, seconds, act)
         metrics[preset], nets[preset], clusters[preset] = m, rec.net, rec.clusters
         logs[preset] = {k: v for k, v in rec.log.items() if k != "student_history"}
         logs[preset]["nearest_dist"] = m["nearest_dist"]
-    inside = teacher_in_students(problem.teacher, *students.layer(0), problem.x, cfg.tol)
+    inside = teacher_in_students(problem.teacher, *students.layer(0), problem.x, tol)
     meta = {"teacher": problem.name, "activation": act, "probe_inputs": len(problem.x),
             "student_seconds": t_students, "student_mse": students.losses.tolist(), "teacher_in_students": inside,
-            "config": OmegaConf.to_container(cfg, resolve=True),
-            "warnings": list(notes or []), "runs": logs}
-    write(run_dir, rows, meta)
-    plot_dendrograms(clusters, run_dir / "dendrogram.png")
-    plot_weights(problem.teacher, nets, metrics, run_dir / "weights.png")
-    plot_losses(students.history, run_dir / "student_losses.png")
-    print("\n" + markdown_table(rows, COLUMNS))
-    print(f"\nreport: {run_dir / 'report.md'}  (json, csv, png beside it)")
-    return {"rows": rows, "meta": meta}
+            "config": None, "warnings": [], "runs": logs}
+    return Recovery(rows, meta, students, nets, metrics, clusters)
 
 
-def write(run_dir: Path, rows: list[dict], meta: dict) -> None:
-    """report.json (rows), report.csv, run.json (meta) and report.md."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "report.json").write_text(json.dumps(rows, indent=1))
-    (run_dir / "run.json").write_text(json.dumps(meta, indent=1, default=str))
-    with open(run_dir / "report.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, list(dict.fromkeys(k for r in rows for k in r)))
-        w.writeheader()
-        w.writerows(rows)
-    tol = meta["config"]["tol"]
+def report_lines(rows: list[dict], meta: dict, tol: float) -> list[str]:
+    """report.md of a run, up to its plots: the table, what each column means, warnings, the run's facts
+    and where the teacher's neurons lie among the trained students'."""
     md = [f"# Expand-and-Cluster: {meta['teacher']}", "", markdown_table(rows, COLUMNS), "",
           f"- `teacher_size` / `size`: hidden neurons of the teacher / of the recovered net; `overhead` = size / "
           f"teacher_size - 1.",
@@ -116,8 +115,4 @@ def write(run_dir: Path, rows: list[dict], meta: dict) -> None:
                                                              inside["active_share"]))],
                           ["neuron", "median_dist", "students_within_tol", "active_share"])]
     md += ["", f"- student train MSE: {', '.join(f'{v:.1e}' for v in sorted(meta['student_mse']))}"]
-    md += ["", "Plots: `dendrogram.png` (linkage and cut per preset and layer), `weights.png` (teacher vs recovered "
-           "first-layer weights), `student_losses.png`."]
-    (run_dir / "report.md").write_text("\n".join(md) + "\n")
-
-
+    return md

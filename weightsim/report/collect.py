@@ -8,7 +8,6 @@ report.json; writes ``<sweep dir>/collected/``: ``table.csv`` (every row of ever
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from weightsim.errors import WeightsimError  # noqa: E402
+from weightsim.files import write_csv  # noqa: E402
 from weightsim.report.paper import LAYOUT, paper_value  # noqa: E402
 from weightsim.sweep import SWEEP_FILE  # noqa: E402
 
@@ -189,10 +189,7 @@ def collect(sweep_dir: str | Path) -> dict[str, Path]:
     out = sweep_dir / "collected"
     out.mkdir(exist_ok=True)
     paths = {"csv": out / "table.csv", "md": out / "table.md", "png": out / "figure.png"}
-    with open(paths["csv"], "w", newline="") as f:
-        w = csv.DictWriter(f, COLUMNS)
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(paths["csv"], rows, COLUMNS)
     paths["md"].write_text(markdown(experiment, rows))
     plot(experiment, rows, paths["png"])
     setting = numeric_setting(rows)

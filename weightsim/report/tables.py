@@ -1,10 +1,12 @@
-"""Result tables: every result row is written as JSON and CSV; the Markdown table is for people."""
+"""Result tables: every result row is written as JSON and CSV; the Markdown table is for people.
+``write_run`` writes the report files of every stage (HTT, compare, recover)."""
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
+
+from weightsim.files import write_csv
 
 COLUMNS = ["protocol", "measure", "chain", "accuracy", "accuracy_mean_sd", "effect_size", "error",
            "error_upper_bound", "decision", "decision_bound", "p_value", "feature_dim", "n"]
@@ -70,29 +72,40 @@ def run_section(meta: dict) -> list[str]:
     return lines
 
 
-def write_report(run_dir: str | Path, result: dict, title: str = "weightsim report") -> dict[str, Path]:
-    """Write report.json (the rows), report.csv, cmc.csv, run.json (the meta) and report.md."""
+def write_run(run_dir: str | Path, rows: list[dict], meta: dict, markdown: list[str],
+              plots: dict[Path, str] | None = None, tables: dict[str, list[dict]] | None = None,
+              columns: dict[str, list[str]] | None = None) -> dict[str, Path]:
+    """Every stage's report files in ``run_dir``: report.json (the rows), report.csv, run.json (the
+    meta), ``<name>.csv`` for each of ``tables`` (header ``columns[name]`` where given, else the rows'
+    keys), and report.md: the ``markdown`` lines, then one line naming the ``plots`` the stage wrote
+    ({path: what it shows}). Returns the paths: json, csv, meta, md and each table's name."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    rows, meta = result["rows"], result["meta"]
     paths = {"json": run_dir / "report.json", "csv": run_dir / "report.csv", "md": run_dir / "report.md",
-             "meta": run_dir / "run.json", "cmc": run_dir / "cmc.csv"}
+             "meta": run_dir / "run.json"}
     paths["json"].write_text(json.dumps(rows, indent=1))
     paths["meta"].write_text(json.dumps(meta, indent=1, default=str))
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    with open(paths["csv"], "w", newline="") as f:
-        w = csv.DictWriter(f, keys)
-        w.writeheader()
-        w.writerows(rows)
-    with open(paths["cmc"], "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["chain", "measure", "rank", "cmc"])
-        for (chain, measure), curve in sorted(result["cmc"].items()):
-            w.writerows([chain, measure, k + 1, float(v)] for k, v in enumerate(curve))
+    write_csv(paths["csv"], rows)
+    for name, table in (tables or {}).items():
+        paths[name] = write_csv(run_dir / f"{name}.csv", table, (columns or {}).get(name))
+    md = list(markdown)
+    if plots:
+        md += ["", "Plots: " + ", ".join(f"`{Path(p).name}` ({what})" for p, what in plots.items()) + "."]
+    paths["md"].write_text("\n".join(md) + "\n")
+    return paths
+
+
+def write_report(run_dir: str | Path, result: dict, title: str = "weightsim report",
+                 plots: dict[Path, str] | None = None, tables: dict[str, list[dict]] | None = None) -> dict[str, Path]:
+    """An HTT result's report (``write_run``): report.json / .csv / .md, run.json, cmc.csv (chain,
+    measure, rank, cmc) and ``<name>.csv`` for each of ``tables``; ``plots``: {path: what it shows}
+    of the plots written beside it."""
+    rows, meta = result["rows"], result["meta"]
+    cmc = [{"chain": chain, "measure": measure, "rank": k + 1, "cmc": float(v)}
+           for (chain, measure), curve in sorted(result["cmc"].items()) for k, v in enumerate(curve)]
     md = [f"# {title}", "", markdown_table(rows), ""] + legend(rows, meta) + [""]
     if meta.get("warnings"):
         md += ["## Warnings", ""] + [f"- {w}" for w in meta["warnings"]] + [""]
     md += ["## Run", ""] + run_section(meta)
-    md += ["", "Plots: `accuracy.png` (per-chain accuracy, one bar per measure), `cmc.png` (CMC curves)."]
-    paths["md"].write_text("\n".join(md) + "\n")
-    return paths
+    return write_run(run_dir, rows, meta, md, plots, {"cmc": cmc, **(tables or {})},
+                     {"cmc": ["chain", "measure", "rank", "cmc"]})

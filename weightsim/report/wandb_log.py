@@ -7,8 +7,6 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
@@ -74,14 +72,16 @@ def loaded_choices(runtime: dict) -> dict:
     return {k: v for k, v in runtime.items() if not k.startswith("hydra") and v is not None and loaded(k, v)}
 
 
-def run_identity(cfg: DictConfig, stage: str) -> dict:
+def run_identity(cfg: DictConfig, stage: str, runtime_choices: dict, overrides: list[str],
+                 job_num: int | None = None) -> dict:
     """wandb.init arguments of this job: name, group, tags, job_type and the resolved config.
+    ``runtime_choices``, ``overrides``: the job's Hydra choices and command-line overrides;
+    ``job_num``: its number in a multirun (None: a single run).
 
     group = <experiment>-[<scale>-]<dataset>-<arch label>: the seed-block jobs that write one zoo and
     the HTT jobs on it; name = <stage>-<group>-<seed block>, then -on-<eval zoo's arch label> for a
     cross-network run and -j<num> in a multirun (job number)."""
-    hc = HydraConfig.get()
-    choices = loaded_choices(hc.runtime.choices)
+    choices = loaded_choices(runtime_choices)
     experiment = choices.get("experiment") or "adhoc"
     zoo = job_zoo(cfg, stage, choices)
     group = "-".join(str(p) for p in (experiment, choices.get("scale"), zoo["dataset"], zoo["label"]) if p)
@@ -89,22 +89,25 @@ def run_identity(cfg: DictConfig, stage: str) -> dict:
     cross = stage != "zoo" and cfg.get("eval_zoo_dir")
     if cross:  # cross-network: the zoo tested on, by the arch it holds
         name += f"-on-{zoo_arch(cfg.eval_zoo_dir)[1]}"
-    if hc.mode == RunMode.MULTIRUN:
-        name += f"-j{hc.job.num}"
+    if job_num is not None:
+        name += f"-j{job_num}"
     tags = [f"{g}:{v}" for g, v in (("experiment", experiment), ("scale", choices.get("scale")),
                                      ("dataset", zoo["dataset"]), ("arch", zoo["arch"]),
                                      ("stage", stage)) if v] + (["cross"] if cross else [])
     config = {**OmegaConf.to_container(cfg, resolve=True), "stage": stage, "choices": choices,
-              "arch_label": zoo["label"], "seed_block": zoo["block"], "overrides": list(hc.overrides.task)}
+              "arch_label": zoo["label"], "seed_block": zoo["block"], "overrides": list(overrides)}
     return {"name": name, "group": group, "tags": [t[:64] for t in tags], "job_type": stage, "config": config}
 
 
-def logger_args(cfg: DictConfig, stage: str) -> dict:
-    """Extra constructor arguments of ``cfg.logger``: the run identity when it is a WandbLogger
-    (values set in the logger config, e.g. ``+logger.group=mine``, win); nothing for other loggers."""
+def logger_args(cfg: DictConfig, stage: str, runtime_choices: dict, overrides: list[str],
+                job_num: int | None = None) -> dict:
+    """Extra constructor arguments of ``cfg.logger``: the run identity (``run_identity``) when it is a
+    WandbLogger (values set in the logger config, e.g. ``+logger.group=mine``, win); nothing for other
+    loggers."""
     if not get_class(cfg.logger._target_).__name__ == "WandbLogger":
         return {}
-    return {k: v for k, v in run_identity(cfg, stage).items() if k not in cfg.logger}
+    identity = run_identity(cfg, stage, runtime_choices, overrides, job_num)
+    return {k: v for k, v in identity.items() if k not in cfg.logger}
 
 
 # -- zoo jobs --------------------------------------------------------------------------------------

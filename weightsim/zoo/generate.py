@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from weightsim.data.shapes import shape_of
 from weightsim.data.tasks import TaskSet
 from weightsim.errors import ConfigError
+from weightsim.trainer import TrainerConfig, silent_trainer
 from weightsim.zoo.heap import freed_memory_reused
 from weightsim.zoo.memory import PopulationMemory, measure_population
 from weightsim.zoo.many import VECTORIZE
@@ -230,18 +231,18 @@ def tf32(on: bool) -> Iterator[None]:
 
 def train_population(build: Callable[[], nn.Module], taskset: TaskSet, nets: list[tuple[int, int]],
                      zc: ZooConfig, logger=None, eval_chunk: int = 512, progress: bool = False,
-                     population: int = 0) -> tuple[PopulationModule, list[dict]]:
-    """Train the nets [(task, seed), ...] as one population; returns the module and manifest rows.
+                     population: int = 0, tc: TrainerConfig | None = None) -> tuple[PopulationModule, list[dict]]:
+    """Train the nets [(task, seed), ...] as one population (a Trainer with the flags of ``tc``);
+    returns the module and manifest rows.
     With a ``logger``: the loss curve (``LossLog``) and, at the end, the population's mean train and
     test accuracy (``zoo/population_train_acc``, ``zoo/population_test_acc``); ``population`` numbers it."""
     module = population_module(build, taskset, nets, zc)
     tasks = [taskset.tasks[t] for t, _ in nets]
     steps = zc.total_steps(taskset.tasks)
-    trainer = L.Trainer(max_steps=steps, accelerator=zc.accelerator, devices=1, logger=logger or False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        log_every_n_steps=max(1, steps // 10), num_sanity_val_steps=0,
-                        callbacks=([StepBar(steps, len(nets))] if progress else [])
-                        + ([LossLog(steps, population)] if logger else []))
+    trainer = silent_trainer(tc, max_steps=steps, accelerator=zc.accelerator, logger=logger or False,
+                             log_every_n_steps=max(1, steps // 10),
+                             callbacks=([StepBar(steps, len(nets))] if progress else [])
+                             + ([LossLog(steps, population)] if logger else []))
     use_tf32 = zc.tf32 and trainer.strategy.root_device.type == "cuda"  # TF32 exists only on CUDA
     t0 = time.perf_counter()
     with warnings.catch_warnings(), tf32(use_tf32):
@@ -286,21 +287,22 @@ def release_trainer(trainer: L.Trainer, module: PopulationModule) -> None:
 
 
 def generate_zoo(build: Callable[[], nn.Module], taskset: TaskSet, zc: ZooConfig, zoo_dir: str | Path,
-                 identity: dict, logger=None, progress: bool = True) -> Path:
+                 identity: dict, logger=None, progress: bool = True, tc: TrainerConfig | None = None) -> Path:
     """Train every net of this seed block that ``zoo_dir`` lacks, and return the directory.
 
     Each population is written atomically and only then marked done (store.ZooWriter.write), so a
-    crash at any point leaves a zoo that loads, and rerunning the same command completes it.
+    crash at any point leaves a zoo that loads, and rerunning the same command completes it. ``tc``:
+    the flags of the populations' Trainers (weightsim/trainer.py).
     """
     if zc.threads is not None:
         torch.set_num_threads(zc.threads)
     with freed_memory_reused(zc.reuse_freed_memory):  # given back to the OS after training (zoo/heap.py)
-        _train_missing(build, taskset, zc, zoo_dir, identity, logger, progress)
+        _train_missing(build, taskset, zc, zoo_dir, identity, logger, progress, tc)
     return Path(zoo_dir)
 
 
 def _train_missing(build: Callable[[], nn.Module], taskset: TaskSet, zc: ZooConfig, zoo_dir: str | Path,
-                   identity: dict, logger, progress: bool) -> None:
+                   identity: dict, logger, progress: bool, tc: TrainerConfig | None) -> None:
     """The nets of this seed block that ``zoo_dir`` lacks, trained population by population."""
     writer = ZooWriter(zoo_dir, {**identity, "training": zc.training()})
     block = {(t.id, s) for t in taskset.tasks for s in range(zc.seed_offset, zc.seed_offset + zc.seeds)}
@@ -318,7 +320,7 @@ def _train_missing(build: Callable[[], nn.Module], taskset: TaskSet, zc: ZooConf
         bar.update(len(planned) - len(nets))
         if not nets:
             continue
-        module, rows = train_population(build, taskset, nets, zc, logger, sizing.eval_chunk, progress, number)
+        module, rows = train_population(build, taskset, nets, zc, logger, sizing.eval_chunk, progress, number, tc)
         writer.write(name, module.state(), [{**r, "config_hash": writer.identity.get("config_hash")} for r in rows])
         bar.update(len(nets))
         bar.set_postfix(test_acc=f"{sum(r['test_acc'] for r in rows) / len(rows):.3f}")

@@ -17,9 +17,7 @@ the zoo is the union of the .json pieces (several jobs can fill one zoo without 
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import math
 from contextlib import contextmanager
@@ -32,7 +30,7 @@ from safetensors.torch import load as st_load
 from torch import Tensor
 
 from weightsim.errors import ZooError
-from weightsim.files import atomic_write
+from weightsim.files import atomic_write, write_csv
 
 FORMAT = "weightsim-zoo"
 VERSION = 1
@@ -379,11 +377,6 @@ class ZooReader:
     def write_manifest_csv(self) -> Path:
         path = self.root / "manifest.csv"
         if self.rows:
-            keys = list(dict.fromkeys(k for r in self.rows for k in r))
-            buf = io.StringIO()
-            w = csv.DictWriter(buf, keys)
-            w.writeheader()
-            for r in self.rows:
-                w.writerow({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in r.items()})
-            atomic_write(path, buf.getvalue().encode())
+            write_csv(path, [{k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in r.items()}
+                             for r in self.rows])
         return path
