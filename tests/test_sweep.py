@@ -90,6 +90,14 @@ def test_a_failing_job_does_not_stop_the_sweep_and_a_rerun_completes_only_it(tmp
                                                              for m in ("chain_gram", "raw")}
     for r in rows:
         assert 0 <= float(r["ours"]) <= 1 and r["decision"] in ("accept", "reject")
+        # beside every HTT number, the task nets it tested: their steps, train loss and accuracies
+        assert int(r["steps"]) > 0 and float(r["train_loss"]) > 0 and 0 < float(r["test_acc"]) <= 1
+    for net in ("mlp", "mlp4"):  # the same as the zoo's own record
+        zoo = [z for z in csv.DictReader(open(tmp_path / "zoos" / net / "manifest.csv")) if z["diverged"] == "False"]
+        mine = next(r for r in rows if r["net"] == net)
+        assert int(mine["steps"]) == int(zoo[0]["steps"])
+        assert abs(float(mine["test_acc"]) - sum(float(z["test_acc"]) for z in zoo) / len(zoo)) < 1e-9
+    assert "| net | SGD steps | train loss | train acc | test acc |" in (run / "collected" / "table.md").read_text()
     # the paper's number beside ours (name=fig3_cifar100: "about 98 %" for chain Grams)
     assert {r["paper"] for r in rows if r["measure"] == "chain_gram" and r["net"] == "mlp4"} == {"0.98"}
     assert {r["paper"] for r in rows if r["net"] == "mlp"} == {""}  # the paper has no plain "mlp"

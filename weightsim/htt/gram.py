@@ -65,10 +65,14 @@ def standardizer(n: int, mean: Tensor, m2: Tensor) -> tuple[Tensor, Tensor]:
     return mean, constant_to_one((m2 / max(1, n - 1)).sqrt())
 
 
-def block_size(per_net_bytes: int, budget_bytes: float) -> int:
-    """Nets per block for features of ``per_net_bytes`` each: two blocks are held at once, each with
-    its standardized copy, within ``budget_bytes``."""
-    return max(1, math.floor(budget_bytes // (4 * per_net_bytes)))
+def block_size(per_net_bytes: int, budget_bytes: float, per_net_read_bytes: int = 0, fixed_bytes: float = 0) -> int:
+    """Nets per block for features of ``per_net_bytes`` each, so that what the streamed pass holds
+    at its peak fits ``budget_bytes``: three blocks of features (the held column block, a row block
+    and its centred copy) and a row block's weights as read, ``per_net_read_bytes`` per net, twice
+    (the files' tensors and the stacked block), besides ``fixed_bytes`` (the Grams themselves: at
+    least a quarter of the budget is left to the blocks whatever they take)."""
+    usable = max(budget_bytes - fixed_bytes, budget_bytes / 4)
+    return max(1, math.floor(usable // (3 * per_net_bytes + 2 * per_net_read_bytes)))
 
 
 def blocks_of(groups: list[int], size: int) -> list[list[int]]:
@@ -102,7 +106,9 @@ def split_grams(n: int, blocks: list[list[int]], trains: list[list[int]], featur
     def feats(b: int) -> list[Tensor]:
         """Block b's features, minus ``center`` once it is known."""
         out = featurize(blocks[b])
-        return out if center is None else [f - c for f, c in zip(out, center)]
+        for k, c in enumerate(center or []):
+            out[k] = out[k] - c  # each uncentred tensor goes as soon as its centred copy exists
+        return out
 
     where = {net: (b, i) for b, blk in enumerate(blocks) for i, net in enumerate(blk)}
     # per split and block: positions in the block of the split's training nets, and their columns

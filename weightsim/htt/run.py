@@ -165,4 +165,19 @@ def run_meta(study: Study, split: Split, pc: ProtocolConfig, measures: list[Meas
             "null_retrieval": f"{pc.retrieval_permutations} permutations of the gallery's task labels over "
                               "the same distances (chance null)",
             "bound_level": 1 - pc.alpha,
-            "measures": {m.name: m.describe(study.train_zoo) for m in measures}}
+            "measures": {m.name: m.describe(study.train_zoo) for m in measures},
+            "task_nets": task_nets(study.train_zoo.rows)}
+
+
+def task_nets(rows: list[dict]) -> dict:
+    """What the tested nets are, beside every HTT number: their SGD steps, mean final train loss and
+    mean train / test accuracy over the usable (not diverged) nets; None where the zoo has no such
+    record (imported nets)."""
+    usable = [r for r in rows if not r.get("diverged")]
+
+    def mean(key):
+        values = [float(r[key]) for r in usable if r.get(key) not in (None, "")]
+        return sum(values) / len(values) if values else None
+    steps = sorted({int(r["steps"]) for r in usable if r.get("steps") not in (None, "")})
+    return {"nets": len(usable), "steps": steps[0] if len(steps) == 1 else (steps or None),
+            "train_loss": mean("final_loss"), "train_acc": mean("train_acc"), "test_acc": mean("test_acc")}

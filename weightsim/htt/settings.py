@@ -37,7 +37,7 @@ class ProtocolConfig:
     protocols: list[str] = field(default_factory=lambda: list(PROTOCOLS))
     measures: list[str] = field(default_factory=lambda: ["chain_gram", "raw"])  # weightsim/measures/registry.py
     chains: list[int] | None = None  # chains to test (1-based); None: every chain both nets have
-    feature_budget_gb: float = 4.0  # chain features held at once; above it the Grams stream in blocks
+    feature_budget_gb: float = 4.0  # HTT's features, weights read and Grams held at once; above it, blocks of nets
     device: str = "auto"  # Grams and classifier: auto (the GPU when torch sees one, else the CPU) | cpu | cuda
     verify: bool = True  # check each weight file's SHA-256 against the zoo's manifest as it is read (docs/zoo.md)
 

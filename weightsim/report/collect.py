@@ -23,7 +23,9 @@ from weightsim.report.paper import LAYOUT, paper_value  # noqa: E402
 from weightsim.sweep import SWEEP_FILE  # noqa: E402
 
 COLUMNS = ["net", "variant", "protocol", "measure", "chain", "paper_chain", "ours", "ours_mean", "ours_sd", "paper",
-           "paper_note", "error_upper_bound", "p_value", "decision", "decision_bound", "effect_size", "n", "run"]
+           "paper_note", "error_upper_bound", "p_value", "decision", "decision_bound", "effect_size", "n",
+           "steps", "train_loss", "train_acc", "test_acc", "run"]
+NETS = ("steps", "train_loss", "train_acc", "test_acc")  # the task nets' record beside every HTT number
 
 
 def net_label(run: dict) -> str:
@@ -49,6 +51,8 @@ def collected_rows(sweep_dir: Path) -> tuple[str | None, list[dict]]:
         if run["status"] != "ok" or not report.is_file():
             continue
         net, variant = net_label(run), variant_label(run)
+        meta = sweep_dir / run["run_dir"] / "run.json"
+        nets = (json.loads(meta.read_text()).get("task_nets") or {}) if meta.is_file() else {}
         for r in json.loads(report.read_text()):
             paper = paper_value(experiment, net, r["protocol"], r["measure"], r["chain"]) or {}
             out.append({"net": f"{net} {variant}".strip(), "variant": variant, "protocol": r["protocol"], "measure": r["measure"], "chain": r["chain"],
@@ -57,7 +61,8 @@ def collected_rows(sweep_dir: Path) -> tuple[str | None, list[dict]]:
                         "paper": paper.get("value"), "paper_note": paper.get("note", ""),
                         "error_upper_bound": r.get("error_upper_bound"), "p_value": r.get("p_value"),
                         "decision": r.get("decision"), "decision_bound": r.get("decision_bound"),
-                        "effect_size": r.get("effect_size"), "n": r.get("n"), "run": run["run_dir"]})
+                        "effect_size": r.get("effect_size"), "n": r.get("n"),
+                        **{k: nets.get(k) for k in NETS}, "run": run["run_dir"]})
     if not out:
         raise WeightsimError(f"no finished HTT run in {path}: rerun the sweep's command to complete it")
     return experiment, out
@@ -84,6 +89,14 @@ def markdown(experiment: str | None, rows: list[dict]) -> str:
         p = "" if r["p_value"] is None else f"{r['p_value']:.3g}"
         lines.append(f"| {r['net']} | {r['protocol']} | {r['measure']} | {chain} | {pct(r['ours'])} | {sd} | "
                      f"{paper} | {pct(r['error_upper_bound'])} | {p} | {r['decision']} |")
+    nets = {r["net"]: r for r in rows if any(r.get(k) is not None for k in NETS)}
+    if nets:
+        lines += ["", "The task nets tested (usable nets of the training zoo; mean over them):", "",
+                  "| net | SGD steps | train loss | train acc | test acc |", "|---|---|---|---|---|"]
+        num = lambda v, f: "" if v is None else format(v, f)  # noqa: E731
+        for net, r in nets.items():
+            lines.append(f"| {net} | {r['steps'] if r['steps'] is not None else ''} | {num(r['train_loss'], '.3g')} | "
+                         f"{pct(r['train_acc'])} | {pct(r['test_acc'])} |")
     return "\n".join(lines) + "\n"
 
 

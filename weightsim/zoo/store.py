@@ -338,13 +338,19 @@ class ZooReader:
         rows = self.rows if rows is None else rows
         if not rows:
             raise ZooError(f"zoo {self.root} has no trained nets yet")
-        by_file: dict[str, dict[str, torch.Tensor]] = {}
-        for f in dict.fromkeys(r["file"] for r in rows):
-            by_file[f] = self.load_file(f, verify_sha=next(r["sha256"] for r in rows if r["file"] == f)
-                                        if verify else None)
-        keys = list(next(iter(by_file.values())))
-        widen = lambda t: t.float() if t.is_floating_point() else t  # noqa: E731
-        return {k: widen(torch.stack([by_file[r["file"]][k][r["index"]] for r in rows])) for k in keys}
+        out: dict[str, torch.Tensor] = {}
+        for f in dict.fromkeys(r["file"] for r in rows):  # one file's tensors alive at a time, beside the result
+            tensors = self.load_file(f, verify_sha=next(r["sha256"] for r in rows if r["file"] == f)
+                                     if verify else None)
+            mine = [i for i, r in enumerate(rows) if r["file"] == f]
+            index = torch.tensor([rows[i]["index"] for i in mine])
+            for k, t in tensors.items():
+                if k not in out:  # floating point widened to float32, integer buffers as they are
+                    dtype = torch.float32 if t.is_floating_point() else t.dtype
+                    out[k] = torch.empty((len(rows), *t.shape[1:]), dtype=dtype)
+                out[k][torch.tensor(mine)] = t.index_select(0, index).to(out[k].dtype)
+            del tensors
+        return out
 
     def load_file(self, name: str, verify_sha: str | None = None) -> dict[str, torch.Tensor]:
         """The tensors of weights/``name`` (read-only use). Read from disk, the file is checked
