@@ -49,7 +49,7 @@ def test_activations_stream_in_blocks_and_equal_each_net_alone(zoos, kind):
     assert names[-1] == LOGITS and names[:-1] == hidden_layers(zoo.template)
     blocks = list(iter_activations(zoo, rows, x, budget_mb=1e-6))
     assert len(blocks) == len(rows) > 1  # streamed: one net per block
-    streamed = zoo_activations(zoo, rows, x, budget_mb=1e-6)
+    streamed = zoo.activations(rows, x, budget_mb=1e-6)  # the zoo view's entry point
     whole = zoo_activations(zoo, rows, x, budget_mb=1e4)
     hidden = names[:-1]
     logits, ref = one_at_a_time(zoo, rows, x, hidden)

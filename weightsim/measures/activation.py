@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from weightsim.errors import ConfigError, DataError
-from weightsim.measures.activations import WHERE, layer_names, probe_inputs, zoo_activations
+from weightsim.measures.activations import WHERE, layer_names, probe_inputs
 from weightsim.measures.align import probe_batch
 from weightsim.measures.cka import linear_cka
 from weightsim.measures.pairs import Key, PairMeasure, net_key
@@ -94,7 +94,7 @@ class ActivationMeasure(PairMeasure):
         names = self.names(zoo)
         x = probe_batch(zoo.template, 2)
         x = x.float() if torch.is_floating_point(x) else x
-        acts = zoo_activations(zoo, zoo.rows[:1], x, names, key=self.settings.key)
+        acts = zoo.activations(zoo.rows[:1], x, names, key=self.settings.key)
         return [((n, acts[n].shape[-1]), acts[n].shape[-1]) for n in names]
 
     def prepare(self, zoo: Zoo, rows: list[dict], shuffled: bool = False) -> None:
@@ -102,7 +102,7 @@ class ActivationMeasure(PairMeasure):
         if not todo:
             return
         names = self.names(zoo)
-        acts = zoo_activations(zoo, todo, self.probe_of(zoo, shuffled), names, budget_mb=self.settings.budget_mb,
+        acts = zoo.activations(todo, self.probe_of(zoo, shuffled), names, budget_mb=self.settings.budget_mb,
                                key=self.settings.key)
         for i, r in enumerate(todo):
             self.acts[(net_key(zoo, r), shuffled)] = [acts[n][i] for n in names]

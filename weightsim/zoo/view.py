@@ -29,15 +29,11 @@ from weightsim.data.tasks import TaskSet
 from weightsim.errors import ConfigError, WeightsimError, ZooError, in_cause_chain
 from weightsim.nets.build import build_net
 from weightsim.nets.spec import ELEMENTWISE
+from weightsim.zoo.activations import hidden_layers, zoo_activations
 from weightsim.zoo.many import ManyNets
 from weightsim.zoo.store import IMPORTED, ZooReader
 
 
-def hidden_layers(template: nn.Module) -> list[str]:
-    """Names of the modules whose outputs are a net's hidden activations, in forward order: every
-    activation module (ReLU, LeakyReLU, Tanh, ...) and every recurrent layer (its output sequence)."""
-    return [name for name, m in template.named_modules()
-            if (isinstance(m, ELEMENTWISE) and not isinstance(m, nn.Identity)) or getattr(m, "chain_gru", False)]
 
 
 class Zoo:
@@ -112,6 +108,13 @@ class Zoo:
         many = ManyNets(self.template, len(rows), tuple(x.shape[1:]), vectorize)
         with torch.no_grad():
             return many(params, buffers, x.expand(len(rows), *x.shape), capture)
+
+    def activations(self, rows: list[dict], x: Tensor, layers: list[str] | None = None, where: str = "post",
+                    budget_mb: float = 256.0, key: str = "measure.cka") -> dict[str, Tensor]:
+        """{layer: (len(rows), samples, neurons) float32}: the nets ``rows`` on the probe x (B, *input_shape),
+        streamed in blocks of nets within ``budget_mb`` (weightsim/zoo/activations.py; ``layers``:
+        default every hidden layer at ``where`` and the logits; ``key``: the settings its messages name)."""
+        return zoo_activations(self, rows, x, layers, where, budget_mb, key)
 
     # -- the data ------------------------------------------------------------------------------
     @property
