@@ -154,7 +154,7 @@ APPS = {
     "htt": ("hypothesis-training-testing on a zoo (zoo_dir=DIR; eval_zoo_dir=DIR to test on another zoo): "
             "chain features, a weight classifier per chain, the classification and retrieval protocols; "
             "report.md / .json / .csv and plots in the run directory (docs/htt.md).",
-            ("protocol", "classifier", "chains", "logger", "launcher"),
+            ("protocol", "classifier", "chains", "trainer", "logger", "launcher"),
             "weightsim-htt zoo_dir=zoos/digits-mlp protocol.alpha=0.01 protocol.queries=10"),
     "run": ("train a zoo, then test it with hypothesis-training-testing, in one run directory "
             "(weightsim-zoo, then weightsim-htt on its zoo; README.md).",
@@ -164,7 +164,7 @@ APPS = {
     "compare": ("every compare measure on a zoo (zoo_dir=DIR): CKA, s(eps) matching, weight matching and the "
                 "chain-Gram distance, through the HTT protocols and pair by pair (docs/compare.md); each measure's "
                 "own settings are measure.<name>.* (e.g. measure.cka.probe=128), read by weightsim-htt too.",
-                ("compare", "protocol", "classifier", "chains", "logger", "launcher"),
+                ("compare", "protocol", "classifier", "chains", "trainer", "logger", "launcher"),
                 "weightsim-compare zoo_dir=zoos/digits-mlp 'compare.measures=[cka,weight_matching]'"),
     "import": ("nets trained elsewhere as an ordinary zoo: a folder of checkpoints (.safetensors, or .pt / .pth "
                "state dicts), an index CSV (file,task,seed, role optional) and the architecture they were trained "

@@ -26,6 +26,7 @@ from weightsim.measures.align import loss_barrier
 from weightsim.measures.cka import cka_matrix
 from weightsim.measures.pairs import PairMeasure
 from weightsim.nets.spec import BATCHNORMS
+from weightsim.trainer import TrainerConfig
 from weightsim.zoo.view import Zoo
 
 RELATIONS = ("same_task", "different_task", "shuffled_input")
@@ -224,9 +225,11 @@ def cka_layers(zoo: Zoo, measure: ActivationMeasure, cc: CompareConfig) -> tuple
 
 
 def run_compare(zoo_dir: str, cc: CompareConfig, pc, clc, co: ChainOptions, seed: int = 0,
-                progress: bool = True, eval_zoo_dir: str | None = None, measure_settings: dict | None = None) -> dict:
+                progress: bool = True, eval_zoo_dir: str | None = None, measure_settings: dict | None = None,
+                tc: TrainerConfig | None = None) -> dict:
     """HTT with every measure (eval_zoo_dir: tested on that zoo's nets, as weightsim-htt), then the
-    pairs of ``zoo_dir``. measure_settings: the ``measure`` config node (name -> settings). Returns
+    pairs of ``zoo_dir``. measure_settings: the ``measure`` config node (name -> settings); tc: the
+    classifiers' TrainerConfig (None: its defaults). Returns
     HTT's result plus "pairs", "summary" and "cka" ({"matrix", "identification", "layers"} when cka
     is measured)."""
     from dataclasses import asdict, replace
@@ -240,7 +243,7 @@ def run_compare(zoo_dir: str, cc: CompareConfig, pc, clc, co: ChainOptions, seed
     built = build_measures(cc, measure_settings, MeasureContext(co, pc.metric))
     measures = runnable(built, [zoo] + ([Zoo(eval_zoo_dir, pc.verify)] if eval_zoo_dir else []))
     result = run_htt(zoo_dir, replace(pc, measures=[m.name for m in measures]), clc, co, eval_zoo_dir, seed,
-                     progress, measures=measures)
+                     progress, measures=measures, tc=tc)
     pairs = pair_rows(zoo, measures, cc)
     result.update(pairs=pairs, summary=summarize(pairs), cka=None)
     for m in measures:

@@ -23,13 +23,14 @@ def compare_stage(cfg: DictConfig, logger=None, notes: list[str] | None = None) 
     from weightsim.compare.run import CompareConfig, run_compare
     from weightsim.htt.run import ClassifierConfig, ProtocolConfig
     from weightsim.measures.activations import layer_names
+    from weightsim.trainer import TrainerConfig
     from weightsim.report import markdown_table, write_report
     from weightsim.zoo.view import Zoo
 
     run_dir = output_dir()
     result = run_compare(cfg.zoo_dir, CompareConfig(**container(cfg.compare)), ProtocolConfig(**container(cfg.protocol)),
                          ClassifierConfig(**container(cfg.classifier)), ChainOptions(**container(cfg.chains)), cfg.seed,
-                         cfg.progress, cfg.eval_zoo_dir, container(cfg.measure))
+                         cfg.progress, cfg.eval_zoo_dir, container(cfg.measure), TrainerConfig(**container(cfg.trainer)))
     result["meta"]["config"] = container(cfg)
     result["meta"]["warnings"] = list(notes or [])
     run_dir.mkdir(parents=True, exist_ok=True)
