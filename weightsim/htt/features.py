@@ -48,8 +48,8 @@ def feature_grams(study: Study, splits: list[Split], sets: list[FeatureSet], bud
     trains = [[index[(a, r["task"], r["seed"])] for r in s.train] for s in splits]
     dtypes = [fs.measure.gram_dtype for fs in sets for _ in fs.chains]
     weights = max(4 * sum(t.numel() for t in z.template.state_dict().values()) for z in zoos)  # float32 as read
-    grams = 8 * len(nets) * sum(map(len, trains)) * len(dtypes)  # float64, every split and feature set
-    size = block_size(4 * sum(sum(fs.dims) for fs in sets), budget_gb * 2**30, weights, grams)
+    gram_bytes = 8 * len(nets) * sum(map(len, trains)) * len(dtypes)  # float64, every split and feature set
+    size = block_size(4 * sum(sum(fs.dims) for fs in sets), budget_gb * 2**30, weights, gram_bytes)
     grams = split_grams(len(nets), blocks_of([z for z, _ in nets], size), trains, featurize, dtypes,
                         hold_all=len(nets) <= 2 * size, device=device, progress=progress)
     out, k = [], 0

@@ -77,9 +77,9 @@ def run_htt(zoo_dir: str, pc: ProtocolConfig, cc: ClassifierConfig, co: ChainOpt
 def fit_objectives(measure: Measure, runs: dict[int, list[dict[str, Outcome]]], splits: list[Split]) -> list[dict]:
     """The final objective (per net and head) of each weight-classifier fit of ``measure``: one per
     chain and split, for run.json and one table in the logger (a fit is one value, not a curve)."""
-    return [{"measure": measure.name, "chain": c, "repeat": split.repeat, "objective": outcome.objective}
+    return [{"measure": measure.name, "chain": c, "repeat": split.repeat, "objective": first.objective}
             for c, per_split in runs.items() for split, outcomes in zip(splits, per_split)
-            for outcome in list(outcomes.values())[:1] if outcome.objective is not None]
+            if (first := next(iter(outcomes.values()))).objective is not None]
 
 
 def measure_chains(study: Study, measure: Measure, pc: ProtocolConfig) -> tuple[list[int], list]:

@@ -72,11 +72,13 @@ def check_by(runs: list[dict], by: list[str]) -> None:
 def group_label(run: dict, panel: dict, by: list[str] | None) -> str:
     """The bar group of a run: the panel's ``group_by`` values joined by " -> " (the arch, or train
     -> eval arch); with ``by``, key=value of each key instead (after train -> eval for Fig. 5)."""
+    arches = " -> ".join(str(lookup(run, k)) for k in panel["group_by"])
     if not by:
-        return " -> ".join(str(lookup(run, k)) for k in panel["group_by"])
-    label = ", ".join(f"{k}={config_value(run, k) if config_value(run, k) is not MISSING else '?'}" for k in by)
-    cross = panel["group_by"][1:]  # Fig. 5: which nets were tested on which is the panel's point
-    return " -> ".join(str(lookup(run, k)) for k in panel["group_by"]) + f" ({label})" if cross else label
+        return arches
+    values = {k: config_value(run, k) for k in by}
+    label = ", ".join(f"{k}={'?' if v is MISSING else v}" for k, v in values.items())
+    cross = len(panel["group_by"]) > 1  # Fig. 5: which nets were tested on which is the panel's point
+    return f"{arches} ({label})" if cross else label
 
 
 def panel_values(runs: list[dict], panel: dict, measure: str,

@@ -343,12 +343,12 @@ class ZooReader:
             tensors = self.load_file(f, verify_sha=next(r["sha256"] for r in rows if r["file"] == f)
                                      if verify else None)
             mine = [i for i, r in enumerate(rows) if r["file"] == f]
-            index = torch.tensor([rows[i]["index"] for i in mine])
+            where, index = torch.tensor(mine), torch.tensor([rows[i]["index"] for i in mine])
             for k, t in tensors.items():
                 if k not in out:  # floating point widened to float32, integer buffers as they are
                     dtype = torch.float32 if t.is_floating_point() else t.dtype
                     out[k] = torch.empty((len(rows), *t.shape[1:]), dtype=dtype)
-                out[k][torch.tensor(mine)] = t.index_select(0, index).to(out[k].dtype)
+                out[k][where] = t.index_select(0, index).to(out[k].dtype)
             del tensors
         return out
 
