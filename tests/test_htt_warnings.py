@@ -93,6 +93,35 @@ def test_diverged_nets_that_lower_the_training_seeds_are_named(zoo, tmp_path):
     assert res["meta"]["train_seeds_per_task"] == 2 and res["meta"]["diverged_excluded"] == 1
 
 
+def test_short_tasks_drop_leaves_the_short_task_out_and_keeps_the_others_count(zoo, tmp_path):
+    """Three of task 1's five nets flagged diverged: 2 usable. lower: every task trains on
+    round(0.6 * 2) = 1 seed; drop: task 1 leaves HTT and the other two keep round(0.6 * 5) = 3."""
+    copy = tmp_path / "zoo"
+    shutil.copytree(zoo, copy)
+    flagged = 0
+    for piece in sorted((copy / "weights").glob("*.json")):
+        rows = json.loads(piece.read_text())
+        for r in rows:
+            if r["task"] == 1 and r["role"] == "train" and flagged < 3:
+                r["diverged"], flagged = True, flagged + 1
+        piece.write_text(json.dumps(rows))
+    assert flagged == 3
+    quick = dict(measures=["raw"], protocols=["classification"], chains=[1])
+    with pytest.warns(WeightsimWarning, match=r"lowered the training seeds per task from 3 to 1.*short_tasks=drop"):
+        low = htt(copy, **quick)
+    assert low["meta"]["train_seeds_per_task"] == 1 and low["meta"]["training_tasks"] == 3
+    with pytest.warns(WeightsimWarning) as record:
+        drop = htt(copy, short_tasks="drop", **quick)
+    said = [str(w.message) for w in record]
+    assert any(re.match(r"diverged nets left out \(task 1: 3 of 5\) left task\(s\) 1 with 3 or fewer usable nets: "
+                        r"left out of HTT \(protocol.short_tasks=drop\), 2 training tasks remain", m) for m in said), said
+    meta = drop["meta"]
+    assert meta["train_seeds_per_task"] == 3 and meta["training_tasks"] == 2 and meta["chance_classification"] == 0.5
+    assert meta["test_nets"] == 2 * 2  # tasks 0 and 2, 5 - 3 test nets each
+    with pytest.raises(ConfigError, match="unknown protocol.short_tasks 'keep': choose lower or drop"):
+        htt(copy, short_tasks="keep", **quick)
+
+
 def test_the_cli_records_htt_warnings_in_run_json_and_report(zoo, tmp_path):
     out = tmp_path / "run"
     res = run_cli("htt", *TINY, f"zoo_dir={zoo}", "protocol.protocols=[classification]", "chains.budget_mb=0.001",

@@ -14,6 +14,7 @@ from weightsim.measures import measure_class
 from weightsim.measures.base import METRICS
 
 PROTOCOLS = ("classification", "retrieval")
+SHORT_TASKS = ("lower", "drop")  # what a training task short of usable nets does (study.training_seeds)
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -27,6 +28,7 @@ class ProtocolConfig:
     alpha: float = 0.05  # accept H0 when error < alpha; the error bound is one-sided at level 1 - alpha
     train_fraction: float = 0.6  # share of each training task's seeds that trains the classifier (paper: 60/40)
     train_seeds: int | None = None  # exact count per task; overrides train_fraction
+    short_tasks: str = "lower"  # a training task short of usable nets (diverged): lower every task's count | drop it
     queries: int = 6  # retrieval: per unseen task, this many seeds query a gallery of the rest
     metric: str = "euclidean"  # distance between weight representations: euclidean | cosine
     max_rank: int = 10  # CMC curve length
@@ -57,6 +59,8 @@ def check_protocol(pc: ProtocolConfig) -> None:
     decide(0.0, pc.alpha)  # validates alpha
     if not 0 < pc.train_fraction < 1:
         raise ConfigError(f"protocol.train_fraction={pc.train_fraction} must lie in (0, 1)")
+    if pc.short_tasks not in SHORT_TASKS:
+        raise ConfigError(f"unknown protocol.short_tasks '{pc.short_tasks}': choose {' or '.join(SHORT_TASKS)}")
     for p in pc.protocols:
         if p not in PROTOCOLS:
             raise ConfigError(f"unknown protocol '{p}': choose from {', '.join(PROTOCOLS)}")

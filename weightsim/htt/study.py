@@ -53,7 +53,8 @@ def open_study(zoo_dir: str, eval_zoo_dir: str | None, pc: ProtocolConfig) -> St
     missing = {r["task"] for r in seen_b} - set(tasks)
     if missing:
         raise ZooError(f"eval zoo {eval_zoo_dir} has training tasks {sorted(missing)} that {zoo_dir} lacks")
-    n_train = training_seeds(train_zoo, seen_a, tasks, pc)
+    n_train, tasks = training_seeds(train_zoo, seen_a, tasks, pc)
+    seen_a, seen_b = ([r for r in rows if r["task"] in tasks] for rows in (seen_a, seen_b))
     unseen = retrieval_nets([r for r in rows_b if r["role"] == "unseen"], pc)
     lost = [r for r in eval_zoo.rows if r["role"] == "unseen" and r["diverged"]]
     if unseen and lost:  # fewer queries or gallery nets for these tasks
@@ -64,23 +65,36 @@ def open_study(zoo_dir: str, eval_zoo_dir: str | None, pc: ProtocolConfig) -> St
     return Study(train_zoo, eval_zoo, seen_a, seen_b, unseen, tasks, n_train, div_a + div_b)
 
 
-def training_seeds(zoo: Zoo, seen: list[dict], tasks: list[int], pc: ProtocolConfig) -> int:
-    """Training seeds per task: protocol.train_seeds, or train_fraction of the smallest task's usable
-    nets. Warns when diverged nets left out changed that count."""
+def training_seeds(zoo: Zoo, seen: list[dict], tasks: list[int], pc: ProtocolConfig) -> tuple[int, list[int]]:
+    """Training seeds per task and the tasks HTT keeps: protocol.train_seeds, or train_fraction of
+    the smallest task's usable nets (short_tasks=lower: every task), or of the smallest task's stored
+    nets, leaving out the tasks with too few usable nets to train and test (short_tasks=drop).
+    Warns when diverged nets changed the count or the tasks."""
     if pc.train_seeds is not None:
         if pc.train_seeds < 1:
             raise ConfigError(f"protocol.train_seeds={pc.train_seeds} must be >= 1")
-        return pc.train_seeds
+        return pc.train_seeds, tasks
     usable = {t: sum(r["task"] == t for r in seen) for t in tasks}
     stored = {t: sum(r["task"] == t and r["role"] == "train" for r in zoo.rows) for t in tasks}
-    n_train = max(1, int(round(pc.train_fraction * min(usable.values()))))
     n_all = max(1, int(round(pc.train_fraction * min(stored.values()))))
+    lost = ", ".join(f"task {t}: {stored[t] - usable[t]} of {stored[t]}" for t in tasks if stored[t] > usable[t])
+    if pc.short_tasks == "drop":
+        kept = [t for t in tasks if usable[t] > n_all]  # n_all train it, at least one is tested
+        if len(kept) < 2:
+            raise ZooError(f"zoo {zoo.root}: only {len(kept)} training task(s) keep more than {n_all} usable nets "
+                           f"(diverged: {lost}); HTT needs 2: set protocol.short_tasks=lower or retrain the zoo")
+        if dropped := [t for t in tasks if t not in kept]:
+            warn(f"diverged nets left out ({lost}) left task(s) {', '.join(map(str, dropped))} with {n_all} or fewer "
+                 f"usable nets: left out of HTT (protocol.short_tasks=drop), {len(kept)} training tasks remain with "
+                 f"{n_all} training seeds each")
+        return n_all, kept
+    n_train = max(1, int(round(pc.train_fraction * min(usable.values()))))
     if n_train != n_all:
-        lost = ", ".join(f"task {t}: {stored[t] - usable[t]} of {stored[t]}" for t in tasks if stored[t] > usable[t])
         warn(f"diverged nets left out ({lost}) lowered the training seeds per task from {n_all} to {n_train} "
              f"for every task (protocol.train_fraction={pc.train_fraction} of the smallest task's "
-             f"{min(usable.values())} usable nets); set protocol.train_seeds to choose the count")
-    return n_train
+             f"{min(usable.values())} usable nets); set protocol.train_seeds to choose the count, or "
+             f"protocol.short_tasks=drop to leave the short tasks out instead")
+    return n_train, tasks
 
 
 def retrieval_nets(unseen: list[dict], pc: ProtocolConfig) -> list[dict]:
