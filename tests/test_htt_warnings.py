@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import TINY, run_cli
 from weightsim.chains import ChainOptions
 from weightsim.data.digits import digits
-from weightsim.errors import ConfigError, WeightsimWarning
+from weightsim.errors import ConfigError, WeightsimWarning, ZooError
 from weightsim.htt.run import run_htt
 from weightsim.htt.settings import ClassifierConfig, ProtocolConfig
 from weightsim.nets.mlp import MLP
@@ -120,6 +120,16 @@ def test_short_tasks_drop_leaves_the_short_task_out_and_keeps_the_others_count(z
     assert meta["test_nets"] == 2 * 2  # tasks 0 and 2, 5 - 3 test nets each
     with pytest.raises(ConfigError, match="unknown protocol.short_tasks 'keep': choose lower or drop"):
         htt(copy, short_tasks="keep", **quick)
+    for piece in sorted((copy / "weights").glob("*.json")):  # a fourth: task 1 keeps one net, none to test
+        rows = json.loads(piece.read_text())
+        for r in rows:
+            if r["task"] == 1 and r["role"] == "train" and not r["diverged"] and flagged < 4:
+                r["diverged"], flagged = True, flagged + 1
+        piece.write_text(json.dumps(rows))
+    with pytest.raises(ZooError, match=r"task\(s\) 1 keep 1 usable net\(s\).*short_tasks=drop"):
+        htt(copy, **quick)
+    with pytest.warns(WeightsimWarning, match=r"left task\(s\) 1 with 3 or fewer"):
+        assert htt(copy, short_tasks="drop", **quick)["meta"]["training_tasks"] == 2
 
 
 def test_the_cli_records_htt_warnings_in_run_json_and_report(zoo, tmp_path):

@@ -89,6 +89,10 @@ def training_seeds(zoo: Zoo, seen: list[dict], tasks: list[int], pc: ProtocolCon
                  f"{n_all} training seeds each")
         return n_all, kept
     n_train = max(1, int(round(pc.train_fraction * min(usable.values()))))
+    if short := [t for t in tasks if usable[t] <= n_train]:
+        raise ZooError(f"zoo {zoo.root}: task(s) {', '.join(map(str, short))} keep {min(usable.values())} usable "
+                       f"net(s) (diverged: {lost}), too few to train and test: set protocol.short_tasks=drop to "
+                       f"leave them out of HTT, or retrain the zoo")
     if n_train != n_all:
         warn(f"diverged nets left out ({lost}) lowered the training seeds per task from {n_all} to {n_train} "
              f"for every task (protocol.train_fraction={pc.train_fraction} of the smallest task's "
