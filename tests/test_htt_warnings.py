@@ -132,6 +132,34 @@ def test_short_tasks_drop_leaves_the_short_task_out_and_keeps_the_others_count(z
         assert htt(copy, short_tasks="drop", **quick)["meta"]["training_tasks"] == 2
 
 
+def test_short_tasks_drop_leaves_short_unseen_tasks_out_of_retrieval(zoo, tmp_path):
+    """Four of an unseen task's five nets flagged diverged: one usable net cannot both query
+    (protocol.queries=2) and fill the gallery. lower: the split fails naming short_tasks=drop;
+    drop: that task leaves retrieval, and with one unseen task left retrieval is skipped, as any
+    one-task retrieval is."""
+    copy = tmp_path / "zoo"
+    shutil.copytree(zoo, copy)
+    unseen = sorted({r["task"] for p in (copy / "weights").glob("*.json") for r in json.loads(p.read_text())
+                     if r["role"] == "unseen"})
+    flagged = 0
+    for piece in sorted((copy / "weights").glob("*.json")):
+        rows = json.loads(piece.read_text())
+        for r in rows:
+            if r["task"] == unseen[0] and flagged < 4:
+                r["diverged"], flagged = True, flagged + 1
+        piece.write_text(json.dumps(rows))
+    quick = dict(measures=["raw"], chains=[1])
+    with pytest.warns(WeightsimWarning), pytest.raises(ConfigError, match=r"2 queries per task, but task "
+                                                                          rf"{unseen[0]} has only 1.*short_tasks=drop"):
+        htt(copy, **quick)
+    with pytest.warns(WeightsimWarning) as record:
+        res = htt(copy, short_tasks="drop", **quick)
+    said = [str(w.message) for w in record]
+    assert any(m.startswith(f"unseen task(s) {unseen[0]} keep 2 or fewer usable nets") for m in said), said
+    assert any(m.startswith("retrieval skipped: the zoo has 1 unseen task(s)") for m in said), said
+    assert {r["protocol"] for r in res["rows"]} == {"classification"}
+
+
 def test_the_cli_records_htt_warnings_in_run_json_and_report(zoo, tmp_path):
     out = tmp_path / "run"
     res = run_cli("htt", *TINY, f"zoo_dir={zoo}", "protocol.protocols=[classification]", "chains.budget_mb=0.001",

@@ -43,7 +43,8 @@ def split_seeds(rows: list[dict], n_first: int, what: str = "training seeds", re
         idx = sorted(idx, key=lambda i: (key(rows[i]), rows[i]["seed"]))
         if n_first >= len(idx):
             raise ConfigError(f"protocol asks for {n_first} {what} per task, but task {task} has only "
-                              f"{len(idx)} usable nets (need at least one {rest}): lower {knob} or raise zoo.seeds")
+                              f"{len(idx)} usable nets (need at least one {rest}): lower {knob} or raise zoo.seeds "
+                              f"(or, when diverged nets left it short, protocol.short_tasks=drop leaves it out)")
         first += idx[:n_first]
         others += idx[n_first:]
     return first, others

@@ -109,6 +109,12 @@ def retrieval_nets(unseen: list[dict], pc: ProtocolConfig) -> list[dict]:
             warn(f"retrieval skipped: protocol.protocols={list(pc.protocols)} leaves it out, although the zoo "
                  f"has {n_tasks} unseen task(s); add retrieval to protocol.protocols to run it")
         return []
+    usable = {t: sum(r["task"] == t for r in unseen) for t in sorted({r["task"] for r in unseen})}
+    if pc.short_tasks == "drop" and (short := [t for t, n in usable.items() if n <= pc.queries]):
+        warn(f"unseen task(s) {', '.join(map(str, short))} keep {pc.queries} or fewer usable nets (protocol.queries="
+             f"{pc.queries} query, at least one fills the gallery): left out of retrieval (protocol.short_tasks=drop)")
+        unseen = [r for r in unseen if r["task"] not in short]
+        n_tasks = len(usable) - len(short)
     if n_tasks < 2:
         warn(f"retrieval skipped: the zoo has {n_tasks} unseen task(s) with usable nets and retrieval needs at "
              f"least 2 (with one, every gallery net matches); raise dataset.unseen_tasks and train the zoo again")
