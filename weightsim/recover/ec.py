@@ -176,6 +176,12 @@ def collapse(c: Clusters, feats: Tensor, A: Tensor, owner: np.ndarray, out_norm:
     return rep, A_s, winners, dropped
 
 
+def student_target(y: Tensor, ec: ECConfig) -> float:
+    """The students' MSE at which they are trained enough to cluster: ec.student_tol x Var(y), y (n, d_out)
+    the teacher's outputs (docs/recover.md, "Training until the students are ready")."""
+    return ec.student_tol * float(y.var()) if len(y) > 1 else 0.0
+
+
 def expand(teacher: nn.Module, x: Tensor, ec: ECConfig | None = None, *, progress=print, **overrides) -> Students:
     """The expand step: ``ec.n_students`` students, hidden widths ceil(ec.width_factor * the teacher's),
     trained together to imitate teacher(x) at x (n, d_in). ``overrides`` replace fields of ``ec``."""
@@ -189,7 +195,8 @@ def expand(teacher: nn.Module, x: Tensor, ec: ECConfig | None = None, *, progres
         y = teacher.double()(x)
     widths = [math.ceil(ec.width_factor * lin.out_features) for lin in lins[:-1]]
     students = init_students(lins[0].in_features, widths, lins[-1].out_features, act, ec.n_students, ec.seed)
-    students = train(students, x, y, optimizer=ec.optimizer, steps=ec.student_steps, lr=ec.lr, seed=ec.seed)
+    students = train(students, x, y, optimizer=ec.optimizer, steps=ec.student_steps, lr=ec.lr, seed=ec.seed,
+                     target=student_target(y, ec))
     progress(f"{ec.n_students} students of widths {widths} trained on {len(x)} probes ({time.perf_counter() - t0:.1f}s): "
              f"train MSE " + " ".join(f"{v:.1e}" for v in sorted(students.losses.tolist())))
     return students
@@ -271,7 +278,7 @@ def expand_and_cluster(teacher: nn.Module, x: Tensor | None = None, ec: ECConfig
             new[f"{2 * l + 2}.weight"] = A_s
             sizes = [p.shape[1] for k, p in new.items() if k.endswith(".bias")][:-1]
             s = Students(mlp(d_in, sizes, d_out, act).to("meta"), new, s.losses, [])
-            s = train(s, x, y, steps=finetune_steps, **fit_opts)
+            s = train(s, x, y, steps=finetune_steps, target=student_target(y, ec), **fit_opts)
             entry["finetune_losses"] = s.losses.tolist()
         else:  # the last hidden layer: one net, from the best student's earlier layers
             best = order[0]
@@ -286,7 +293,7 @@ def expand_and_cluster(teacher: nn.Module, x: Tensor | None = None, ec: ECConfig
     net = mlp(d_in, found, d_out, act)
     net.load_state_dict(state)
     linear = final_affine(net, x, y, act)
-    opts = dict(fit_opts, lr=ec.lr / 10)  # the published fine-tune rate: a tenth of the students'
+    opts = dict(fit_opts, lr=ec.lr / 10, stall=ec.stall)  # the published fine-tune rate: a tenth of the students'
     before = float(((Recovered(net, linear, found, {})(x) - y) ** 2).mean())
     loss = finetune(net, linear, x, y, finetune_steps, opts)
     if preset == "robust":  # neurons the fine-tuned net no longer uses (junk the students shared) go
@@ -345,7 +352,7 @@ def prune_unused(net: nn.Sequential, linear: nn.Linear | None, x: Tensor, act: s
 def prune_redundant(net: nn.Sequential, linear: nn.Linear | None, x: Tensor, y: Tensor, act: str, target: float,
                     mse: float, steps: int, opts: dict) -> tuple[nn.Sequential, nn.Linear | None, list[int], float]:
     """Deep nets: each neuron of a hidden layer below the last goes when the net without it, fine-tuned
-    ``steps`` iterations, fits y at x to MSE <= ``target`` (the students' median: as well as the students
+    ``steps`` iterations at most, fits y at x to MSE <= ``target`` (the students' median: as well as the students
     did with all their neurons). A layer's extra cluster that the students shared is put to use by the
     fine-tune after its collapse, and the next layer then fits another decomposition around it; its
     knock-out shows that the function does not need it. Returns the net, its linear path, how many went
@@ -357,11 +364,13 @@ def prune_redundant(net: nn.Sequential, linear: nn.Linear | None, x: Tensor, y: 
             keeps = [torch.ones(m.out_features, dtype=torch.bool) for m in layers(net)[0][:-1]]
             keeps[l][j] = False
             small, path = without(net, keeps, act), copy.deepcopy(linear)
-            fit_mse = finetune(small, path, x, y, steps, opts)
+            fit_mse = finetune(small, path, x, y, steps, dict(opts, target=target))  # stops once it is there
             if fit_mse <= target:
                 net, linear, mse, removed[l] = small, path, fit_mse, removed[l] + 1
             else:
                 j += 1
+    if sum(removed):  # the smaller net fitted only down to the target: now to convergence
+        mse = finetune(net, linear, x, y, steps, opts)
     return net, linear, removed, mse
 
 

@@ -26,7 +26,9 @@ class ECConfig:
     beta: float = math.pi / 6  # clusters whose median pairwise angle is above it are dropped
     optimizer: str = "lbfgs"  # lbfgs | adam (the published Adam + plateau schedule; much slower)
     student_steps: int = 1500  # L-BFGS iterations (adam: epochs at most)
-    finetune_steps: int = 2000  # after each collapse and at the end
+    finetune_steps: int = 2000  # after each collapse and at the end (at most)
+    student_tol: float = 1e-7  # students (and the students' fine-tune after a collapse) stop at median MSE <= this x Var(y)
+    stall: float = 0.01  # L-BFGS fine-tunes of the one net stop once 100 iterations lower its MSE by < this fraction
     lr: float = 1e-3  # adam only (the final fine-tune uses lr / 10)
     metric: str = "raw"  # raw [w; b] | data (pre-activations on the probe data)
     cut: str = "first"  # first (the published cut rule) | stable (experimental)
