@@ -67,6 +67,8 @@ def check_options(ec: ECConfig, preset: str) -> None:
     if ec.metric not in ("raw", "data"):
         raise ConfigError(f"metric '{ec.metric}': choose from raw (L2 between [w; b], the published) or data "
                           f"(L2 between pre-activations on the probe data)")
+    if ec.student_dtype not in ("float64", "float32"):
+        raise ConfigError(f"student_dtype '{ec.student_dtype}': choose from float64 or float32")
     if ec.probes_per_param <= 0:
         raise ConfigError(f"probes_per_param={ec.probes_per_param}: need > 0 (e.g. 4)")
 
@@ -196,7 +198,7 @@ def expand(teacher: nn.Module, x: Tensor, ec: ECConfig | None = None, *, progres
     widths = [math.ceil(ec.width_factor * lin.out_features) for lin in lins[:-1]]
     students = init_students(lins[0].in_features, widths, lins[-1].out_features, act, ec.n_students, ec.seed)
     students = train(students, x, y, optimizer=ec.optimizer, steps=ec.student_steps, lr=ec.lr, seed=ec.seed,
-                     target=student_target(y, ec))
+                     target=student_target(y, ec), dtype=getattr(torch, ec.student_dtype))
     progress(f"{ec.n_students} students of widths {widths} trained on {len(x)} probes ({time.perf_counter() - t0:.1f}s): "
              f"train MSE " + " ".join(f"{v:.1e}" for v in sorted(students.losses.tolist())))
     return students

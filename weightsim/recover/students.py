@@ -139,9 +139,12 @@ def reached(losses: Tensor, target: float) -> bool:
     return target > 0 and float(losses.median()) <= target
 
 
-def train(students: Students, x: Tensor, y: Tensor, **fit_options) -> Students:
-    """Train every student to imitate y (n, d_out) at x (n, d_in); returns the trained students."""
-    params = {k: v.clone() for k, v in students.params.items()}
+def train(students: Students, x: Tensor, y: Tensor, dtype: torch.dtype = torch.float64, **fit_options) -> Students:
+    """Train every student to imitate y (n, d_out) at x (n, d_in); returns the trained students (float64).
+    ``dtype``: the arithmetic of the training (float32 runs ~2.4x faster on a CPU; the losses returned and
+    recorded are those of that arithmetic)."""
+    params = {k: v.to(dtype, copy=True) for k, v in students.params.items()}
+    x, y = x.to(dtype), y.to(dtype)
     many = ManyNets(students.template, students.n, tuple(x.shape[1:]), "auto")
 
     def member_losses(idx: Tensor | None) -> Tensor:
@@ -149,4 +152,5 @@ def train(students: Students, x: Tensor, y: Tensor, **fit_options) -> Students:
         out = many(params, {}, xb.expand(students.n, *xb.shape))[0]  # (N, B, d_out)
         return ((out - yb) ** 2).mean(dim=(1, 2))  # per-student MSE
     losses, history = fit(list(params.values()), member_losses, len(x), **fit_options)
-    return Students(students.template, params, losses, students.history + history)
+    params = {k: v.double() for k, v in params.items()}
+    return Students(students.template, params, losses.double(), students.history + history)
