@@ -477,3 +477,20 @@ def test_student_training_stops_at_the_median_target_and_a_fine_tune_once_it_sta
     first = next(i for i, g in enumerate(gains) if g < stall) + 1
     stalled = train(s, x, y, steps=300, record_every=10, stall=stall).history
     assert len(stalled) == first + 1 < len(full) and stalled == full[:first + 1]
+
+
+def test_float32_students_come_back_float64_and_fit_like_float64_ones():
+    from weightsim.recover.students import init_students, train
+
+    torch.set_num_threads(1)
+    t = synthetic_teacher(4, [3], "tanh", seed=1)
+    x = torch.randn(200, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    with torch.no_grad():
+        y = t(x)
+    s = init_students(4, [6], 1, "tanh", 4, seed=0)
+    s32, s64 = (train(s, x, y, steps=200, dtype=d) for d in (torch.float32, torch.float64))
+    assert all(v.dtype == torch.float64 for v in s32.params.values()) and s32.losses.dtype == torch.float64
+    assert float(s32.losses.median()) < 1e-3 * float(y.var())  # float32 arithmetic still fits the teacher closely
+    assert float(s32.losses.median()) < 100 * float(s64.losses.median()) + 1e-9
+    with pytest.raises(ConfigError, match="student_dtype 'float16': choose from float64 or float32"):
+        expand_and_cluster(t, x, student_dtype="float16")
