@@ -280,7 +280,8 @@ def expand_and_cluster(teacher: nn.Module, x: Tensor | None = None, ec: ECConfig
             new[f"{2 * l + 2}.weight"] = A_s
             sizes = [p.shape[1] for k, p in new.items() if k.endswith(".bias")][:-1]
             s = Students(mlp(d_in, sizes, d_out, act).to("meta"), new, s.losses, [])
-            s = train(s, x, y, steps=finetune_steps, target=student_target(y, ec), **fit_opts)
+            s = train(s, x, y, steps=finetune_steps, target=student_target(y, ec), dtype=getattr(torch, ec.student_dtype),
+                      **fit_opts)
             entry["finetune_losses"] = s.losses.tolist()
         else:  # the last hidden layer: one net, from the best student's earlier layers
             best = order[0]
