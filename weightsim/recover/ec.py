@@ -296,7 +296,7 @@ def expand_and_cluster(teacher: nn.Module, x: Tensor | None = None, ec: ECConfig
     net = mlp(d_in, found, d_out, act)
     net.load_state_dict(state)
     linear = final_affine(net, x, y, act)
-    opts = dict(fit_opts, lr=ec.lr / 10, stall=ec.stall)  # the published fine-tune rate: a tenth of the students'
+    opts = dict(fit_opts, lr=ec.lr / 10)  # the published fine-tune rate: a tenth of the students'
     before = float(((Recovered(net, linear, found, {})(x) - y) ** 2).mean())
     loss = finetune(net, linear, x, y, finetune_steps, opts)
     if preset == "robust":  # neurons the fine-tuned net no longer uses (junk the students shared) go
@@ -306,7 +306,7 @@ def expand_and_cluster(teacher: nn.Module, x: Tensor | None = None, ec: ECConfig
         if L > 1:  # a shared extra neuron below the last layer that the fine-tune put to use
             target = float(students.losses.median())
             net, linear, log["pruned_redundant"], loss = prune_redundant(net, linear, x, y, act, target, loss,
-                                                                          finetune_steps, opts)
+                                                                          finetune_steps, opts, ec.stall)
         found = [m.out_features for m in layers(net)[0][:-1]]
     log.update(final_mse_before_finetune=before, final_mse=loss, seconds=time.perf_counter() - t0, sizes=found)
     check_fit(loss, students.losses, y, found, widths, ec.mse_warn_ratio)
@@ -353,13 +353,16 @@ def prune_unused(net: nn.Sequential, linear: nn.Linear | None, x: Tensor, act: s
 
 
 def prune_redundant(net: nn.Sequential, linear: nn.Linear | None, x: Tensor, y: Tensor, act: str, target: float,
-                    mse: float, steps: int, opts: dict) -> tuple[nn.Sequential, nn.Linear | None, list[int], float]:
+                    mse: float, steps: int, opts: dict, stall: float = 0.0
+                    ) -> tuple[nn.Sequential, nn.Linear | None, list[int], float]:
     """Deep nets: each neuron of a hidden layer below the last goes when the net without it, fine-tuned
     ``steps`` iterations at most, fits y at x to MSE <= ``target`` (the students' median: as well as the students
     did with all their neurons). A layer's extra cluster that the students shared is put to use by the
     fine-tune after its collapse, and the next layer then fits another decomposition around it; its
-    knock-out shows that the function does not need it. Returns the net, its linear path, how many went
-    per layer and the final MSE."""
+    knock-out shows that the function does not need it. A trial fit stops once it reaches the target or
+    once ``record_every`` (100) iterations lower its MSE by less than the fraction ``stall`` (a needed
+    neuron's knock-out leaves an error that stays put). Returns the net, its linear path, how many went
+    per layer and the final MSE (of the last net fine-tuned the full ``steps``)."""
     removed = [0] * (len(layers(net)[0]) - 1)
     for l in range(len(removed) - 1):
         j = 0
@@ -367,7 +370,7 @@ def prune_redundant(net: nn.Sequential, linear: nn.Linear | None, x: Tensor, y: 
             keeps = [torch.ones(m.out_features, dtype=torch.bool) for m in layers(net)[0][:-1]]
             keeps[l][j] = False
             small, path = without(net, keeps, act), copy.deepcopy(linear)
-            fit_mse = finetune(small, path, x, y, steps, dict(opts, target=target))  # stops once it is there
+            fit_mse = finetune(small, path, x, y, steps, dict(opts, target=target, stall=stall))
             if fit_mse <= target:
                 net, linear, mse, removed[l] = small, path, fit_mse, removed[l] + 1
             else:

@@ -29,7 +29,7 @@ class ECConfig:
     finetune_steps: int = 2000  # after each collapse and at the end (at most)
     student_tol: float = 1e-7  # students (and the students' fine-tune after a collapse) stop at median MSE <= this x Var(y)
     student_dtype: str = "float64"  # float64 | float32: the students' arithmetic (also after a collapse; the one net: float64)
-    stall: float = 0.01  # L-BFGS fine-tunes of the one net stop once 100 iterations lower its MSE by < this fraction
+    stall: float = 0.01  # robust's deep prune: a trial fine-tune stops once 100 iterations lower its MSE by < this fraction
     lr: float = 1e-3  # adam only (the final fine-tune uses lr / 10)
     metric: str = "raw"  # raw [w; b] | data (pre-activations on the probe data)
     cut: str = "first"  # first (the published cut rule) | stable (experimental)
