@@ -494,3 +494,7 @@ def test_float32_students_come_back_float64_and_fit_like_float64_ones():
     assert float(s32.losses.median()) < 100 * float(s64.losses.median()) + 1e-9
     with pytest.raises(ConfigError, match="student_dtype 'float16': choose from float64 or float32"):
         expand_and_cluster(t, x, student_dtype="float16")
+    from weightsim.recover.ec import student_dtype
+    from weightsim.recover.options import ECConfig
+    assert student_dtype(ECConfig()) == torch.float32 and student_dtype(ECConfig(optimizer="adam")) == torch.float64
+    assert student_dtype(ECConfig(optimizer="adam", student_dtype="float32")) == torch.float32
