@@ -1,21 +1,22 @@
 """Expand-and-Cluster over random teachers (weightsim/recover/bench.py, docs/recover.md "Benchmark").
 
-    python experiments/recover_bench.py OUT_DIR [--configs 3] [--seeds 3] [--jobs 2] [--limit N]
+    python experiments/recover_bench.py OUT_DIR [--configs 3] [--seeds 3] [--jobs 2] [--threads T] [--limit N]
                                                 [--optimizer lbfgs|adam] [--summary]
 
 Draws 8 classes (1 or 2 hidden layers x tanh/softplus/relu/gelu) x configs x seeds teachers, runs
-both presets on each with the default ECConfig (one torch thread per job, ``--jobs`` teachers at a
-time) and appends one row per (teacher, preset) to OUT_DIR/results.csv as each teacher ends: a
-rerun skips the teachers already there (a stopped run resumes). ``--limit N`` runs only the first
-N teachers not yet done, cycling over the classes so a partial run covers all of them. Then prints
-and writes the per-class table (OUT_DIR/summary.md) and figure (OUT_DIR/success.png).
-``--summary`` only summarizes what is there.
+both presets on each with the default ECConfig (``--jobs`` teachers at a time, ``--threads`` torch
+threads each: default the CPU count over the jobs; ``--jobs 1`` times a teacher on the whole machine)
+and appends one row per (teacher, preset) to OUT_DIR/results.csv as each teacher ends: a rerun skips
+the teachers already there (a stopped run resumes). ``--limit N`` runs only the first N teachers not yet
+done, cycling over the classes so a partial run covers all of them. Then prints and writes the per-class
+table (OUT_DIR/summary.md) and figure (OUT_DIR/success.png). ``--summary`` only summarizes what is there.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import os
 from pathlib import Path
 
 import matplotlib
@@ -33,8 +34,8 @@ SUMMARY = ["class", "preset", "optimizer", "teachers", "successes", "success_rat
            "median_seconds"]
 
 
-def one(spec: TeacherSpec, optimizer: str) -> list[dict]:
-    torch.set_num_threads(1)
+def one(spec: TeacherSpec, optimizer: str, threads: int) -> list[dict]:
+    torch.set_num_threads(threads)
     return run_teacher(spec, ECConfig(optimizer=optimizer))
 
 
@@ -74,10 +75,14 @@ def main() -> None:
     p.add_argument("--configs", type=int, default=3)
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--threads", type=int, default=None, help="torch threads per job (default: CPUs // jobs)")
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--optimizer", default="lbfgs", choices=["lbfgs", "adam"])
     p.add_argument("--summary", action="store_true")
     a = p.parse_args()
+    if a.jobs < 1 or (a.threads is not None and a.threads < 1):
+        raise SystemExit(f"error: --jobs {a.jobs} --threads {a.threads}: need >= 1 each")
+    threads = a.threads or max(1, (os.cpu_count() or 1) // a.jobs)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     results = out / "results.csv"
@@ -85,8 +90,10 @@ def main() -> None:
     done = {(r["teacher"], r["optimizer"]) for r in rows}
     todo = [s for s in interleaved(draw_specs(a.configs, a.seeds)) if (s.name, a.optimizer) not in done][:a.limit]
     if not a.summary and todo:
-        print(f"{len(todo)} teachers to run ({len(done)} done), {a.jobs} at a time -> {results}", flush=True)
-        for new in Parallel(n_jobs=a.jobs, return_as="generator_unordered")(delayed(one)(s, a.optimizer) for s in todo):
+        print(f"{len(todo)} teachers to run ({len(done)} done), {a.jobs} at a time, {threads} threads each -> {results}",
+              flush=True)
+        run = Parallel(n_jobs=a.jobs, return_as="generator_unordered")
+        for new in run(delayed(one)(s, a.optimizer, threads) for s in todo):
             head = not results.exists()
             with results.open("a", newline="") as f:
                 w = csv.DictWriter(f, fieldnames=list(new[0]))

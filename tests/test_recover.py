@@ -452,3 +452,49 @@ def test_deep_prune_removes_a_used_but_redundant_neuron_below_the_last_layer():
     assert removed == [1, 0] and mse <= 1e-8
     m = recovery_metrics(t, small, x)
     assert m["recovered_frac"] == 1 and m["overhead"] == 0, m
+
+
+def test_student_training_stops_at_the_median_target_and_a_fine_tune_once_it_stalls():
+    """Early stops of fit, checked every record_every iterations: at the first check whose median member
+    loss is <= target, and (stall) at the first check that lowered the summed loss by less than that fraction."""
+    from weightsim.recover.students import init_students, train
+
+    torch.set_num_threads(1)
+    t = synthetic_teacher(4, [3], "tanh", seed=1)
+    x = torch.randn(200, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    with torch.no_grad():
+        y = t(x)
+    s = init_students(4, [6], 1, "tanh", 4, seed=0)
+    full = train(s, x, y, steps=300, record_every=10).history
+    medians = [float(torch.tensor(v).median()) for _, v in full]
+    target = medians[len(medians) // 2]  # reached half-way
+    stopped = train(s, x, y, steps=300, record_every=10, target=target).history
+    first = next(i for i, m in enumerate(medians) if m <= target)
+    assert len(stopped) == first + 1 < len(full) and stopped == full[:first + 1]  # the same path, cut there
+    sums = [sum(v) for _, v in full]
+    gains = [1 - b / a for a, b in zip(sums, sums[1:])]
+    stall = sorted(gains)[len(gains) // 2]  # some check gains less
+    first = next(i for i, g in enumerate(gains) if g < stall) + 1
+    stalled = train(s, x, y, steps=300, record_every=10, stall=stall).history
+    assert len(stalled) == first + 1 < len(full) and stalled == full[:first + 1]
+
+
+def test_float32_students_come_back_float64_and_fit_like_float64_ones():
+    from weightsim.recover.students import init_students, train
+
+    torch.set_num_threads(1)
+    t = synthetic_teacher(4, [3], "tanh", seed=1)
+    x = torch.randn(200, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    with torch.no_grad():
+        y = t(x)
+    s = init_students(4, [6], 1, "tanh", 4, seed=0)
+    s32, s64 = (train(s, x, y, steps=200, dtype=d) for d in (torch.float32, torch.float64))
+    assert all(v.dtype == torch.float64 for v in s32.params.values()) and s32.losses.dtype == torch.float64
+    assert float(s32.losses.median()) < 1e-3 * float(y.var())  # float32 arithmetic still fits the teacher closely
+    assert float(s32.losses.median()) < 100 * float(s64.losses.median()) + 1e-9
+    with pytest.raises(ConfigError, match="student_dtype 'float16': choose from float64 or float32"):
+        expand_and_cluster(t, x, student_dtype="float16")
+    from weightsim.recover.ec import student_dtype
+    from weightsim.recover.options import ECConfig
+    assert student_dtype(ECConfig()) == torch.float32 and student_dtype(ECConfig(optimizer="adam")) == torch.float64
+    assert student_dtype(ECConfig(optimizer="adam", student_dtype="float32")) == torch.float32

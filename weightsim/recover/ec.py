@@ -67,6 +67,8 @@ def check_options(ec: ECConfig, preset: str) -> None:
     if ec.metric not in ("raw", "data"):
         raise ConfigError(f"metric '{ec.metric}': choose from raw (L2 between [w; b], the published) or data "
                           f"(L2 between pre-activations on the probe data)")
+    if ec.student_dtype not in (None, "float64", "float32"):
+        raise ConfigError(f"student_dtype '{ec.student_dtype}': choose from float64 or float32 (null: the optimizer's)")
     if ec.probes_per_param <= 0:
         raise ConfigError(f"probes_per_param={ec.probes_per_param}: need > 0 (e.g. 4)")
 
@@ -176,6 +178,18 @@ def collapse(c: Clusters, feats: Tensor, A: Tensor, owner: np.ndarray, out_norm:
     return rep, A_s, winners, dropped
 
 
+def student_target(y: Tensor, ec: ECConfig) -> float:
+    """The students' MSE at which they are trained enough to cluster: ec.student_tol x Var(y), y (n, d_out)
+    the teacher's outputs (docs/recover.md, "Training until the students are ready")."""
+    return ec.student_tol * float(y.var()) if len(y) > 1 else 0.0
+
+
+def student_dtype(ec: ECConfig) -> torch.dtype:
+    """The students' arithmetic: ec.student_dtype, or by default float32 with L-BFGS (2.4x faster on a CPU)
+    and float64 with Adam (its learning rate goes down to 1e-7, below float32's resolution of a weight ~1)."""
+    return getattr(torch, ec.student_dtype or ("float64" if ec.optimizer == "adam" else "float32"))
+
+
 def expand(teacher: nn.Module, x: Tensor, ec: ECConfig | None = None, *, progress=print, **overrides) -> Students:
     """The expand step: ``ec.n_students`` students, hidden widths ceil(ec.width_factor * the teacher's),
     trained together to imitate teacher(x) at x (n, d_in). ``overrides`` replace fields of ``ec``."""
@@ -189,7 +203,8 @@ def expand(teacher: nn.Module, x: Tensor, ec: ECConfig | None = None, *, progres
         y = teacher.double()(x)
     widths = [math.ceil(ec.width_factor * lin.out_features) for lin in lins[:-1]]
     students = init_students(lins[0].in_features, widths, lins[-1].out_features, act, ec.n_students, ec.seed)
-    students = train(students, x, y, optimizer=ec.optimizer, steps=ec.student_steps, lr=ec.lr, seed=ec.seed)
+    students = train(students, x, y, optimizer=ec.optimizer, steps=ec.student_steps, lr=ec.lr, seed=ec.seed,
+                     target=student_target(y, ec), dtype=student_dtype(ec))
     progress(f"{ec.n_students} students of widths {widths} trained on {len(x)} probes ({time.perf_counter() - t0:.1f}s): "
              f"train MSE " + " ".join(f"{v:.1e}" for v in sorted(students.losses.tolist())))
     return students
@@ -271,7 +286,8 @@ def expand_and_cluster(teacher: nn.Module, x: Tensor | None = None, ec: ECConfig
             new[f"{2 * l + 2}.weight"] = A_s
             sizes = [p.shape[1] for k, p in new.items() if k.endswith(".bias")][:-1]
             s = Students(mlp(d_in, sizes, d_out, act).to("meta"), new, s.losses, [])
-            s = train(s, x, y, steps=finetune_steps, **fit_opts)
+            s = train(s, x, y, steps=finetune_steps, target=student_target(y, ec), dtype=student_dtype(ec),
+                      **fit_opts)
             entry["finetune_losses"] = s.losses.tolist()
         else:  # the last hidden layer: one net, from the best student's earlier layers
             best = order[0]
@@ -296,7 +312,7 @@ def expand_and_cluster(teacher: nn.Module, x: Tensor | None = None, ec: ECConfig
         if L > 1:  # a shared extra neuron below the last layer that the fine-tune put to use
             target = float(students.losses.median())
             net, linear, log["pruned_redundant"], loss = prune_redundant(net, linear, x, y, act, target, loss,
-                                                                          finetune_steps, opts)
+                                                                          finetune_steps, opts, ec.stall)
         found = [m.out_features for m in layers(net)[0][:-1]]
     log.update(final_mse_before_finetune=before, final_mse=loss, seconds=time.perf_counter() - t0, sizes=found)
     check_fit(loss, students.losses, y, found, widths, ec.mse_warn_ratio)
@@ -343,13 +359,16 @@ def prune_unused(net: nn.Sequential, linear: nn.Linear | None, x: Tensor, act: s
 
 
 def prune_redundant(net: nn.Sequential, linear: nn.Linear | None, x: Tensor, y: Tensor, act: str, target: float,
-                    mse: float, steps: int, opts: dict) -> tuple[nn.Sequential, nn.Linear | None, list[int], float]:
+                    mse: float, steps: int, opts: dict, stall: float = 0.0
+                    ) -> tuple[nn.Sequential, nn.Linear | None, list[int], float]:
     """Deep nets: each neuron of a hidden layer below the last goes when the net without it, fine-tuned
-    ``steps`` iterations, fits y at x to MSE <= ``target`` (the students' median: as well as the students
+    ``steps`` iterations at most, fits y at x to MSE <= ``target`` (the students' median: as well as the students
     did with all their neurons). A layer's extra cluster that the students shared is put to use by the
     fine-tune after its collapse, and the next layer then fits another decomposition around it; its
-    knock-out shows that the function does not need it. Returns the net, its linear path, how many went
-    per layer and the final MSE."""
+    knock-out shows that the function does not need it. A trial fit stops once it reaches the target or
+    once ``record_every`` (100) iterations lower its MSE by less than the fraction ``stall`` (a needed
+    neuron's knock-out leaves an error that stays put). Returns the net, its linear path, how many went
+    per layer and the final MSE (of the last net fine-tuned the full ``steps``)."""
     removed = [0] * (len(layers(net)[0]) - 1)
     for l in range(len(removed) - 1):
         j = 0
@@ -357,11 +376,13 @@ def prune_redundant(net: nn.Sequential, linear: nn.Linear | None, x: Tensor, y: 
             keeps = [torch.ones(m.out_features, dtype=torch.bool) for m in layers(net)[0][:-1]]
             keeps[l][j] = False
             small, path = without(net, keeps, act), copy.deepcopy(linear)
-            fit_mse = finetune(small, path, x, y, steps, opts)
+            fit_mse = finetune(small, path, x, y, steps, dict(opts, target=target, stall=stall))
             if fit_mse <= target:
                 net, linear, mse, removed[l] = small, path, fit_mse, removed[l] + 1
             else:
                 j += 1
+    if sum(removed):  # the smaller net fitted only down to the target: now to convergence
+        mse = finetune(net, linear, x, y, steps, opts)
     return net, linear, removed, mse
 
 

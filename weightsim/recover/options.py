@@ -26,7 +26,10 @@ class ECConfig:
     beta: float = math.pi / 6  # clusters whose median pairwise angle is above it are dropped
     optimizer: str = "lbfgs"  # lbfgs | adam (the published Adam + plateau schedule; much slower)
     student_steps: int = 1500  # L-BFGS iterations (adam: epochs at most)
-    finetune_steps: int = 2000  # after each collapse and at the end
+    finetune_steps: int = 2000  # after each collapse and at the end (at most)
+    student_tol: float = 1e-7  # students (and the students' fine-tune after a collapse) stop at median MSE <= this x Var(y)
+    student_dtype: str | None = None  # float32 | float64 | None: float32 with lbfgs, float64 with adam (the students')
+    stall: float = 0.01  # robust's deep prune: a trial fine-tune stops once 100 iterations lower its MSE by < this fraction
     lr: float = 1e-3  # adam only (the final fine-tune uses lr / 10)
     metric: str = "raw"  # raw [w; b] | data (pre-activations on the probe data)
     cut: str = "first"  # first (the published cut rule) | stable (experimental)

@@ -66,14 +66,18 @@ def init_students(d_in: int, widths: list[int], d_out: int, activation: str, n: 
 
 def fit(params: list[Tensor], member_losses: Callable[[Tensor | None], Tensor], n_samples: int,
         optimizer: str = "lbfgs", steps: int = 1500, lr: float = 1e-3, batch_size: int = 512,
-        seed: int = 0, record_every: int = 100) -> tuple[Tensor, list[tuple[int, list[float]]]]:
+        seed: int = 0, record_every: int = 100, target: float = 0.0, stall: float = 0.0
+        ) -> tuple[Tensor, list[tuple[int, list[float]]]]:
     """Minimize sum_k member_losses(idx)[k] over ``params`` (trained in place); returns the final
     per-member losses (K,) on all samples and their history.
 
-    lbfgs: full batch, ``steps`` iterations, strong-Wolfe line search (one line search for the summed
-    loss). adam: the published schedule, minibatches of ``batch_size``, ``steps`` epochs at most,
+    lbfgs: full batch, ``steps`` iterations at most, strong-Wolfe line search (one line search for the
+    summed loss). adam: the published schedule, minibatches of ``batch_size``, ``steps`` epochs at most,
     ReduceLROnPlateau (factor 1/sqrt(10), patience 100, cooldown 200, threshold 0) on the epoch loss,
     stop once the learning rate reaches min_lr = 1e-7.
+    Early stops, checked every ``record_every`` iterations (epochs): the members' median loss <= ``target``
+    (> 0); lbfgs only: the last ``record_every`` iterations lowered the summed loss by less than the
+    fraction ``stall`` (> 0) of it.
     """
     if optimizer not in OPTIMIZERS:
         raise ConfigError(f"optimizer '{optimizer}': choose from {', '.join(OPTIMIZERS)}")
@@ -95,8 +99,10 @@ def fit(params: list[Tensor], member_losses: Callable[[Tensor | None], Tensor], 
         for done in range(0, steps, record_every):
             opt.param_groups[0]["max_iter"] = min(record_every, steps - done)
             opt.step(closure)
+            before = sum(history[-1][1]) if history else math.inf
             history.append((done + opt.param_groups[0]["max_iter"], last["l"].tolist()))
-            if not torch.isfinite(last["l"]).all() or float(last["l"].max()) < 1e-28:
+            if not torch.isfinite(last["l"]).all() or float(last["l"].max()) < 1e-28 \
+                    or reached(last["l"], target) or (stall > 0 and float(last["l"].sum()) > (1 - stall) * before):
                 break
     else:
         opt = torch.optim.Adam(params, lr=lr)
@@ -115,6 +121,8 @@ def fit(params: list[Tensor], member_losses: Callable[[Tensor | None], Tensor], 
             if epoch % record_every == 0:
                 with torch.no_grad():
                     history.append((epoch, member_losses(None).tolist()))
+                if reached(torch.tensor(history[-1][1]), target):
+                    break
             if opt.param_groups[0]["lr"] <= 1e-7 * (1 + 1e-9):
                 break
     for p in params:
@@ -124,9 +132,19 @@ def fit(params: list[Tensor], member_losses: Callable[[Tensor | None], Tensor], 
     return final, history
 
 
-def train(students: Students, x: Tensor, y: Tensor, **fit_options) -> Students:
-    """Train every student to imitate y (n, d_out) at x (n, d_in); returns the trained students."""
-    params = {k: v.clone() for k, v in students.params.items()}
+def reached(losses: Tensor, target: float) -> bool:
+    """Whether the median of the per-member losses (K,) is at or below ``target`` (> 0; 0 never). With an
+    even K torch's median is the lower middle: K = 10 students stop once 5 of them, the least a cluster
+    needs at gamma = 0.5, are there."""
+    return target > 0 and float(losses.median()) <= target
+
+
+def train(students: Students, x: Tensor, y: Tensor, dtype: torch.dtype = torch.float64, **fit_options) -> Students:
+    """Train every student to imitate y (n, d_out) at x (n, d_in); returns the trained students (float64).
+    ``dtype``: the arithmetic of the training (float32 runs ~2.4x faster on a CPU; the losses returned and
+    recorded are those of that arithmetic)."""
+    params = {k: v.to(dtype, copy=True) for k, v in students.params.items()}
+    x, y = x.to(dtype), y.to(dtype)
     many = ManyNets(students.template, students.n, tuple(x.shape[1:]), "auto")
 
     def member_losses(idx: Tensor | None) -> Tensor:
@@ -134,4 +152,5 @@ def train(students: Students, x: Tensor, y: Tensor, **fit_options) -> Students:
         out = many(params, {}, xb.expand(students.n, *xb.shape))[0]  # (N, B, d_out)
         return ((out - yb) ** 2).mean(dim=(1, 2))  # per-student MSE
     losses, history = fit(list(params.values()), member_losses, len(x), **fit_options)
-    return Students(students.template, params, losses, students.history + history)
+    params = {k: v.double() for k, v in params.items()}
+    return Students(students.template, params, losses.double(), students.history + history)
