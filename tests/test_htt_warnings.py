@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import warnings
 from functools import partial
 from pathlib import Path
 
@@ -68,7 +69,6 @@ def test_a_sketched_chain_names_d_and_m_and_the_remedy(zoo):
     assert "chains.budget_mb" in text and "chains.remedy=exact" in text
     assert res["meta"]["measures"]["chain_gram"]["chains"][0]["remedy"] == "sketch"
     # asked for: no warning
-    import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("error", WeightsimWarning)
         # (n_permutations=0: QUICK's 3 heads would be named as too few for alpha, rightly)
@@ -160,6 +160,29 @@ def test_short_tasks_drop_leaves_short_unseen_tasks_out_of_retrieval(zoo, tmp_pa
     assert {r["protocol"] for r in res["rows"]} == {"classification"}
 
 
+def test_a_net_with_weights_1e3_times_the_others_names_the_chain_and_the_fix(zoo, tmp_path):
+    """One training net's first layer (weights and bias) scaled by 1e3: the ReLU net's function is its
+    own (not function-preserving: it scales every logit), and chain 1's Gram grows 1e6-fold, so its
+    features span over 1e4 x across nets; the unmodified zoo says nothing of the kind."""
+    from safetensors.torch import load_file, save_file
+    quick = dict(measures=["chain_gram"], protocols=["classification"], n_permutations=0, verify=False)
+    with warnings.catch_warnings(record=True) as clean:
+        warnings.simplefilter("always")
+        htt(zoo, chains=[1], **quick)
+    assert not any("feature norms span" in str(w.message) for w in clean)
+    copy = tmp_path / "zoo"
+    shutil.copytree(zoo, copy)
+    file = sorted((copy / "weights").glob("*.safetensors"))[0]
+    state = load_file(file)
+    first = [k for k in state if k.endswith("weight")][0]
+    for k in (first, first.replace("weight", "bias")):
+        state[k][0] *= 1e3
+    save_file(state, file)
+    with pytest.warns(WeightsimWarning, match=r"per-net feature norms span more than 1e\+04 x across the nets on "
+                                              r"chain_gram chain 1 \(.*chains.scale=fro"):
+        htt(copy, chains=[1, 2], **quick)
+
+
 def test_the_cli_records_htt_warnings_in_run_json_and_report(zoo, tmp_path):
     out = tmp_path / "run"
     res = run_cli("htt", *TINY, f"zoo_dir={zoo}", "protocol.protocols=[classification]", "chains.budget_mb=0.001",
@@ -188,7 +211,6 @@ def test_too_few_training_nets_for_the_classifier_are_named(zoo):
     assert len(said) == 1 and said[0].startswith("only 2 training net(s) per task for the standardized weight "
                                                  "classifier (raw)"), said
     assert "protocol.train_seeds" in said[0] and "protocol.measures=[chain_gram_distance]" in said[0]
-    import warnings
     with warnings.catch_warnings(record=True) as quiet:  # k-NN on distances fits no classifier: no warning
         warnings.simplefilter("always", WeightsimWarning)
         htt(zoo, train_seeds=2, measures=["chain_gram_distance"], protocols=["classification"], chains=[1])

@@ -3,11 +3,13 @@ for every split and protocol at once (streamed in blocks within the feature budg
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from weightsim.htt.evidence import check_feature_spread
 from weightsim.htt.gram import block_size, blocks_of, split_grams
 from weightsim.htt.study import Split, Study
 from weightsim.measures import Measure
@@ -35,6 +37,7 @@ def feature_grams(study: Study, splits: list[Split], sets: list[FeatureSet], bud
         nets += [(z, r) for r in sorted(rows, key=lambda r: (r["file"], r["index"]))]
     index = {(z, r["task"], r["seed"]): i for i, (z, r) in enumerate(nets)}
     a, b = 0, len(zoos) - 1  # the zoo of the training nets, of the tested nets
+    spread: dict[tuple[str, int], tuple[float, float]] = {}  # (measure, chain) -> min, max per-net norm
 
     def featurize(block: list[int]) -> list[Tensor]:
         zoo, rows = zoos[nets[block[0]][0]], [nets[i][1] for i in block]
@@ -42,7 +45,11 @@ def feature_grams(study: Study, splits: list[Split], sets: list[FeatureSet], bud
         out = []
         for fs in sets:
             feats = fs.measure.features_from(zoo, rows, stacked)
-            out += [feats[c - 1].float() for c in fs.chains]
+            for c in fs.chains:
+                out.append(feats[c - 1].float())
+                norms = out[-1].double().norm(dim=1)  # (B,) one per net
+                lo, hi = spread.get((fs.measure.name, c), (math.inf, 0.0))
+                spread[(fs.measure.name, c)] = min(lo, float(norms.min())), max(hi, float(norms.max()))
         return out
 
     trains = [[index[(a, r["task"], r["seed"])] for r in s.train] for s in splits]
@@ -52,6 +59,7 @@ def feature_grams(study: Study, splits: list[Split], sets: list[FeatureSet], bud
     size = block_size(4 * sum(sum(fs.dims) for fs in sets), budget_gb * 2**30, weights, gram_bytes)
     grams = split_grams(len(nets), blocks_of([z for z, _ in nets], size), trains, featurize, dtypes,
                         hold_all=len(nets) <= 2 * size, device=device, progress=progress)
+    check_feature_spread(spread)
     out, k = [], 0
     for fs in sets:
         per_chain = []
