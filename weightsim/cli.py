@@ -190,12 +190,12 @@ def stopped_line(e: Stopped) -> str:
 
 def _app(stage, app: str, config_name: str = "config"):
     def task(cfg: DictConfig) -> None:
-        quiet()
         if gpu := pin_joblib_gpu():  # launcher=joblib on several GPUs: one GPU per worker (weightsim/sweep.py)
             print(f"job {job_name()}: CUDA_VISIBLE_DEVICES={gpu}", flush=True)
         logger = None
         try:
-            check_config(cfg, app)  # every setting, before the logger starts or a net trains
+            check_config(cfg, app)  # every setting, before Lightning is imported, the logger starts or a net trains
+            quiet()
             logger = make_logger(cfg, app)
             with stop_on_signals(), collect_warnings() as notes:
                 stage(cfg, logger, notes)
