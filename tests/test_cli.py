@@ -61,6 +61,8 @@ def test_weightsim_run_end_to_end(tmp_path):
     meta = json.loads((out / "run.json").read_text())
     assert meta["training_tasks"] == 3 and meta["unseen_tasks"] == 2 and meta["train_seeds_per_task"] == 3
     assert "| protocol | measure | chain |" in res.stdout  # the table is printed at the end
+    # Lightning's INFO banners stay off the terminal (cli.quiet, set when the stage imports Lightning)
+    assert "GPU available" not in res.stdout + res.stderr and "Tip:" not in res.stdout + res.stderr
     assert len(list((out / "zoo" / "weights").glob("*.safetensors"))) >= 1
     # weightsim-htt alone on the zoo just written, in another run dir, gives the same rows
     again = run_cli("htt", *TINY, f"zoo_dir={out / 'zoo'}", f"hydra.run.dir={tmp_path / 'htt'}")

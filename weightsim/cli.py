@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.abc
-import importlib.machinery
 import logging
 import os
 import signal
@@ -87,7 +86,8 @@ class AfterImport(importlib.abc.MetaPathFinder):
         if fullname != self.name:
             return None
         sys.meta_path.remove(self)
-        spec = importlib.machinery.PathFinder.find_spec(fullname, path, target)
+        spec = next(filter(None, (f.find_spec(fullname, path, target) for f in sys.meta_path
+                                  if hasattr(f, "find_spec"))), None)  # the module as the finders after it find it
         if spec is None or spec.loader is None:
             return spec
         execute = spec.loader.exec_module
