@@ -66,11 +66,19 @@ def composed(*overrides: str, config_name: str = "config") -> Iterator[DictConfi
 
 
 def train_zoo(zoo_dir: Path, *overrides: str) -> Path:
-    """The zoo ``weightsim-zoo *overrides zoo_dir=...`` trains, trained in this process (``composed``)."""
+    """The zoo ``weightsim-zoo *overrides zoo_dir=...`` trains, trained in this process (``composed``),
+    with torch's default dtype of a fresh process (float32: a test module may have set float64)."""
+    import torch
+
     from weightsim.stages.zoo import zoo_stage
 
-    with composed(*overrides, f"zoo_dir={zoo_dir}") as cfg:
-        return zoo_stage(cfg)
+    dtype = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    try:
+        with composed(*overrides, f"zoo_dir={zoo_dir}") as cfg:
+            return zoo_stage(cfg)
+    finally:
+        torch.set_default_dtype(dtype)
 
 
 # the smallest run that still has every moving part: 3 training + 2 unseen tasks, 5 seeds
