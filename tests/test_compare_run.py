@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import TINY, run_cli
+from tests.conftest import TINY, composed, run_cli, train_zoo
 from tests.test_cli_errors import only_error_line
 from tests.test_zoo_view import DIGITS, GRU, MLP, PLAIN_BN, codes_npz, make_zoo, one_at_a_time
 from weightsim.compare import linear_cka, match_curve, weight_matching
@@ -130,10 +130,7 @@ FAST = ("protocol.repeats=1", "protocol.retrieval_permutations=99", "compare.see
 
 @pytest.fixture(scope="module")
 def tiny_zoo(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("cli")
-    out = run_cli("zoo", *TINY, f"zoo_dir={d / 'zoo'}", f"hydra.run.dir={d / 'run'}")
-    assert out.returncode == 0, out.stderr[-2000:]
-    return d / "zoo"
+    return train_zoo(tmp_path_factory.mktemp("cli") / "zoo", *TINY)
 
 
 def test_weightsim_compare_runs_every_measure_through_the_protocols(tiny_zoo, tmp_path):
@@ -170,9 +167,10 @@ def test_weightsim_compare_runs_every_measure_through_the_protocols(tiny_zoo, tm
 
 
 def test_weightsim_htt_takes_a_compare_measure(tiny_zoo, tmp_path):
-    out = run_cli("htt", *TINY, "protocol.repeats=1", "protocol.measures=[chain_gram,cka]", f"zoo_dir={tiny_zoo}",
-                  f"hydra.run.dir={tmp_path}")
-    assert out.returncode == 0, out.stderr[-3000:]
+    from weightsim.stages.htt import htt_stage
+
+    with composed(*TINY, "protocol.repeats=1", "protocol.measures=[chain_gram,cka]", f"zoo_dir={tiny_zoo}") as cfg:
+        htt_stage(cfg, run_dir=tmp_path)
     rows = json.loads((tmp_path / "report.json").read_text())
     assert {r["measure"] for r in rows} == {"chain_gram", "cka"}
 
@@ -184,9 +182,7 @@ def test_bad_compare_input_is_one_error_line(tiny_zoo, tmp_path):
 
     def compare_with_zoo(name: str, zoo_override: str, *compare_overrides: str) -> str:
         """Train a zoo of the same tasks with one override; the error line of comparing against it."""
-        zoo = tmp_path / name
-        assert run_cli("zoo", *TINY, zoo_override, f"zoo_dir={zoo}",
-                       f"hydra.run.dir={tmp_path / ('run-' + name)}").returncode == 0
+        zoo = train_zoo(tmp_path / name, *TINY, zoo_override)
         return only_error_line(run_cli("compare", *base, *compare_overrides, f"eval_zoo_dir={zoo}"))
 
     # fewer test inputs: the probes differ in size

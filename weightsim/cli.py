@@ -7,6 +7,7 @@ the sweep's end (AfterSweep)."""
 from __future__ import annotations
 
 import contextlib
+import importlib.abc
 import logging
 import os
 import signal
@@ -15,6 +16,7 @@ import threading
 import traceback
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -56,15 +58,46 @@ def check_choices(argv: list[str]) -> None:
 
 
 def quiet() -> None:
-    """Keep the terminal for progress bars and results: Lightning's INFO banners go."""
-    import lightning.pytorch  # noqa: F401  (it sets its loggers to INFO on import)
-
-    for name in list(logging.root.manager.loggerDict) + ["lightning.pytorch", "lightning.fabric"]:
-        if name.startswith(("lightning", "pytorch_lightning")):
-            logging.getLogger(name).setLevel(logging.WARNING)
+    """Keep the terminal for progress bars and results: Lightning's INFO banners go. Lightning sets
+    its loggers to INFO when it is imported, so their levels are set then (now, if it already is):
+    a command that fails its checks before any work never imports Lightning."""
+    if "lightning.pytorch" in sys.modules:
+        quiet_lightning_loggers()
+    elif not any(isinstance(f, AfterImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, AfterImport("lightning.pytorch", quiet_lightning_loggers))
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*isinstance.treespec, LeafSpec.*")
     warnings.filterwarnings("ignore", ".*GPU available but not used.*")
+
+
+def quiet_lightning_loggers() -> None:
+    for name in list(logging.root.manager.loggerDict) + ["lightning.pytorch", "lightning.fabric"]:
+        if name.startswith(("lightning", "pytorch_lightning")):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
+class AfterImport(importlib.abc.MetaPathFinder):
+    """A one-shot import hook: ``then()`` runs right after module ``name`` is first executed."""
+
+    def __init__(self, name: str, then: Callable[[], None]) -> None:
+        self.name, self.then = name, then
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != self.name:
+            return None
+        sys.meta_path.remove(self)
+        spec = next(filter(None, (f.find_spec(fullname, path, target) for f in sys.meta_path
+                                  if hasattr(f, "find_spec"))), None)  # the module as the finders after it find it
+        if spec is None or spec.loader is None:
+            return spec
+        execute = spec.loader.exec_module
+
+        def exec_module(module):
+            execute(module)
+            self.then()
+
+        spec.loader.exec_module = exec_module
+        return spec
 
 
 def log_to_file(level: int, message: str) -> None:
@@ -190,12 +223,12 @@ def stopped_line(e: Stopped) -> str:
 
 def _app(stage, app: str, config_name: str = "config"):
     def task(cfg: DictConfig) -> None:
-        quiet()
         if gpu := pin_joblib_gpu():  # launcher=joblib on several GPUs: one GPU per worker (weightsim/sweep.py)
             print(f"job {job_name()}: CUDA_VISIBLE_DEVICES={gpu}", flush=True)
         logger = None
         try:
-            check_config(cfg, app)  # every setting, before the logger starts or a net trains
+            check_config(cfg, app)  # every setting, before Lightning is imported, the logger starts or a net trains
+            quiet()
             logger = make_logger(cfg, app)
             with stop_on_signals(), collect_warnings() as notes:
                 stage(cfg, logger, notes)

@@ -10,8 +10,10 @@ differs per use (steps or epochs, accelerator, logger, callbacks) is passed to `
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
-import lightning as L
+if TYPE_CHECKING:
+    import lightning as L
 
 
 @dataclass
@@ -28,4 +30,6 @@ class TrainerConfig:
 def silent_trainer(tc: TrainerConfig | None = None, **run) -> L.Trainer:
     """``lightning.Trainer`` with the flags of ``tc`` (default ``TrainerConfig()``) and the
     use's own arguments ``run`` (e.g. max_steps, accelerator, logger, callbacks), which win."""
+    import lightning as L  # here, not above: the CLI reads TrainerConfig before it imports Lightning
+
     return L.Trainer(**{**asdict(tc or TrainerConfig()), **run})

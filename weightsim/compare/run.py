@@ -234,14 +234,14 @@ def run_compare(zoo_dir: str, cc: CompareConfig, pc, clc, co: ChainOptions, seed
     is measured)."""
     from dataclasses import asdict, replace
 
-    from weightsim.htt.run import run_htt
-
     check_compare(cc)
     if eval_zoo_dir:
         check_same_net(zoo_dir, eval_zoo_dir)
     zoo = Zoo(zoo_dir, pc.verify)
     built = build_measures(cc, measure_settings, MeasureContext(co, pc.metric))
     measures = runnable(built, [zoo] + ([Zoo(eval_zoo_dir, pc.verify)] if eval_zoo_dir else []))
+    from weightsim.htt.run import run_htt  # (Lightning: imported once the zoos and measures passed their checks)
+
     result = run_htt(zoo_dir, replace(pc, measures=[m.name for m in measures]), clc, co, eval_zoo_dir, seed,
                      progress, measures=measures, tc=tc)
     pairs = pair_rows(zoo, measures, cc)

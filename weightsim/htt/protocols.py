@@ -21,8 +21,6 @@ from typing import Callable
 import numpy as np
 import torch
 from torch import Tensor
-from torchmetrics.functional.classification import multiclass_accuracy
-from torchmetrics.retrieval import RetrievalHitRate
 
 from weightsim.errors import ConfigError
 from weightsim.measures.base import pairwise_distances
@@ -70,6 +68,9 @@ def distances(a: Tensor, b: Tensor, metric: str) -> Tensor:
 # -- classification ------------------------------------------------------------------------------
 def accuracy(logits: Tensor, y: Tensor) -> Tensor:
     """Top-1 accuracy of each head: logits (H, N, C), y (N,) -> (H,). Ties go to the lowest class."""
+    from torchmetrics.functional.classification import multiclass_accuracy  # (torchmetrics: seconds to import,
+    # here, where it is used, so the CLI checks protocol settings without it)
+
     h, n, c = logits.shape
     return multiclass_accuracy(logits.transpose(1, 2), y.expand(h, n), num_classes=c, average="micro",
                                multidim_average="samplewise")
@@ -110,6 +111,8 @@ def cmc_curve(dist: Tensor, query_labels: Tensor, gallery_labels: Tensor, max_ra
     nearest gallery items contain one of the query's label (torchmetrics' RetrievalHitRate; a query
     without a match in the gallery scores 0). dist: (Q, G); labels (Q,), (G,). Ties are broken by
     gallery order: torchmetrics sorts unstably, so it gets each item's rank in a stable sort."""
+    from torchmetrics.retrieval import RetrievalHitRate  # (imported where used, as in ``accuracy``)
+
     q, g = dist.shape
     max_rank = min(max_rank or g, g)
     rank = torch.argsort(torch.argsort(dist, dim=1, stable=True), dim=1)  # (Q, G): 0 = nearest

@@ -43,7 +43,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
 from weightsim.errors import WeightsimError
@@ -253,6 +252,9 @@ def _best_step(pa: dict[str, Tensor], pb: dict[str, Tensor], spec: PermSpec, per
     """perms with pi_g replaced by the assignment solution of S if that raises the objective by more
     than TOL_GAIN, else perms itself. When g acts on two axes of one tensor, S depends on pi_g: re-solve
     with the new pi_g until it repeats (at most max_inner times), keeping the best by the objective."""
+    from scipy.optimize import linear_sum_assignment  # (scipy.optimize: imported where weight matching runs,
+    # not where the CLI checks the measures' settings)
+
     trial, best = perms, perms
     best_obj = _objective(pa, pb, spec, perms, g) + TOL_GAIN
     for _ in range(max_inner if _self_paired(spec, g) else 1):

@@ -21,7 +21,6 @@ from weightsim.errors import ConfigError
 from weightsim.nets.mlp import linear_stack
 from weightsim.recover.teachers import activation_module
 from weightsim.zoo.many import ManyNets
-from weightsim.zoo.population import init_member
 
 OPTIMIZERS = ("lbfgs", "adam")
 
@@ -58,6 +57,8 @@ class Students:
 
 def init_students(d_in: int, widths: list[int], d_out: int, activation: str, n: int, seed: int) -> Students:
     """N students with PyTorch's default Linear init, student k drawn from seed (seed, k)."""
+    from weightsim.zoo.population import init_member  # (imports Lightning: here, not where options are checked)
+
     build = lambda: mlp(d_in, widths, d_out, activation)  # noqa: E731
     members = [init_member(build, seed * 1_000_003 + k) for k in range(n)]
     params, _ = stack_module_state(members)

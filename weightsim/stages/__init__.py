@@ -21,11 +21,11 @@ def structured_configs() -> dict[tuple[str, str], type]:
     """(group, choice) -> the dataclass that holds its defaults."""
     from weightsim.chains.options import ChainOptions
     from weightsim.compare.run import CompareConfig
-    from weightsim.htt.run import ClassifierConfig, ProtocolConfig
+    from weightsim.htt.settings import ClassifierConfig, ProtocolConfig
     from weightsim.measures.registry import settings_groups
     from weightsim.recover.options import ECConfig
     from weightsim.trainer import TrainerConfig
-    from weightsim.zoo.generate import ZooConfig
+    from weightsim.zoo.options import ZooConfig
 
     return {("zoo", "default"): ZooConfig, ("chains", "default"): ChainOptions, ("protocol", "htt"): ProtocolConfig,
             ("classifier", "linear"): ClassifierConfig, ("compare", "default"): CompareConfig,

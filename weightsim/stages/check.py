@@ -13,8 +13,9 @@ from weightsim.stages.job import container
 
 def check_config(cfg: DictConfig, app: str) -> None:
     """One pass over the composed config of app ``app`` (zoo, htt, run, compare) before any work:
-    every setting of the groups the app reads is in range, and (weightsim-run on a new zoo) the
-    zoo's seeds are enough for the protocol's split. Raises ConfigError with one line."""
+    every setting of the groups the app reads is in range, (weightsim-run on a new zoo) the zoo's
+    seeds are enough for the protocol's split, and (htt, compare) the zoos they read exist. Raises
+    ConfigError or ZooError with one line."""
     if app in ("zoo", "run", "htt", "compare"):
         from weightsim.zoo.store import check_zoo_dir
 
@@ -22,12 +23,12 @@ def check_config(cfg: DictConfig, app: str) -> None:
             if cfg.get(key):
                 check_zoo_dir(str(cfg[key]), key)
     if app in ("zoo", "run"):
-        from weightsim.zoo.generate import ZooConfig
+        from weightsim.zoo.options import ZooConfig
 
         ZooConfig(**container(cfg.zoo))  # validates itself
     if app in ("htt", "run", "compare"):
         from weightsim.chains.options import ChainOptions
-        from weightsim.htt.run import ProtocolConfig, check_protocol
+        from weightsim.htt.settings import ProtocolConfig, check_protocol
 
         pc = ProtocolConfig(**container(cfg.protocol))
         if app != "compare":  # compare tests compare.measures, not protocol.measures
@@ -50,6 +51,15 @@ def check_config(cfg: DictConfig, app: str) -> None:
         check_compare(CompareConfig(**container(cfg.compare)))
     if app == "run" and not (cfg.get("sweep") or {}).get("htt"):
         check_seeds(cfg)
+    if app in ("htt", "compare"):  # the zoos they read, in the order the stage reads them
+        from weightsim.htt.settings import htt_device
+        from weightsim.zoo.store import check_is_zoo
+
+        if app == "htt":
+            htt_device(cfg.protocol.device)  # (run_htt's first check after the settings)
+        for key in ("zoo_dir", "eval_zoo_dir"):
+            if cfg.get(key):
+                check_is_zoo(str(cfg[key]))
 
 
 def check_seeds(cfg: DictConfig) -> None:

@@ -19,18 +19,19 @@ PLOTS = {"cmc_measures.png": "the CMC of every measure, one panel per layer",
 def compare_stage(cfg: DictConfig, logger=None, notes: list[str] | None = None) -> dict:
     """run_compare on ``cfg.zoo_dir``; its report files and plots in the job's run directory."""
     from weightsim.chains import ChainOptions
-    from weightsim.compare.plots import layer_labels, plot_cka_heatmap, plot_cmc_measures, plot_eps_curves
     from weightsim.compare.run import CompareConfig, run_compare
-    from weightsim.htt.run import ClassifierConfig, ProtocolConfig
-    from weightsim.measures.activations import layer_names
+    from weightsim.htt.settings import ClassifierConfig, ProtocolConfig
     from weightsim.trainer import TrainerConfig
-    from weightsim.report import markdown_table, write_report
-    from weightsim.zoo.view import Zoo
 
     run_dir = output_dir()
     result = run_compare(cfg.zoo_dir, CompareConfig(**container(cfg.compare)), ProtocolConfig(**container(cfg.protocol)),
                          ClassifierConfig(**container(cfg.classifier)), ChainOptions(**container(cfg.chains)), cfg.seed,
                          cfg.progress, cfg.eval_zoo_dir, container(cfg.measure), TrainerConfig(**container(cfg.trainer)))
+    from weightsim.compare.plots import layer_labels, plot_cka_heatmap, plot_cmc_measures, plot_eps_curves
+    from weightsim.measures.activations import layer_names
+    from weightsim.report import markdown_table, write_report
+    from weightsim.zoo.view import Zoo
+
     result["meta"]["config"] = container(cfg)
     result["meta"]["warnings"] = list(notes or [])
     run_dir.mkdir(parents=True, exist_ok=True)

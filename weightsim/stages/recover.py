@@ -14,13 +14,14 @@ def recover_stage(cfg: DictConfig, logger=None, notes: list[str] | None = None) 
     """Train the students, cluster them with each of ``cfg.presets`` and write the report."""
     from weightsim.recover.ec import check_options
     from weightsim.recover.options import RecoverConfig
+
+    rc: RecoverConfig = OmegaConf.to_object(OmegaConf.merge(RecoverConfig, cfg))  # ec: an ECConfig
+    for preset in rc.presets:  # every bad option fails before the teacher is built (a zoo net: read from disk)
+        check_options(rc.ec, preset)  # (and before the plots' matplotlib is imported)
     from weightsim.recover.plots import plot_dendrograms, plot_losses, plot_weights
     from weightsim.recover.run import COLUMNS, PLOTS, report_lines, run_recover
     from weightsim.report.tables import markdown_table, write_run
 
-    rc: RecoverConfig = OmegaConf.to_object(OmegaConf.merge(RecoverConfig, cfg))  # ec: an ECConfig
-    for preset in rc.presets:  # every bad option fails before the teacher is built (a zoo net: read from disk)
-        check_options(rc.ec, preset)
     torch.set_num_threads(rc.threads)
     run_dir = output_dir()
     problem = instantiate(cfg.teacher)

@@ -24,13 +24,13 @@ def fill_from_data(arch_cfg: DictConfig, info: dict) -> None:
 
 def zoo_stage(cfg: DictConfig, logger=None) -> Path:
     """Train the nets of ``cfg.zoo_dir`` that are missing (resumable); returns the zoo's path."""
+    taskset = instantiate(cfg.dataset)  # bad data fails here, before Lightning is imported below
     from weightsim.data.common import LOCATION_KEYS
     from weightsim.report.wandb_log import log_zoo
     from weightsim.trainer import TrainerConfig
     from weightsim.zoo.generate import ZooConfig, builder, generate_zoo
     from weightsim.zoo.view import Zoo
 
-    taskset = instantiate(cfg.dataset)
     fill_from_data(cfg.arch, taskset.info)
     arch = instantiate(cfg.arch)
     choice = choices()

@@ -292,6 +292,18 @@ def check_zoo_dir(path: str | Path, key: str = "zoo_dir") -> None:
                        f"holding zoo.json and weights/; weightsim-zoo creates it)")
 
 
+def check_is_zoo(path: str | Path) -> None:
+    """Refuse a path that holds no zoo (a file, a missing directory, one without zoo.json), in one
+    line naming it: what ZooReader checks first, and the CLI before any work (weightsim/stages/check.py)."""
+    root = Path(path)
+    check_zoo_dir(root)
+    if not root.is_dir():
+        raise ZooError(f"zoo directory {root} does not exist: train one with "
+                       f"`weightsim-zoo zoo_dir={root}` or pass the right zoo_dir=")
+    if not (root / "zoo.json").exists():
+        raise ZooError(f"{root} is not a zoo (no zoo.json): pass the directory weightsim-zoo wrote")
+
+
 class ZooReader:
     """Reads a zoo directory: its header, its manifest rows, and its weights (safetensors only).
 
@@ -300,14 +312,8 @@ class ZooReader:
 
     def __init__(self, root: str | Path, verify: bool = True):
         self.root = Path(root)
-        check_zoo_dir(self.root)
-        if not self.root.is_dir():
-            raise ZooError(f"zoo directory {self.root} does not exist: train one with "
-                           f"`weightsim-zoo zoo_dir={self.root}` or pass the right zoo_dir=")
-        head = self.root / "zoo.json"
-        if not head.exists():
-            raise ZooError(f"{self.root} is not a zoo (no zoo.json): pass the directory weightsim-zoo wrote")
-        self.head = read_head(head)
+        check_is_zoo(self.root)
+        self.head = read_head(self.root / "zoo.json")
         self.dtype = zoo_dtype(self.head)  # the storage dtype; load() gives float32 whatever it is
         self.rows = self._read_rows()
         self.verify = verify
