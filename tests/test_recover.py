@@ -452,17 +452,24 @@ def test_deep_prune_removes_a_used_but_redundant_neuron_below_the_last_layer():
     assert m["recovered_frac"] == 1 and m["overhead"] == 0, m
 
 
-def test_student_training_stops_at_the_median_target_and_a_fine_tune_once_it_stalls():
-    """Early stops of fit, checked every record_every iterations: at the first check whose median member
-    loss is <= target, and (stall) at the first check that lowered the summed loss by less than that fraction."""
-    from weightsim.recover.students import init_students, train
+def tiny_students():
+    """A 4-3-1 tanh teacher at 200 Gaussian probes and one student of width 4x (one thread)."""
+    from weightsim.recover.students import init_students
 
     torch.set_num_threads(1)
     t = synthetic_teacher(4, [3], "tanh", seed=1)
     x = torch.randn(200, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     with torch.no_grad():
         y = t(x)
-    s = init_students(4, [6], 1, "tanh", 4, seed=0)
+    return t, x, y, init_students(4, [6], 1, "tanh", 4, seed=0)
+
+
+def test_student_training_stops_at_the_median_target_and_a_fine_tune_once_it_stalls():
+    """Early stops of fit, checked every record_every iterations: at the first check whose median member
+    loss is <= target, and (stall) at the first check that lowered the summed loss by less than that fraction."""
+    from weightsim.recover.students import train
+
+    t, x, y, s = tiny_students()
     full = train(s, x, y, steps=300, record_every=10).history
     medians = [float(torch.tensor(v).median()) for _, v in full]
     target = medians[len(medians) // 2]  # reached half-way
@@ -478,14 +485,9 @@ def test_student_training_stops_at_the_median_target_and_a_fine_tune_once_it_sta
 
 
 def test_float32_students_come_back_float64_and_fit_like_float64_ones():
-    from weightsim.recover.students import init_students, train
+    from weightsim.recover.students import train
 
-    torch.set_num_threads(1)
-    t = synthetic_teacher(4, [3], "tanh", seed=1)
-    x = torch.randn(200, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    with torch.no_grad():
-        y = t(x)
-    s = init_students(4, [6], 1, "tanh", 4, seed=0)
+    t, x, y, s = tiny_students()
     s32, s64 = (train(s, x, y, steps=200, dtype=d) for d in (torch.float32, torch.float64))
     assert all(v.dtype == torch.float64 for v in s32.params.values()) and s32.losses.dtype == torch.float64
     assert float(s32.losses.median()) < 1e-3 * float(y.var())  # float32 arithmetic still fits the teacher closely
