@@ -123,3 +123,20 @@ def test_config_imports_nothing_above_it_and_only_the_launch_side_imports_the_st
     above = {m for m, targets in graph.items() if room(m) not in ("stages", "cli")
              and any(room(t) in ("stages", "cli") for t in targets)}
     assert above <= {"plan"}, above  # weightsim-plan composes the config as the CLI does
+
+
+def test_every_lazily_exported_name_resolves():
+    """The packages that import their names on first use (weightsim/lazy.py): every name of __all__
+    resolves to an object of the module it names, so a renamed function fails here, not at a user's
+    first import; an unknown name is an AttributeError, as for any module."""
+    import importlib
+
+    import pytest
+
+    for package in ("weightsim.zoo", "weightsim.htt", "weightsim.recover"):
+        mod = importlib.import_module(package)
+        assert mod.__all__, package
+        for name in mod.__all__:
+            assert getattr(mod, name) is not None, f"{package}.{name}"
+        with pytest.raises(AttributeError, match="has no attribute 'nope'"):
+            getattr(mod, "nope")
