@@ -183,6 +183,19 @@ def test_a_net_with_weights_1e3_times_the_others_names_the_chain_and_the_fix(zoo
         htt(copy, chains=[1, 2], **quick)
 
 
+def test_protocol_tasks_classifies_a_subset_of_the_training_tasks(zoo):
+    """The task-count effect on one zoo: protocol.tasks=[0, 2] classifies 2 of the 3 training tasks
+    (chance 1/2, their test nets only); a task the zoo lacks, or fewer than 2, is one clear error."""
+    quick = dict(measures=["raw"], protocols=["classification"], chains=[1], n_permutations=0)
+    meta = htt(zoo, tasks=[0, 2], **quick)["meta"]
+    assert meta["training_tasks"] == 2 and meta["chance_classification"] == 0.5
+    assert meta["test_nets"] == 2 * (5 - meta["train_seeds_per_task"])
+    with pytest.raises(ConfigError, match=r"protocol.tasks names task\(s\) \[7\] that zoo .* choose from \[0, 1, 2\]"):
+        htt(zoo, tasks=[0, 7], **quick)
+    with pytest.raises(ConfigError, match=r"protocol.tasks=\[1\] must name at least 2 training tasks"):
+        htt(zoo, tasks=[1], **quick)
+
+
 def test_the_cli_records_htt_warnings_in_run_json_and_report(zoo, tmp_path):
     out = tmp_path / "run"
     res = run_cli("htt", *TINY, f"zoo_dir={zoo}", "protocol.protocols=[classification]", "chains.budget_mb=0.001",

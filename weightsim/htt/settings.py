@@ -28,6 +28,7 @@ class ProtocolConfig:
     alpha: float = 0.05  # accept H0 when error < alpha; the error bound is one-sided at level 1 - alpha
     train_fraction: float = 0.6  # share of each training task's seeds that trains the classifier (paper: 60/40)
     train_seeds: int | None = None  # exact count per task; overrides train_fraction
+    tasks: list[int] | None = None  # the training tasks classified (task ids of the zoo); None: every one
     short_tasks: str = "lower"  # a training task short of usable nets (diverged): lower every task's count | drop it
     queries: int = 6  # retrieval: per unseen task, this many seeds query a gallery of the rest
     metric: str = "euclidean"  # distance between weight representations: euclidean | cosine
@@ -59,6 +60,8 @@ def check_protocol(pc: ProtocolConfig) -> None:
     decide(0.0, pc.alpha)  # validates alpha
     if not 0 < pc.train_fraction < 1:
         raise ConfigError(f"protocol.train_fraction={pc.train_fraction} must lie in (0, 1)")
+    if pc.tasks is not None and len(set(pc.tasks)) < 2:
+        raise ConfigError(f"protocol.tasks={list(pc.tasks)} must name at least 2 training tasks (null: every one)")
     if pc.short_tasks not in SHORT_TASKS:
         raise ConfigError(f"unknown protocol.short_tasks '{pc.short_tasks}': choose {' or '.join(SHORT_TASKS)}")
     for p in pc.protocols:

@@ -48,6 +48,12 @@ def open_study(zoo_dir: str, eval_zoo_dir: str | None, pc: ProtocolConfig) -> St
     seen_a = [r for r in rows_a if r["role"] == "train"]
     seen_b = [r for r in rows_b if r["role"] == "train"]
     tasks = sorted({r["task"] for r in seen_a})
+    if pc.tasks is not None:  # a subset of the training tasks: the task-count effect on one zoo
+        if unknown := sorted(set(pc.tasks) - set(tasks)):
+            raise ConfigError(f"protocol.tasks names task(s) {unknown} that zoo {zoo_dir} has no usable training nets "
+                              f"of: choose from {tasks}")
+        tasks = sorted(set(pc.tasks))
+        seen_a, seen_b = ([r for r in rows if r["task"] in tasks] for rows in (seen_a, seen_b))
     if len(tasks) < 2:
         raise ZooError(f"zoo {zoo_dir} has {len(tasks)} usable training task(s); HTT needs at least 2")
     missing = {r["task"] for r in seen_b} - set(tasks)
