@@ -20,10 +20,12 @@ from weightsim.zoo.heap import reuse_freed_memory
 applied = reuse_freed_memory() if sys.argv[1] == "reuse" else False
 for _ in range(2):                           # warm-up: a 64 MiB block, above glibc's largest mmap threshold
     torch.ones(64 * 2**20 // 4).sum()
-f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(5):
+counts = []
+for _ in range(7):
+    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     torch.ones(64 * 2**20 // 4).sum()       # allocated, written and freed again, like a gradient per step
-print(applied, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) / 5)
+    counts.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
+print(applied, sorted(counts)[3])            # the median allocation (see the test's docstring)
 """
 
 
@@ -34,7 +36,10 @@ def test_reused_freed_memory_stops_page_faults_of_large_tensors():
     first imports the zoo's training module, as every zoo job has when training starts: in a process
     that had imported torch alone, glibc still faulted 40-60 % of the block's pages with the heap
     kept (measured 2026-12-07; the cause is not traced, and no weightsim path trains in such a
-    process)."""
+    process). The count is the median of 7 allocations: now and then one of them faults every page
+    even with the heap kept (1 in 5 in one run of the suite on 2026-12-07; probably the host taking
+    back idle pages of the kept heap: this VM runs DAMON's kdamond), and the mean then reads 3 300
+    where the median is 0."""
     def faults(mode: str) -> tuple[str, float]:
         out = subprocess.run([sys.executable, "-c", FAULTS, mode], capture_output=True, text=True, check=True)
         applied, n = out.stdout.split()
