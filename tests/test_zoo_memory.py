@@ -76,3 +76,17 @@ def test_planned_peak_is_the_measured_peak(arch):
     # within 20 %: the plan measures two steps of populations of 2 and 4 outside Lightning; a real
     # run adds the Trainer's own tensors and differs in allocation order
     assert abs(planned - measured) <= 0.2 * measured
+
+
+def test_a_failing_call_stops_the_profiler_and_the_next_measure_works():
+    """allocated_peak on the CPU runs fn under torch's profiler: when fn raises, the profiler is
+    stopped all the same (left running, it crashed the interpreter at exit), and a second
+    measurement starts a profiler of its own and counts its 4 MiB tensor."""
+    def boom():
+        torch.ones(1024)
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        allocated_peak(boom, torch.device("cpu"))
+    assert torch.autograd.profiler._is_profiler_enabled is False
+    assert allocated_peak(lambda: torch.ones(2**20).sum(), torch.device("cpu")) >= 4 * 2**20

@@ -92,9 +92,11 @@ def allocated_peak(fn: Callable[[], object], device: torch.device) -> int:
     prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
     with kineto_lines_dropped():
         prof.start()
-    fn()
-    with kineto_lines_dropped():
-        prof.stop()
+    try:
+        fn()
+    finally:  # a failing fn must not leave the profiler running: it crashes the interpreter at exit
+        with kineto_lines_dropped():
+            prof.stop()
     events = []  # (time, address, bytes): + on allocation, - on free
 
     def walk(node) -> None:
