@@ -118,6 +118,9 @@ def test_short_tasks_drop_leaves_the_short_task_out_and_keeps_the_others_count(z
     meta = drop["meta"]
     assert meta["train_seeds_per_task"] == 3 and meta["training_tasks"] == 2 and meta["chance_classification"] == 0.5
     assert meta["test_nets"] == 2 * 2  # tasks 0 and 2, 5 - 3 test nets each
+    with pytest.warns(WeightsimWarning, match=r"left task\(s\) 1 with 3 or fewer"):  # an exact count: the same
+        exact = htt(copy, short_tasks="drop", train_seeds=3, **quick)["meta"]
+    assert exact["train_seeds_per_task"] == 3 and exact["training_tasks"] == 2
     with pytest.raises(ConfigError, match="unknown protocol.short_tasks 'keep': choose lower or drop"):
         htt(copy, short_tasks="keep", **quick)
     for piece in sorted((copy / "weights").glob("*.json")):  # a fourth: task 1 keeps one net, none to test

@@ -47,7 +47,7 @@ def feature_grams(study: Study, splits: list[Split], sets: list[FeatureSet], bud
             feats = fs.measure.features_from(zoo, rows, stacked)
             for c in fs.chains:
                 out.append(feats[c - 1].float())
-                norms = out[-1].double().norm(dim=1)  # (B,) one per net
+                norms = torch.linalg.vector_norm(out[-1], dim=1)  # (B,) one per net, no copy of the block
                 lo, hi = spread.get((fs.measure.name, c), (math.inf, 0.0))
                 spread[(fs.measure.name, c)] = min(lo, float(norms.min())), max(hi, float(norms.max()))
         return out

@@ -48,17 +48,16 @@ def open_study(zoo_dir: str, eval_zoo_dir: str | None, pc: ProtocolConfig) -> St
     seen_a = [r for r in rows_a if r["role"] == "train"]
     seen_b = [r for r in rows_b if r["role"] == "train"]
     tasks = sorted({r["task"] for r in seen_a})
-    if pc.tasks is not None:  # a subset of the training tasks: the task-count effect on one zoo
-        if unknown := sorted(set(pc.tasks) - set(tasks)):
-            raise ConfigError(f"protocol.tasks names task(s) {unknown} that zoo {zoo_dir} has no usable training nets "
-                              f"of: choose from {tasks}")
-        tasks = sorted(set(pc.tasks))
-        seen_a, seen_b = ([r for r in rows if r["task"] in tasks] for rows in (seen_a, seen_b))
     if len(tasks) < 2:
         raise ZooError(f"zoo {zoo_dir} has {len(tasks)} usable training task(s); HTT needs at least 2")
     missing = {r["task"] for r in seen_b} - set(tasks)
     if missing:
         raise ZooError(f"eval zoo {eval_zoo_dir} has training tasks {sorted(missing)} that {zoo_dir} lacks")
+    if pc.tasks is not None:  # a subset of the training tasks (at least 2: check_protocol)
+        if unknown := sorted(set(pc.tasks) - set(tasks)):
+            raise ConfigError(f"protocol.tasks names task(s) {unknown} that zoo {zoo_dir} has no usable training nets "
+                              f"of: choose from {tasks}")
+        tasks = sorted(set(pc.tasks))
     n_train, tasks = training_seeds(train_zoo, seen_a, tasks, pc)
     seen_a, seen_b = ([r for r in rows if r["task"] in tasks] for rows in (seen_a, seen_b))
     unseen = retrieval_nets([r for r in rows_b if r["role"] == "unseen"], pc)
@@ -72,17 +71,16 @@ def open_study(zoo_dir: str, eval_zoo_dir: str | None, pc: ProtocolConfig) -> St
 
 
 def training_seeds(zoo: Zoo, seen: list[dict], tasks: list[int], pc: ProtocolConfig) -> tuple[int, list[int]]:
-    """Training seeds per task and the tasks HTT keeps: protocol.train_seeds, or train_fraction of
-    the smallest task's usable nets (short_tasks=lower: every task), or of the smallest task's stored
-    nets, leaving out the tasks with too few usable nets to train and test (short_tasks=drop).
+    """Training seeds per task and the tasks HTT keeps. short_tasks=lower: every task, with
+    protocol.train_seeds or train_fraction of the smallest task's usable nets; short_tasks=drop:
+    protocol.train_seeds or train_fraction of the smallest task's stored nets, leaving out the tasks
+    with too few usable nets to train and test.
     Warns when diverged nets changed the count or the tasks."""
-    if pc.train_seeds is not None:
-        if pc.train_seeds < 1:
-            raise ConfigError(f"protocol.train_seeds={pc.train_seeds} must be >= 1")
-        return pc.train_seeds, tasks
+    if pc.train_seeds is not None and pc.train_seeds < 1:
+        raise ConfigError(f"protocol.train_seeds={pc.train_seeds} must be >= 1")
     usable = {t: sum(r["task"] == t for r in seen) for t in tasks}
     stored = {t: sum(r["task"] == t and r["role"] == "train" for r in zoo.rows) for t in tasks}
-    n_all = max(1, int(round(pc.train_fraction * min(stored.values()))))
+    n_all = pc.train_seeds or max(1, int(round(pc.train_fraction * min(stored.values()))))
     lost = ", ".join(f"task {t}: {stored[t] - usable[t]} of {stored[t]}" for t in tasks if stored[t] > usable[t])
     if pc.short_tasks == "drop":
         kept = [t for t in tasks if usable[t] > n_all]  # n_all train it, at least one is tested
@@ -94,6 +92,8 @@ def training_seeds(zoo: Zoo, seen: list[dict], tasks: list[int], pc: ProtocolCon
                  f"usable nets: left out of HTT (protocol.short_tasks=drop), {len(kept)} training tasks remain with "
                  f"{n_all} training seeds each")
         return n_all, kept
+    if pc.train_seeds is not None:  # lower with an exact count: the split names a task that lacks it
+        return pc.train_seeds, tasks
     n_train = max(1, int(round(pc.train_fraction * min(usable.values()))))
     if short := [t for t in tasks if usable[t] <= n_train]:
         raise ZooError(f"zoo {zoo.root}: task(s) {', '.join(map(str, short))} keep {min(usable.values())} usable "
